@@ -1,0 +1,44 @@
+"""Discovery and membership: mDNS registration and browsing, static peers, HTTP heartbeats.
+
+`DiscoveryService` is the entry point; `peers.py` holds the pure peer table and its events.
+"""
+
+from __future__ import annotations
+
+from .heartbeat import HELLO_PATH, HELLO_SOURCE, hello_handler, routes
+from .mdns import SERVICE_TYPE
+from .peers import (
+    BadPeerInfo,
+    Peer,
+    PeerAppeared,
+    PeerChanged,
+    PeerEvent,
+    PeerGone,
+    PeerInfo,
+    PeerOffline,
+    PeerOnline,
+    PeerStatus,
+    PeerTable,
+)
+from .service import DiscoveryService, parse_peer_address
+
+__all__ = [
+    "BadPeerInfo",
+    "DiscoveryService",
+    "HELLO_PATH",
+    "HELLO_SOURCE",
+    "Peer",
+    "PeerAppeared",
+    "PeerChanged",
+    "PeerEvent",
+    "PeerGone",
+    "PeerInfo",
+    "PeerOffline",
+    "PeerOnline",
+    "PeerStatus",
+    "PeerTable",
+    "SERVICE_TYPE",
+    "hello_handler",
+    "parse_peer_address",
+    "routes",
+]
