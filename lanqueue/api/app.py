@@ -1,0 +1,83 @@
+"""The aiohttp application of a node: middlewares for errors and auth, and the route tables.
+
+Errors are mapped once, here: a `LanqueueError` becomes `{"error": message}` with its status,
+aiohttp's own HTTP errors (unknown route, wrong method, body too large) keep their status but
+get the same JSON shape, and anything unexpected is logged and answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import LanqueueError
+from .keys import NODE
+
+__all__ = ["json_response", "error_middleware", "auth_middleware", "PUBLIC_PREFIXES", "api_key_of"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths that need no API key: the web page's static files (the page asks for the key itself),
+# the API description, and the peer protocol (authenticated by the LAN queue's secret instead).
+PUBLIC_EXACT = ("/", "/index.html", "/favicon.ico", "/lanqueue/openapi.json")
+PUBLIC_PREFIXES = ("/static/", "/lanqueue/peer/")
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except LanqueueError as e:
+        if e.http_status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, e.message)
+        return _error(e.http_status, e.message)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        reason = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
+        return _error(e.status, reason)
+    except (ConnectionResetError, TimeoutError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, "internal error; see the node's log")
+
+
+def api_key_of(request: web.Request) -> str | None:
+    """The key a client presented, in any of the three ways OctoPrint accepts."""
+    key = request.headers.get("X-Api-Key")
+    if key:
+        return key
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("apikey")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    path = request.path
+    if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    given = api_key_of(request)
+    expected = request.app[NODE].api_key
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        return _error(403, "a valid API key is required (X-Api-Key header, Bearer token or ?apikey=)")
+    return await handler(request)

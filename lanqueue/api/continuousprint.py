@@ -1,0 +1,316 @@
+"""The Continuous Print routes under /plugin/continuousprint/: the four public ones and the
+internal ones the original's page and scripts use, with the same names, methods and encodings.
+
+Handlers read and validate the whole request first and only then ask the node's services to
+act, so a bad request changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest, NotFound
+from ..files import sanitize_path
+from ..model import LOCAL, Strategy
+from .app import json_response
+from .forms import MAX_COUNT, Form, read_form
+from .keys import NODE
+from .views import job_view, set_view, state_view
+
+__all__ = ["routes", "BASE", "parse_set_fields"]
+
+BASE = "/plugin/continuousprint"
+routes = web.RouteTableDef()
+MAX_METADATA = 64 * 1024
+
+
+# --- reading sets and jobs ---------------------------------------------------------------
+
+
+def parse_set_fields(form: Form, *, partial: bool = False) -> dict[str, Any]:
+    """Validated set fields; with `partial`, only those present (for edits)."""
+    out: dict[str, Any] = {}
+    path = form.text("path", required=not partial, max_len=255)
+    if path is not None:
+        out["path"] = sanitize_path(path)
+    for name in ("sd",):
+        value = form.boolean(name)
+        if value is not None:
+            out[name] = value
+    count = form.integer("count", None if partial else 1, low=0, high=MAX_COUNT)
+    if count is not None:
+        out["count"] = count
+    remaining = form.integer("remaining", low=0, high=MAX_COUNT)
+    if remaining is not None:
+        out["remaining"] = remaining
+    completed = form.integer("completed", low=0, high=10**9)
+    if completed is not None:
+        out["completed"] = completed
+    if not partial:
+        out.setdefault("sd", False)
+        out.setdefault("remaining", out["count"])
+    if "remaining" in out and "count" in out and out["remaining"] > out["count"]:
+        raise BadRequest("a set's remaining cannot exceed its count")
+    materials = form.string_list("materials", allow_empty_items=True)
+    if materials is not None:
+        out["materials"] = materials
+    profiles = form.string_list("profiles")
+    if profiles is not None:
+        out["profiles"] = profiles
+    if form.has("metadata"):
+        out["metadata"] = _metadata(form.raw("metadata"))
+    return out
+
+
+def _metadata(raw: Any) -> Any:
+    if isinstance(raw, str):
+        if len(raw) > MAX_METADATA:
+            raise BadRequest("metadata too large")
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return raw
+    if len(json.dumps(raw)) > MAX_METADATA:
+        raise BadRequest("metadata too large")
+    return raw
+
+
+def parse_job_changes(obj: Any) -> dict[str, Any]:
+    """The changed fields of a `job/edit` document, validated; `sets` is the new full list."""
+    form = Form.from_object(obj)
+    out: dict[str, Any] = {}
+    name = form.text("name")
+    if name is not None:
+        out["name"] = name
+    for field in ("count", "remaining"):
+        value = form.integer(field, low=0, high=MAX_COUNT)
+        if value is not None:
+            out[field] = value
+    draft = form.boolean("draft")
+    if draft is not None:
+        out["draft"] = draft
+    if "remaining" in out and "count" in out and out["remaining"] > out["count"]:
+        raise BadRequest("a job's remaining cannot exceed its count")
+    sets = form.raw("sets")
+    if sets is not None:
+        if not isinstance(sets, list) or len(sets) > 1000:
+            raise BadRequest("sets must be a list")
+        out["sets"] = [_parse_edited_set(s) for s in sets]
+    return out
+
+
+def _parse_edited_set(obj: Any) -> dict[str, Any]:
+    form = Form.from_object(obj, "each set")
+    sid = form.raw("id")
+    fields = parse_set_fields(form, partial=sid is not None)
+    if sid is not None:
+        fields["id"] = _int_id(sid, "set id")
+    return fields
+
+
+def _int_id(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise BadRequest(f"{what} must be an integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be an integer, not {value!r}") from None
+    if not 0 < number < 2**62:
+        raise NotFound(f"no {what.split()[0]} with id {number}")
+    return number
+
+
+def _queue_name(form: Form, field: str = "queue", default: str | None = LOCAL) -> str:
+    name = form.text(field, default, required=default is None, max_len=100)
+    assert name is not None
+    return name
+
+
+# --- public routes -----------------------------------------------------------------------
+
+
+@routes.get(BASE + "/state/get")
+async def state_get(request: web.Request) -> web.Response:
+    return json_response(await state_view(request.app[NODE]))
+
+
+@routes.post(BASE + "/set_active")
+async def set_active(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    active = form.boolean("active", required=True)
+    node = request.app[NODE]
+    await node.runner.async_set_active(bool(active))
+    return json_response(await state_view(node))
+
+
+@routes.post(BASE + "/set/add")
+async def set_add(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    if form.has("json"):
+        form = Form.from_object(form.json_field())
+    fields = parse_set_fields(form)
+    job_raw = form.raw("job")
+    job_id = None if job_raw in (None, "") else _int_id(job_raw, "job id")
+    job_name = form.text("jobName")
+    job_draft = form.boolean("jobDraft", True)
+    queue = _queue_name(form)
+    node = request.app[NODE]
+    if queue != LOCAL:
+        lan = node.lan_for(queue)
+        return json_response(await lan.add_set(queue, fields, job_id=form.text("job"), job_name=job_name, job_draft=bool(job_draft)))
+    jid, added = await node.store.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
+    added.missing_file = not added.sd and not node.files.exists(added.path)
+    return json_response({"job_id": jid, "set_": set_view(added)})
+
+
+@routes.post(BASE + "/automation/external")
+async def automation_external(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    if len(json.dumps(body)) > MAX_METADATA:
+        raise BadRequest("external data too large")
+    await request.app[NODE].set_external(body)
+    return json_response("OK")
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+
+@routes.post(BASE + "/job/add")
+async def job_add(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    doc = Form.from_object(form.json_field())
+    name = doc.text("name", required=True)
+    queue = doc.text("queue", LOCAL, max_len=100)
+    node = request.app[NODE]
+    if queue != LOCAL:
+        return json_response(await node.lan_for(queue).add_job(queue, name))
+    job = await node.store.add_job(name or "Untitled", draft=True)
+    return json_response(job_view(job))
+
+
+@routes.post(BASE + "/job/edit")
+async def job_edit(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    doc = form.json_field()
+    if not isinstance(doc, dict):
+        raise BadRequest("json must be an object")
+    queue = doc.get("queue", LOCAL)
+    if not isinstance(queue, str):
+        raise BadRequest("queue must be a string")
+    changes = parse_job_changes(doc)
+    node = request.app[NODE]
+    if queue != LOCAL:
+        jid = doc.get("id")
+        if not isinstance(jid, str):
+            raise BadRequest("a LAN job id is a string")
+        return json_response(await node.lan_for(queue).edit_job(queue, jid, changes))
+    job = await node.store.edit_job(_int_id(doc.get("id"), "job id"), changes)
+    return json_response(job_view(job))
+
+
+@routes.post(BASE + "/job/mv")
+async def job_mv(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    src = _queue_name(form, "src_queue")
+    dest = _queue_name(form, "dest_queue", src)
+    raw_id = form.text("id", required=True)
+    after = form.text("after_id")
+    node = request.app[NODE]
+    if src == LOCAL and dest == LOCAL:
+        after_id = None if after in (None, "", "null", "None") else _int_id(after, "after_id")
+        await node.store.move_job(_int_id(raw_id, "job id"), after_id, LOCAL)
+    else:
+        await node.lan_for(dest if dest != LOCAL else src).move_job(src, dest, raw_id, after)
+    return json_response("OK")
+
+
+@routes.post(BASE + "/job/rm")
+async def job_rm(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    queue = _queue_name(form)
+    node = request.app[NODE]
+    if queue == LOCAL:
+        n = await node.store.remove_jobs(form.id_list("job_ids"))
+    else:
+        n = await node.lan_for(queue).remove_jobs(queue, form.string_list("job_ids") or [])
+    return json_response({"jobs_deleted": n})
+
+
+@routes.post(BASE + "/job/reset")
+async def job_reset(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    queue = _queue_name(form)
+    node = request.app[NODE]
+    if queue == LOCAL:
+        n = await node.store.reset_jobs(form.id_list("job_ids"))
+    else:
+        n = await node.lan_for(queue).reset_jobs(queue, form.string_list("job_ids") or [])
+    return json_response({"num_updated": n})
+
+
+@routes.post(BASE + "/job/export")
+async def job_export(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    paths, errors = await request.app[NODE].export_jobs(form.id_list("job_ids"))
+    return json_response({"paths": paths, "errors": errors})
+
+
+@routes.post(BASE + "/job/import")
+async def job_import(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    queue = _queue_name(form)
+    path = form.text("path", required=True, max_len=255)
+    assert path is not None
+    job = await request.app[NODE].import_job(sanitize_path(path), queue)
+    return json_response(job_view(job) if not isinstance(job, dict) else job)
+
+
+# --- history and queues ------------------------------------------------------------------
+
+
+@routes.get(BASE + "/history/get")
+async def history_get(request: web.Request) -> web.Response:
+    runs = await request.app[NODE].store.history()
+    return json_response([r.to_json() for r in runs])
+
+
+@routes.post(BASE + "/history/reset")
+async def history_reset(request: web.Request) -> web.Response:
+    await request.app[NODE].store.reset_history()
+    return json_response("OK")
+
+
+@routes.get(BASE + "/queues/get")
+async def queues_get(request: web.Request) -> web.Response:
+    queues = await request.app[NODE].store.queues()
+    return json_response([{"name": q["name"], "addr": q["addr"], "strategy": q["strategy"]} for q in queues])
+
+
+@routes.post(BASE + "/queues/edit")
+async def queues_edit(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    doc = form.json_field()
+    if not isinstance(doc, list) or len(doc) > 32:
+        raise BadRequest("json must be a list of queues")
+    queues = []
+    seen = set()
+    for item in doc:
+        f = Form.from_object(item, "each queue")
+        name = f.text("name", required=True, max_len=100)
+        strategy = f.text("strategy", Strategy.IN_ORDER.value)
+        if strategy not in {s.value for s in Strategy}:
+            raise BadRequest(f"unknown strategy {strategy!r}")
+        if name in seen or name == "archive":
+            raise BadRequest(f"queue name {name!r} is repeated or reserved")
+        seen.add(name)
+        queues.append({"name": name, "strategy": strategy, "addr": f.text("addr"), "secret": f.text("secret")})
+    await request.app[NODE].set_queues(queues)
+    return json_response("OK")

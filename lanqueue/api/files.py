@@ -1,0 +1,157 @@
+"""OctoPrint's file routes (`/api/files...`), which slicers and simple clients use to upload.
+
+Uploads are read part by part from the multipart stream and written straight to disk by the
+FileStore; nothing holds a whole file in memory. `print=true` on upload means "add this file to
+the local queue as a new job" (documented in the README): on a queue-managed printer, that is
+what a slicer's "upload and print" should do. `select`/`print` through the file's own command
+route is OctoPrint's direct print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from ..errors import BadRequest, Conflict
+from ..files import StoredFile, sanitize_path
+from .app import json_response
+from .keys import NODE
+
+__all__ = ["routes", "file_entry"]
+
+routes = web.RouteTableDef()
+
+
+def file_entry(request: web.Request, path: str, size: int | None, sha256: str | None, date: float | None) -> dict[str, Any]:
+    base = f"{request.scheme}://{request.host}"
+    name = path.rsplit("/", 1)[-1]
+    is_job = path.lower().endswith(".gjob")
+    return {
+        "name": name,
+        "display": name,
+        "path": path,
+        "origin": "local",
+        "type": "machinecode" if not is_job else "model",
+        "typePath": ["machinecode", "gcode"] if not is_job else ["model", "gjob"],
+        "size": size,
+        "date": int(date) if date else None,
+        "hash": sha256,
+        "refs": {
+            "resource": f"{base}/api/files/local/{path}",
+            "download": f"{base}/downloads/files/local/{path}",
+        },
+    }
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(1 << 16):
+        yield chunk
+
+
+@routes.post("/api/files/local")
+async def upload(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if request.content_type != "multipart/form-data":
+        raise BadRequest("upload a file as multipart/form-data with a field named 'file'")
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError, KeyError):
+        raise BadRequest("malformed multipart body") from None
+    fields: dict[str, str] = {}
+    stored: StoredFile | None = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest("nested multipart bodies are not accepted")
+            if part.name == "file":
+                if stored is not None:
+                    raise BadRequest("one file per upload")
+                filename = part.filename or fields.get("filename") or ""
+                folder = fields.get("path", "").strip("/")
+                target = sanitize_path(f"{folder}/{filename}" if folder else filename)
+                stored = await node.files.save(target, _chunks(part))
+            elif part.name:
+                value = await part.read(decode=True)
+                if len(value) > 4096:
+                    raise BadRequest(f"form field {part.name!r} too long")
+                fields[part.name] = value.decode("utf-8", "replace")
+    except ValueError as e:  # malformed multipart framing
+        raise BadRequest(f"malformed multipart body: {e}") from None
+    if stored is None:
+        raise BadRequest("no file in the upload (field 'file')")
+    await node.store.record_file(stored.path, stored.sha256, stored.size)
+    queued = None
+    if _flag(fields.get("print")):
+        queued = await node.queue_uploaded_file(stored.path)
+    elif _flag(fields.get("select")):
+        node.selected_file = stored.path
+    entry = file_entry(request, stored.path, stored.size, stored.sha256, None)
+    body: dict[str, Any] = {
+        "files": {"local": entry},
+        "done": True,
+        "effectiveSelect": _flag(fields.get("select")),
+        "effectivePrint": queued is not None,
+    }
+    if queued is not None:
+        body["lanqueue_job_id"] = queued
+    return json_response(body, status=201, headers={"Location": entry["refs"]["resource"]})
+
+
+@routes.get("/api/files")
+@routes.get("/api/files/local")
+async def list_files(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    known = await node.store.files()
+    entries = []
+    for f in node.files.list():
+        info = known.get(f.path, {})
+        entries.append(file_entry(request, f.path, f.size, info.get("sha256"), info.get("uploaded")))
+    usage = node.disk_usage()
+    return json_response({"files": entries, "free": usage[0], "total": usage[1]})
+
+
+@routes.get("/api/files/local/{path:.+}")
+async def file_info(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    path = sanitize_path(request.match_info["path"])
+    full = node.files.resolve(path)
+    info = (await node.store.files()).get(path, {})
+    return json_response(file_entry(request, path, full.stat().st_size, info.get("sha256"), info.get("uploaded")))
+
+
+@routes.delete("/api/files/local/{path:.+}")
+async def delete_file(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    path = sanitize_path(request.match_info["path"])
+    node.files.resolve(path)
+    if node.printing_path() == path:
+        raise Conflict("the file is being printed")
+    node.files.delete(path)
+    await node.store.forget_file(path)
+    return web.Response(status=204)
+
+
+@routes.post("/api/files/local/{path:.+}")
+async def file_command(request: web.Request) -> web.Response:
+    """OctoPrint's `{"command": "select", "print": true}`: select a file, optionally print it
+    directly (no queue, no scripts)."""
+    node = request.app[NODE]
+    path = sanitize_path(request.match_info["path"])
+    node.files.resolve(path)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body must be a JSON object with a 'command'") from None
+    if not isinstance(body, dict) or body.get("command") not in ("select",):
+        raise BadRequest("supported command: select")
+    do_print = body.get("print", False)
+    if not isinstance(do_print, bool):
+        raise BadRequest("'print' must be true or false")
+    await node.select_file(path, print_now=do_print)
+    return web.Response(status=204)

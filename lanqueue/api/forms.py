@@ -1,0 +1,196 @@
+"""Reading form fields the way Continuous Print clients send them, strictly.
+
+Clients send form-encoded bodies with booleans as `true`/`True`, lists as repeated fields,
+`name[]` fields, JSON list strings or comma-separated text, and internal routes wrap structured
+data in one `json` field. Every reader here either returns a clean Python value or raises
+BadRequest naming the field, so handlers never see half-parsed input and never write half a job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from ..errors import BadRequest
+
+__all__ = [
+    "Form",
+    "read_form",
+    "MAX_COUNT",
+    "MAX_TEXT",
+    "MAX_LIST",
+]
+
+MAX_COUNT = 100_000
+MAX_TEXT = 1_000
+MAX_LIST = 64
+MAX_FORM_BYTES = 1 << 20
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+class Form:
+    """Typed access to one request's form fields (or the object of its `json` field)."""
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self._fields = fields
+
+    @classmethod
+    def from_object(cls, obj: Any, what: str = "json") -> Form:
+        if not isinstance(obj, dict):
+            raise BadRequest(f"{what} must be a JSON object")
+        return cls(MultiDict((str(k), v) for k, v in obj.items()))
+
+    def has(self, name: str) -> bool:
+        return name in self._fields or f"{name}[]" in self._fields
+
+    def raw(self, name: str) -> Any:
+        return self._fields.get(name)
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False, max_len: int = MAX_TEXT) -> str | None:
+        value = self._fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise BadRequest(f"field {name!r} is required")
+            return default
+        if not isinstance(value, str):
+            raise BadRequest(f"field {name!r} must be a string")
+        if len(value) > max_len or "\x00" in value:
+            raise BadRequest(f"field {name!r} is too long or contains NUL")
+        return value
+
+    def boolean(self, name: str, default: bool | None = None, *, required: bool = False) -> bool | None:
+        value = self._fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise BadRequest(f"field {name!r} is required")
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE:
+            return True
+        if isinstance(value, str) and value.strip().lower() in _FALSE:
+            return False
+        raise BadRequest(f"field {name!r} must be true or false, not {value!r}")
+
+    def integer(
+        self, name: str, default: int | None = None, *, required: bool = False, low: int = 0, high: int = MAX_COUNT
+    ) -> int | None:
+        value = self._fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise BadRequest(f"field {name!r} is required")
+            return default
+        if isinstance(value, bool):
+            raise BadRequest(f"field {name!r} must be an integer")
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise BadRequest(f"field {name!r} must be an integer, not {value!r}") from None
+        if not isinstance(value, int):
+            raise BadRequest(f"field {name!r} must be an integer")
+        if not low <= value <= high:
+            raise BadRequest(f"field {name!r} must be between {low} and {high}")
+        return value
+
+    def string_list(self, name: str, *, allow_empty_items: bool = False) -> list[Any] | None:
+        """A list of strings from any of the encodings clients use; None when absent.
+
+        Empty items become None when `allow_empty_items` (a materials entry of "" means any
+        material); otherwise they are an error.
+        """
+        items: list[Any]
+        if isinstance(self._fields, (MultiDict, MultiDictProxy)):
+            values = self._fields.getall(name, []) + self._fields.getall(f"{name}[]", [])
+        else:
+            values = [v for k in (name, f"{name}[]") if (v := self._fields.get(k)) is not None]
+        if not values:
+            return None
+        if len(values) == 1 and isinstance(values[0], list):
+            items = values[0]
+        elif len(values) == 1 and isinstance(values[0], str):
+            items = _split_list_text(values[0], name)
+        else:
+            items = list(values)
+        if len(items) > MAX_LIST:
+            raise BadRequest(f"field {name!r} has too many items")
+        out: list[Any] = []
+        for item in items:
+            if item is None or item == "":
+                if not allow_empty_items:
+                    raise BadRequest(f"field {name!r} may not contain empty or null items")
+                out.append(None)
+            elif isinstance(item, str) and len(item) <= MAX_TEXT and "\x00" not in item:
+                out.append(item)
+            else:
+                raise BadRequest(f"field {name!r} must be a list of strings")
+        return out
+
+    def id_list(self, name: str) -> list[int]:
+        """`job_ids[]=1&job_ids[]=2`, `job_ids=1,2` or a JSON list -> [1, 2]."""
+        raw = self.string_list(name) or []
+        ids = []
+        for item in raw:
+            try:
+                ids.append(int(item))
+            except (TypeError, ValueError):
+                raise BadRequest(f"field {name!r} must hold integer ids, not {item!r}") from None
+        return ids
+
+    def json_field(self, name: str = "json", *, required: bool = True) -> Any:
+        value = self._fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise BadRequest(f"field {name!r} with a JSON document is required")
+            return None
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except (ValueError, RecursionError):
+            raise BadRequest(f"field {name!r} is not valid JSON") from None
+
+
+def _split_list_text(text: str, name: str) -> list[Any]:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            raise BadRequest(f"field {name!r} is not a valid JSON list") from None
+        if not isinstance(value, list):
+            raise BadRequest(f"field {name!r} must be a list")
+        return value
+    if stripped == "":
+        return []
+    return [part.strip() for part in stripped.split(",")]
+
+
+async def read_form(request: web.Request) -> Form:
+    """The request's urlencoded or multipart form. A raw JSON body where a form is expected is
+    accepted too (some scripts send one); anything else is a clear 400."""
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise BadRequest("form too large")
+    ctype = request.content_type
+    if ctype == "application/json":
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("body is not valid JSON") from None
+        return Form.from_object(body, "JSON body")
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", "", "application/octet-stream"):
+        try:
+            fields = await request.post()
+        except (ValueError, UnicodeDecodeError, AssertionError):
+            raise BadRequest("body is not a valid form") from None
+        for value in fields.values():
+            if not isinstance(value, str):
+                raise BadRequest("this route takes no file uploads")
+        return Form(fields)
+    raise BadRequest(f"unsupported content type {ctype!r}; send a form")

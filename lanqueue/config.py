@@ -1,0 +1,201 @@
+"""Options of `lanqueue serve`: command line flags over `LANQUEUE_*` variables over a TOML file.
+
+Each option is declared once in OPTIONS (name, type, default, help); the argument parser, the
+environment reader and the TOML reader are all derived from that table, so the three ways of
+setting an option can never drift apart. Keys in the TOML file that no option reads are
+reported instead of ignored silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadRequest
+
+__all__ = ["Options", "OPTIONS", "add_serve_arguments", "resolve_options", "ConfigError", "parse_lan"]
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A bad option value; the command line prints it and exits with status 2."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    default: Any
+    help: str
+    repeat: bool = False  # list-valued: repeatable flag, comma-separated env, TOML array
+
+
+def _default_data_dir() -> str:
+    return str(Path.home() / ".local" / "share" / "lanqueue")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "0.0.0.0", "address to listen on"),
+    Option("port", int, 5000, "HTTP port"),
+    Option("data_dir", str, None, "folder for the database, files and key (default ~/.local/share/lanqueue)"),
+    Option("name", str, None, "display name of this printer (default: host name)"),
+    Option("printer", str, "virtual", "'virtual', a serial device path, or socket://host:port"),
+    Option("baudrate", int, 115200, "serial speed"),
+    Option("api_key", str, None, "API key (default: generated on first start and stored in the data dir)"),
+    Option("profile", str, "Generic", "printer profile name, matched against sets' profiles"),
+    Option("lan", str, [], "join a LAN queue: NAME=SECRET (repeatable)", repeat=True),
+    Option("peer", str, [], "static peer HOST:PORT (repeatable)", repeat=True),
+    Option("no_mdns", bool, False, "do not use mDNS discovery"),
+    Option("interface", str, [], "address of an interface for mDNS (repeatable; default all)", repeat=True),
+    Option("virtual_speed", float, 1.0, "how many times faster than real time the virtual printer runs"),
+    Option("max_upload_mb", int, 1024, "largest accepted upload, in MiB"),
+    Option("resume", bool, False, "start managing the queue again after a restart if it was active"),
+    Option("lease_ttl", float, 60.0, "LAN lease time to live, seconds"),
+    Option("lock_delay", float, None, "seconds an expired LAN lease stays blocked (default: one TTL)"),
+    Option("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resolved options of one node (every field has its final value)."""
+
+    host: str = "0.0.0.0"
+    port: int = 5000
+    data_dir: Path = field(default_factory=lambda: Path(_default_data_dir()))
+    name: str = field(default_factory=socket.gethostname)
+    printer: str = "virtual"
+    baudrate: int = 115200
+    api_key: str | None = None
+    profile: str = "Generic"
+    lan: tuple[str, ...] = ()
+    peer: tuple[str, ...] = ()
+    no_mdns: bool = False
+    interface: tuple[str, ...] = ()
+    virtual_speed: float = 1.0
+    max_upload_mb: int = 1024
+    resume: bool = False
+    lease_ttl: float = 60.0
+    lock_delay: float | None = None
+    log_level: str = "INFO"
+
+    @property
+    def lan_queues(self) -> dict[str, str]:
+        return dict(parse_lan(spec) for spec in self.lan)
+
+
+def parse_lan(spec: str) -> tuple[str, str]:
+    """`NAME=SECRET` -> (name, secret)."""
+    name, sep, secret = spec.partition("=")
+    name = name.strip()
+    if not sep or not name or not secret:
+        raise BadRequest(f"a LAN queue is given as NAME=SECRET, not {spec!r}")
+    if name in ("local", "archive"):
+        raise BadRequest(f"{name!r} is reserved and cannot be a LAN queue name")
+    return name, secret
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML file with any of these options")
+    for opt in OPTIONS:
+        flag = "--" + opt.name.replace("_", "-")
+        if opt.kind is bool:
+            parser.add_argument(flag, dest=opt.name, action="store_const", const=True, default=None, help=opt.help)
+        elif opt.repeat:
+            parser.add_argument(flag, dest=opt.name, action="append", default=None, help=opt.help)
+        else:
+            parser.add_argument(flag, dest=opt.name, type=opt.kind, default=None, help=opt.help)
+
+
+def _convert(opt: Option, value: Any, source: str) -> Any:
+    try:
+        if opt.repeat:
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, list):
+                items = [str(v) for v in value]
+            else:
+                raise ValueError("expected a list")
+            return tuple(items)
+        if opt.kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError("expected true or false")
+        if opt.kind is float and isinstance(value, bool):
+            raise ValueError("expected a number")
+        return opt.kind(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: bad value {value!r} for {opt.name}: {e}") from None
+
+
+def resolve_options(
+    args: argparse.Namespace | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Options:
+    """Merge defaults < TOML file < environment < flags into Options."""
+    env = os.environ if env is None else env
+    config_file = config_file or (getattr(args, "config", None) if args else None) or env.get("LANQUEUE_CONFIG")
+    from_file: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                from_file = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e}") from None
+        known = {o.name for o in OPTIONS} | {o.name.replace("_", "-") for o in OPTIONS}
+        for key in from_file:
+            if key not in known:
+                log.warning("config file %s: option %r is not known and is ignored", config_file, key)
+        from_file = {k.replace("-", "_"): v for k, v in from_file.items()}
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        value = opt.default
+        if opt.name in from_file:
+            value = _convert(opt, from_file[opt.name], f"config file {config_file}")
+        env_key = "LANQUEUE_" + opt.name.upper()
+        if env_key in env:
+            value = _convert(opt, env[env_key], f"environment {env_key}")
+        flag = getattr(args, opt.name, None) if args is not None else None
+        if flag is not None:
+            value = _convert(opt, flag, "command line")
+        if opt.repeat:
+            value = tuple(value)
+        values[opt.name] = value
+    values["data_dir"] = Path(values["data_dir"] or _default_data_dir()).expanduser()
+    values["name"] = values["name"] or socket.gethostname()
+    _check(values)
+    return Options(**values)
+
+
+def _check(values: dict[str, Any]) -> None:
+    if not 0 < values["port"] < 65536:
+        raise ConfigError(f"port {values['port']} is out of range")
+    if values["virtual_speed"] <= 0:
+        raise ConfigError("virtual speed must be positive")
+    if values["max_upload_mb"] <= 0:
+        raise ConfigError("max upload size must be positive")
+    if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"unknown log level {values['log_level']!r}")
+    for spec in values["lan"]:
+        try:
+            parse_lan(spec)
+        except BadRequest as e:
+            raise ConfigError(e.message) from None
+    for peer in values["peer"]:
+        host, sep, port = peer.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"a peer is given as HOST:PORT, not {peer!r}")

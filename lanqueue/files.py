@@ -1,0 +1,155 @@
+"""The node's file store: uploaded G-code and `.gjob` files under one folder of the data dir.
+
+Names from clients are sanitised and can never leave the store (no `..`, no absolute paths, no
+drive letters or backslashes). Uploads stream to a temporary file while their sha256 is computed,
+are fsynced and renamed into place, so a file is either complete and recorded or absent: a
+crash or an oversized upload leaves nothing behind. The digest lets LAN peers fetch and verify
+files by content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import BadRequest, LanqueueError, NotFound, PayloadTooLarge
+
+__all__ = ["FileStore", "StoredFile", "UnsupportedFileType", "sanitize_path", "ALLOWED_SUFFIXES"]
+
+ALLOWED_SUFFIXES = (".gcode", ".gco", ".g", ".gjob")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-+()]")
+MAX_PATH_LEN = 255
+
+
+class UnsupportedFileType(LanqueueError):
+    http_status = 415
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    size: int
+    sha256: str
+
+
+def sanitize_path(raw: str) -> str:
+    """Turn a client-supplied path into a safe relative POSIX path inside the store.
+
+    Spaces become underscores and other unusual characters are dropped (OctoPrint does much the
+    same), but traversal is refused outright rather than repaired: a client that sends `..` is
+    wrong, and silently writing somewhere else would hide it.
+    """
+    if not isinstance(raw, str) or not raw.strip():
+        raise BadRequest("a file path is required")
+    if "\x00" in raw or "\\" in raw or re.match(r"^[A-Za-z]:", raw):
+        raise BadRequest(f"invalid file path {raw!r}")
+    if raw.startswith("/"):
+        raise BadRequest(f"absolute paths are not allowed: {raw!r}")
+    parts = []
+    for part in PurePosixPath(raw).parts:
+        if part in ("..", "."):
+            raise BadRequest(f"path may not contain {part!r}: {raw!r}")
+        clean = _UNSAFE.sub("", part.replace(" ", "_"))
+        if not clean or clean.startswith("."):
+            raise BadRequest(f"invalid path component {part!r}")
+        parts.append(clean)
+    path = "/".join(parts)
+    if len(path) > MAX_PATH_LEN:
+        raise BadRequest("file path too long")
+    return path
+
+
+class FileStore:
+    """Files on disk under `root`; the caller records (path, digest, size) in the Store."""
+
+    def __init__(self, root: Path, max_size: int) -> None:
+        self.root = root
+        self.max_size = max_size
+        self._tmp = root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self._tmp.iterdir():  # half-written uploads of a crashed run
+            leftover.unlink(missing_ok=True)
+
+    def resolve(self, path: str) -> Path:
+        """The absolute location of a stored file; NotFound if it is not there."""
+        full = self.location(sanitize_path(path))
+        if not full.is_file():
+            raise NotFound(f"no file {path!r}")
+        return full
+
+    def location(self, safe_path: str) -> Path:
+        full = (self.root / safe_path).resolve()
+        if not full.is_relative_to(self.root.resolve()) or full == self.root.resolve():
+            raise BadRequest(f"path escapes the file store: {safe_path!r}")
+        return full
+
+    def exists(self, path: str) -> bool:
+        try:
+            return self.location(sanitize_path(path)).is_file()
+        except LanqueueError:
+            return False
+
+    async def save(self, path: str, chunks: AsyncIterator[bytes]) -> StoredFile:
+        """Stream `chunks` into the store at `path`; PayloadTooLarge past the size limit."""
+        safe = sanitize_path(path)
+        if not safe.lower().endswith(ALLOWED_SUFFIXES):
+            raise UnsupportedFileType(
+                f"only {', '.join(ALLOWED_SUFFIXES)} files are accepted, not {safe!r}"
+            )
+        target = self.location(safe)
+        tmp = self._tmp / secrets.token_hex(8)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_size:
+                        raise PayloadTooLarge(
+                            f"file larger than the limit of {self.max_size} bytes"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+                await asyncio.get_running_loop().run_in_executor(None, _flush_and_sync, out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredFile(safe, size, digest.hexdigest())
+
+    def delete(self, path: str) -> str:
+        full = self.resolve(path)
+        full.unlink()
+        return sanitize_path(path)
+
+    def list(self) -> list[StoredFile]:
+        """Files on disk (digests come from the Store; here only path and size)."""
+        out = []
+        for p in sorted(self.root.rglob("*")):
+            if p.is_file() and not p.is_relative_to(self._tmp):
+                out.append(StoredFile(p.relative_to(self.root).as_posix(), p.stat().st_size, ""))
+        return out
+
+
+def _flush_and_sync(f: object) -> None:
+    f.flush()  # type: ignore[attr-defined]
+    os.fsync(f.fileno())  # type: ignore[attr-defined]
+
+
+async def sha256_of(path: Path) -> str:
+    """Hash a file off the event loop (files can be hundreds of MB)."""
+
+    def work() -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    return await asyncio.get_running_loop().run_in_executor(None, work)

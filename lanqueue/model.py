@@ -1,0 +1,232 @@
+"""Queues, jobs, sets and runs, and the counting rules of Continuous Print.
+
+Pure data and pure functions: no I/O, no clock, no imports from the rest of lanqueue. The store
+persists these objects and the driver asks this module what to print next, so the rules of
+reference-behaviour.md ("Counting semantics") live in exactly one place:
+
+- a job prints all its sets in rank order, `count` times; a set prints `count` copies per job run;
+- a successful print takes one from the set's `remaining` and adds one to its `completed`;
+- when no set of the job has anything remaining, the job's `remaining` drops by one and, if runs
+  remain, every set starts again at `remaining = count`;
+- a draft job is never printed, a job with `remaining == 0` is done.
+
+`completed` counts every successful print of a set over the job's life (it is not reset when a
+new job run starts); `job/reset` sets it back to zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "LOCAL",
+    "ARCHIVE",
+    "Strategy",
+    "RunResult",
+    "PrintSet",
+    "Job",
+    "Run",
+    "next_set",
+    "apply_success",
+    "reset_job",
+    "set_printable",
+    "job_printable",
+    "choose_next",
+    "rank_between",
+    "parse_material",
+]
+
+LOCAL = "local"
+ARCHIVE = "archive"
+
+
+class Strategy(str, enum.Enum):
+    """How the driver picks among printable jobs of one queue."""
+
+    IN_ORDER = "IN_ORDER"
+    LEAST_MANUAL = "LEAST_MANUAL"
+
+
+class RunResult(str, enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class PrintSet:
+    """One file of a job, printed `count` times per job run."""
+
+    id: int | str
+    path: str
+    count: int = 1
+    remaining: int = 1
+    completed: int = 0
+    rank: float = 0.0
+    sd: bool = False
+    materials: list[str | None] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+    metadata: Any = None
+    missing_file: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Job:
+    """A named group of sets printed `count` times; lives in one queue."""
+
+    id: int | str
+    queue: str
+    name: str
+    count: int = 1
+    remaining: int = 1
+    draft: bool = False
+    created: int = 0
+    rank: float = 0.0
+    sets: list[PrintSet] = field(default_factory=list)
+    acquired: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
+        out["sets"] = [s.to_json() for s in self.sets]
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.remaining <= 0
+
+
+@dataclass(frozen=True)
+class Run:
+    """One print attempt as history records it."""
+
+    run_id: int
+    queue_name: str
+    job_name: str
+    set_path: str
+    start: float
+    end: float | None
+    result: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["active"] = self.end is None
+        return out
+
+
+def next_set(job: Job) -> PrintSet | None:
+    """The set this job prints next, or None if it prints nothing (draft or done)."""
+    if job.draft or job.remaining <= 0:
+        return None
+    for s in sorted(job.sets, key=lambda s: s.rank):
+        if s.remaining > 0:
+            return s
+    return None
+
+
+def apply_success(job: Job, set_id: int | str) -> Job:
+    """Count one successful print of `set_id`; returns the updated job (the input is not changed)."""
+    job = _copy(job)
+    target = next((s for s in job.sets if s.id == set_id), None)
+    if target is None:
+        raise KeyError(f"set {set_id} is not in job {job.id}")
+    target.remaining = max(0, target.remaining - 1)
+    target.completed += 1
+    if all(s.remaining <= 0 for s in job.sets):
+        job.remaining = max(0, job.remaining - 1)
+        if job.remaining > 0:
+            for s in job.sets:
+                s.remaining = s.count
+    return job
+
+
+def reset_job(job: Job) -> Job:
+    """Start the job over: every run and every copy left to print again."""
+    job = _copy(job)
+    job.remaining = job.count
+    for s in job.sets:
+        s.remaining = s.count
+        s.completed = 0
+    return job
+
+
+def parse_material(spec: str) -> tuple[str, str, str]:
+    """Split `"PLA_red_#ff0000"` into (material, colour name, hex); missing parts are ''."""
+    parts = spec.split("_")
+    while len(parts) < 3:
+        parts.append("")
+    return parts[0], parts[1], "_".join(parts[2:])
+
+
+def set_printable(s: PrintSet, profile: str, loaded: Sequence[str | None]) -> bool:
+    """Whether this printer (its profile name, the material loaded per tool) can print the set.
+
+    An empty or null material entry means "any"; a constrained tool must hold exactly that
+    material. An empty profile list means "any printer".
+    """
+    if s.profiles and profile not in s.profiles:
+        return False
+    for tool, wanted in enumerate(s.materials):
+        if not wanted:
+            continue
+        have = loaded[tool] if tool < len(loaded) else None
+        if have != wanted:
+            return False
+    return True
+
+
+def job_printable(job: Job, profile: str, loaded: Sequence[str | None]) -> bool:
+    """A job is taken only if the set it would print next is printable here."""
+    s = next_set(job)
+    return s is not None and set_printable(s, profile, loaded)
+
+
+def _needs_no_change(job: Job, profile: str, loaded: Sequence[str | None]) -> bool:
+    """Every set still to print in this job runs with the materials loaded now."""
+    return all(set_printable(s, profile, loaded) for s in job.sets if s.count > 0)
+
+
+def choose_next(
+    jobs: Iterable[Job],
+    profile: str,
+    loaded: Sequence[str | None],
+    strategy: Strategy = Strategy.IN_ORDER,
+) -> tuple[Job, PrintSet] | None:
+    """Pick the job and set to print next from `jobs` (one queue, any order).
+
+    IN_ORDER takes the first printable job by rank. LEAST_MANUAL prefers jobs that can run to
+    their end without anyone swapping material, then falls back to rank order; ties keep rank
+    order, so the choice is stable.
+    """
+    ordered = [j for j in sorted(jobs, key=lambda j: j.rank) if job_printable(j, profile, loaded)]
+    if not ordered:
+        return None
+    if strategy == Strategy.LEAST_MANUAL:
+        ordered.sort(key=lambda j: not _needs_no_change(j, profile, loaded))
+    job = ordered[0]
+    chosen = next_set(job)
+    assert chosen is not None  # job_printable guaranteed it
+    return job, chosen
+
+
+def rank_between(before: float | None, after: float | None) -> float:
+    """A rank that sorts between two neighbours (None = no neighbour on that side)."""
+    if before is None and after is None:
+        return 1.0
+    if before is None:
+        assert after is not None
+        return after - 1.0
+    if after is None:
+        return before + 1.0
+    return (before + after) / 2.0
+
+
+def _copy(job: Job) -> Job:
+    return dataclasses.replace(job, sets=[dataclasses.replace(s) for s in job.sets])

@@ -1,0 +1,606 @@
+"""Durable state of one node: queues, jobs, sets, runs, files and settings in one SQLite file.
+
+Every write is one transaction committed with WAL and `synchronous=FULL` before the caller gets
+an answer, so anything the API acknowledged survives kill -9 and power loss. aiosqlite runs the
+connection in its own thread; a single asyncio lock serialises the read-modify-write
+transactions so concurrent requests can never interleave half-way (ranks and counts stay sound).
+
+The schema is versioned with `PRAGMA user_version` and one migration step per version. Other
+components (the LAN queues) keep their tables in the same file and register their own steps
+under their own name in the `migrations` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .errors import BadRequest, NotFound
+from .model import ARCHIVE, LOCAL, Job, PrintSet, Run, Strategy, apply_success, rank_between, reset_job
+
+__all__ = ["Store", "Migration"]
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+HISTORY_LIMIT = 100
+
+
+async def _v1(db: aiosqlite.Connection) -> None:
+    await _run_script(
+        db,
+        """
+        CREATE TABLE queues (
+            name TEXT PRIMARY KEY,
+            strategy TEXT NOT NULL DEFAULT 'IN_ORDER',
+            addr TEXT,
+            rank REAL NOT NULL
+        );
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            queue TEXT NOT NULL REFERENCES queues(name),
+            name TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            remaining INTEGER NOT NULL,
+            draft INTEGER NOT NULL,
+            created INTEGER NOT NULL,
+            rank REAL NOT NULL
+        );
+        CREATE INDEX jobs_by_queue ON jobs(queue, rank);
+        CREATE TABLE sets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            sd INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            remaining INTEGER NOT NULL,
+            completed INTEGER NOT NULL,
+            rank REAL NOT NULL,
+            materials TEXT NOT NULL,
+            profiles TEXT NOT NULL,
+            metadata TEXT
+        );
+        CREATE INDEX sets_by_job ON sets(job_id, rank);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            queue TEXT NOT NULL,
+            job_id TEXT,
+            job_name TEXT NOT NULL,
+            set_id TEXT,
+            set_path TEXT NOT NULL,
+            start REAL NOT NULL,
+            end REAL,
+            result TEXT
+        );
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            uploaded REAL NOT NULL
+        );
+        CREATE INDEX files_by_digest ON files(sha256);
+        INSERT INTO queues(name, strategy, addr, rank) VALUES ('local', 'IN_ORDER', NULL, 0.0);
+        INSERT INTO queues(name, strategy, addr, rank) VALUES ('archive', 'IN_ORDER', NULL, -1.0);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1]
+
+
+async def _run_script(db: aiosqlite.Connection, script: str) -> None:
+    """Run `;`-separated statements inside the caller's transaction (executescript would
+    commit first and break the migration's atomicity)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            await db.execute(statement)
+
+
+class Store:
+    """The node's SQLite database. Open with `await Store.open(path)`, close with `async_close()`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+        self.generation = 0  # bumped on every committed write; readers use it to cache views
+        self._listeners: list[Callable[[], None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, path)
+        await store._migrate()
+        return store
+
+    async def async_close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None  # type: ignore[assignment]
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The connection, for components that keep their own tables in this file."""
+        return self._db
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (version,) = await cur.fetchone()  # type: ignore[misc]
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await step(self._db)
+                await self._db.execute(f"PRAGMA user_version={number}")
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+
+    async def migrate_component(self, component: str, steps: Sequence[Migration]) -> None:
+        """Run the migration steps of another component that keeps tables in this database."""
+        async with self._lock:
+            await self._db.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            await self._db.commit()
+            async with self._db.execute(
+                "SELECT version FROM migrations WHERE component=?", (component,)
+            ) as cur:
+                row = await cur.fetchone()
+            version = row[0] if row else 0
+            for number, step in enumerate(steps[version:], start=version + 1):
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await step(self._db)
+                    await self._db.execute(
+                        "INSERT INTO migrations(component, version) VALUES (?, ?) "
+                        "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                        (component, number),
+                    )
+                    await self._db.commit()
+                except BaseException:
+                    await self._db.rollback()
+                    raise
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` after every committed write (the web page's live updates use it)."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        """Run `work` in one IMMEDIATE transaction; commit (fsync) before returning."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(self._db)
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+            self.generation += 1
+        for callback in list(self._listeners):
+            callback()
+        return result
+
+    async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    # --- settings --------------------------------------------------------------------------
+
+    async def get_setting(self, key: str, default: Any = None) -> Any:
+        rows = await self._fetchall("SELECT value FROM settings WHERE key=?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    async def set_setting(self, key: str, value: Any) -> None:
+        text = json.dumps(value)
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO settings(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, text),
+            )
+
+        await self._write(work)
+
+    # --- queues ----------------------------------------------------------------------------
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue but the archive, in rank order."""
+        rows = await self._fetchall(
+            "SELECT name, strategy, addr, rank FROM queues WHERE name != ? ORDER BY rank", (ARCHIVE,)
+        )
+        return [dict(r) for r in rows]
+
+    async def set_queues(self, queues: Sequence[dict[str, Any]]) -> None:
+        """Replace the queue list (rank = position). `local` must stay; jobs of a removed queue
+        would be orphaned, so a queue that still holds jobs cannot be removed."""
+        names = [q["name"] for q in queues]
+        if LOCAL not in names:
+            raise BadRequest("the local queue cannot be removed")
+
+        async def work(db: aiosqlite.Connection) -> None:
+            existing = {r["name"] for r in await self._fetchall("SELECT name FROM queues")}
+            for gone in existing - set(names) - {ARCHIVE}:
+                rows = await self._fetchall("SELECT COUNT(*) AS n FROM jobs WHERE queue=?", (gone,))
+                if rows[0]["n"]:
+                    raise BadRequest(f"queue {gone!r} still holds jobs; move or delete them first")
+                await db.execute("DELETE FROM queues WHERE name=?", (gone,))
+            for rank, q in enumerate(queues):
+                await db.execute(
+                    "INSERT INTO queues(name, strategy, addr, rank) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET strategy=excluded.strategy, "
+                    "addr=excluded.addr, rank=excluded.rank",
+                    (q["name"], q.get("strategy", Strategy.IN_ORDER.value), q.get("addr"), float(rank)),
+                )
+
+        await self._write(work)
+
+    async def queue_strategy(self, queue: str) -> Strategy:
+        rows = await self._fetchall("SELECT strategy FROM queues WHERE name=?", (queue,))
+        if not rows:
+            raise NotFound(f"no queue named {queue!r}")
+        return Strategy(rows[0]["strategy"])
+
+    # --- jobs and sets: reading -----------------------------------------------------------
+
+    async def jobs(self, queue: str | None = None) -> list[Job]:
+        """Jobs with their sets in rank order; every queue but the archive when `queue` is None."""
+        if queue is None:
+            job_rows = await self._fetchall(
+                "SELECT * FROM jobs WHERE queue != ? ORDER BY rank, id", (ARCHIVE,)
+            )
+            set_rows = await self._fetchall(
+                "SELECT sets.* FROM sets JOIN jobs ON jobs.id = sets.job_id "
+                "WHERE jobs.queue != ? ORDER BY sets.rank, sets.id",
+                (ARCHIVE,),
+            )
+        else:
+            job_rows = await self._fetchall(
+                "SELECT * FROM jobs WHERE queue = ? ORDER BY rank, id", (queue,)
+            )
+            set_rows = await self._fetchall(
+                "SELECT sets.* FROM sets JOIN jobs ON jobs.id = sets.job_id "
+                "WHERE jobs.queue = ? ORDER BY sets.rank, sets.id",
+                (queue,),
+            )
+        return _assemble(job_rows, set_rows)
+
+    async def job(self, job_id: int) -> Job:
+        job_rows = await self._fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
+        if not job_rows:
+            raise NotFound(f"no job with id {job_id}")
+        set_rows = await self._fetchall(
+            "SELECT * FROM sets WHERE job_id=? ORDER BY rank, id", (job_id,)
+        )
+        return _assemble(job_rows, set_rows)[0]
+
+    # --- jobs and sets: writing -----------------------------------------------------------
+
+    async def add_job(self, name: str, *, queue: str = LOCAL, draft: bool = True, count: int = 1) -> Job:
+        async def work(db: aiosqlite.Connection) -> int:
+            return await self._insert_job(db, queue, name, draft, count)
+
+        return await self.job(await self._write(work))
+
+    async def add_set(
+        self,
+        fields: dict[str, Any],
+        *,
+        job_id: int | None,
+        job_name: str | None,
+        job_draft: bool,
+        queue: str = LOCAL,
+    ) -> tuple[int, PrintSet]:
+        """Add one set to an existing job, or to a new job created in the same transaction."""
+
+        async def work(db: aiosqlite.Connection) -> tuple[int, int]:
+            jid = job_id
+            if jid is None:
+                jid = await self._insert_job(db, queue, job_name or _job_name(fields["path"]), job_draft, 1)
+            elif not await self._fetchall("SELECT id FROM jobs WHERE id=? AND queue != ?", (jid, ARCHIVE)):
+                raise NotFound(f"no job with id {jid}")
+            sid = await self._insert_set(db, jid, fields)
+            return jid, sid
+
+        jid, sid = await self._write(work)
+        job = await self.job(jid)
+        return jid, next(s for s in job.sets if s.id == sid)
+
+    async def edit_job(self, job_id: int, changes: dict[str, Any]) -> Job:
+        """Apply validated changes; `sets`, when given, is the complete new list of sets
+        (entries with an `id` update that set, entries without create one, absent ones go)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            rows = await self._fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
+            if not rows or rows[0]["queue"] == ARCHIVE:
+                raise NotFound(f"no job with id {job_id}")
+            cols = {k: changes[k] for k in ("name", "count", "remaining", "draft") if k in changes}
+            if "count" in cols and "remaining" not in cols:
+                # keep the number of runs already done when the count changes
+                done = rows[0]["count"] - rows[0]["remaining"]
+                cols["remaining"] = max(0, cols["count"] - done)
+            for col, value in cols.items():
+                await db.execute(f"UPDATE jobs SET {col}=? WHERE id=?", (_sql_value(value), job_id))
+            if "sets" in changes:
+                await self._replace_sets(db, job_id, changes["sets"])
+
+        await self._write(work)
+        return await self.job(job_id)
+
+    async def move_job(self, job_id: int, after_id: int | None, dest_queue: str) -> None:
+        """Put a job right after `after_id` (None = to the front) in `dest_queue`."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            if not await self._fetchall("SELECT id FROM jobs WHERE id=? AND queue != ?", (job_id, ARCHIVE)):
+                raise NotFound(f"no job with id {job_id}")
+            if not await self._fetchall("SELECT name FROM queues WHERE name=?", (dest_queue,)):
+                raise NotFound(f"no queue named {dest_queue!r}")
+            rank = await self._rank_after(dest_queue, after_id, exclude=job_id)
+            await db.execute("UPDATE jobs SET queue=?, rank=? WHERE id=?", (dest_queue, rank, job_id))
+
+        await self._write(work)
+
+    async def remove_jobs(self, job_ids: Sequence[int]) -> int:
+        """Local jobs go to the archive (as the original); archived jobs are deleted for good."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            n = 0
+            for jid in job_ids:
+                rows = await self._fetchall("SELECT queue FROM jobs WHERE id=?", (jid,))
+                if not rows:
+                    continue
+                if rows[0]["queue"] == ARCHIVE:
+                    await db.execute("DELETE FROM jobs WHERE id=?", (jid,))
+                else:
+                    await db.execute("UPDATE jobs SET queue=? WHERE id=?", (ARCHIVE, jid))
+                n += 1
+            return n
+
+        return await self._write(work)
+
+    async def reset_jobs(self, job_ids: Sequence[int]) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            n = 0
+            for jid in job_ids:
+                try:
+                    job = await self.job(jid)
+                except NotFound:
+                    continue
+                await self._save_counts(db, reset_job(job))
+                n += 1
+            return n
+
+        return await self._write(work)
+
+    async def record_success(self, job_id: int, set_id: int) -> Job:
+        """Count one successful print (the counting rules are model.apply_success)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            job = await self.job(job_id)
+            await self._save_counts(db, apply_success(job, set_id))
+
+        await self._write(work)
+        return await self.job(job_id)
+
+    # --- runs (history) --------------------------------------------------------------------
+
+    async def begin_run(self, queue: str, job_id: Any, job_name: str, set_id: Any, set_path: str) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "INSERT INTO runs(queue, job_id, job_name, set_id, set_path, start) VALUES (?, ?, ?, ?, ?, ?)",
+                (queue, str(job_id), job_name, str(set_id), set_path, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._write(work)
+
+    async def end_run(self, run_id: int, result: str, *, count_success_of: tuple[int, int] | None = None) -> None:
+        """Close a run; with `count_success_of=(job_id, set_id)` the success is counted in the
+        same transaction, so a crash can never leave a finished run without its count or a
+        count without its run."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE runs SET end=?, result=? WHERE id=? AND end IS NULL", (time.time(), result, run_id)
+            )
+            if count_success_of is not None:
+                job_id, set_id = count_success_of
+                job = await self.job(job_id)
+                await self._save_counts(db, apply_success(job, set_id))
+
+        await self._write(work)
+
+    async def abort_open_runs(self) -> int:
+        """On start: runs left open by a crash were interrupted; record them aborted, once."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "UPDATE runs SET end=?, result='aborted' WHERE end IS NULL", (time.time(),)
+            )
+            return cur.rowcount
+
+        return await self._write(work)
+
+    async def history(self) -> list[Run]:
+        rows = await self._fetchall(
+            "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (HISTORY_LIMIT,)
+        )
+        return [
+            Run(r["id"], r["queue"], r["job_name"], r["set_path"], r["start"], r["end"], r["result"])
+            for r in rows
+        ]
+
+    async def reset_history(self) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM runs WHERE end IS NOT NULL")
+
+        await self._write(work)
+
+    # --- files -----------------------------------------------------------------------------
+
+    async def record_file(self, path: str, sha256: str, size: int) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO files(path, sha256, size, uploaded) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, "
+                "uploaded=excluded.uploaded",
+                (path, sha256, size, time.time()),
+            )
+
+        await self._write(work)
+
+    async def forget_file(self, path: str) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM files WHERE path=?", (path,))
+
+        await self._write(work)
+
+    async def files(self) -> dict[str, dict[str, Any]]:
+        rows = await self._fetchall("SELECT * FROM files ORDER BY path")
+        return {r["path"]: dict(r) for r in rows}
+
+    async def file_by_digest(self, sha256: str) -> str | None:
+        rows = await self._fetchall("SELECT path FROM files WHERE sha256=? LIMIT 1", (sha256,))
+        return rows[0]["path"] if rows else None
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _insert_job(self, db: aiosqlite.Connection, queue: str, name: str, draft: bool, count: int) -> int:
+        if not await self._fetchall("SELECT name FROM queues WHERE name=?", (queue,)):
+            raise NotFound(f"no queue named {queue!r}")
+        rank = await self._rank_after(queue, _LAST, exclude=None)
+        cur = await db.execute(
+            "INSERT INTO jobs(queue, name, count, remaining, draft, created, rank) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (queue, name, count, count, int(draft), int(time.time()), rank),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def _insert_set(self, db: aiosqlite.Connection, job_id: int, f: dict[str, Any]) -> int:
+        rows = await self._fetchall("SELECT MAX(rank) AS r FROM sets WHERE job_id=?", (job_id,))
+        rank = rank_between(rows[0]["r"], None)
+        count = f.get("count", 1)
+        cur = await db.execute(
+            "INSERT INTO sets(job_id, path, sd, count, remaining, completed, rank, materials, profiles, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                f["path"],
+                int(bool(f.get("sd", False))),
+                count,
+                f.get("remaining", count),
+                f.get("completed", 0),
+                rank,
+                json.dumps(f.get("materials", [])),
+                json.dumps(f.get("profiles", [])),
+                json.dumps(f.get("metadata")),
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    async def _replace_sets(self, db: aiosqlite.Connection, job_id: int, sets: Sequence[dict[str, Any]]) -> None:
+        existing = {r["id"] for r in await self._fetchall("SELECT id FROM sets WHERE job_id=?", (job_id,))}
+        keep = {s["id"] for s in sets if s.get("id") is not None}
+        unknown = keep - existing
+        if unknown:
+            raise NotFound(f"no set with id {sorted(unknown)[0]} in job {job_id}")
+        for sid in existing - keep:
+            await db.execute("DELETE FROM sets WHERE id=?", (sid,))
+        for rank, s in enumerate(sets, start=1):
+            if s.get("id") is None:
+                sid = await self._insert_set(db, job_id, s)
+            else:
+                sid = s["id"]
+                for col in ("path", "sd", "count", "remaining", "completed", "materials", "profiles", "metadata"):
+                    if col in s:
+                        await db.execute(f"UPDATE sets SET {col}=? WHERE id=?", (_sql_value(s[col], col), sid))
+                if "count" in s and "remaining" not in s:
+                    await db.execute("UPDATE sets SET remaining=MIN(remaining, count) WHERE id=?", (sid,))
+            await db.execute("UPDATE sets SET rank=? WHERE id=?", (float(rank), sid))
+
+    async def _save_counts(self, db: aiosqlite.Connection, job: Job) -> None:
+        await db.execute("UPDATE jobs SET remaining=? WHERE id=?", (job.remaining, job.id))
+        for s in job.sets:
+            await db.execute(
+                "UPDATE sets SET remaining=?, completed=? WHERE id=?", (s.remaining, s.completed, s.id)
+            )
+
+    async def _rank_after(self, queue: str, after_id: int | None | object, *, exclude: int | None) -> float:
+        rows = await self._fetchall(
+            "SELECT id, rank FROM jobs WHERE queue=? AND id IS NOT ? ORDER BY rank, id", (queue, exclude)
+        )
+        ranks = [r["rank"] for r in rows]
+        if after_id is _LAST:
+            return rank_between(ranks[-1] if ranks else None, None)
+        if after_id is None:
+            return rank_between(None, ranks[0] if ranks else None)
+        ids = [r["id"] for r in rows]
+        if after_id not in ids:
+            raise NotFound(f"no job with id {after_id} in queue {queue!r}")
+        i = ids.index(after_id)
+        return rank_between(ranks[i], ranks[i + 1] if i + 1 < len(ranks) else None)
+
+
+_LAST = object()
+
+
+def _job_name(path: str) -> str:
+    return Path(path).stem or path
+
+
+def _sql_value(value: Any, col: str = "") -> Any:
+    if col in ("materials", "profiles", "metadata"):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Row]) -> list[Job]:
+    jobs: dict[int, Job] = {}
+    for r in job_rows:
+        jobs[r["id"]] = Job(
+            id=r["id"],
+            queue=r["queue"],
+            name=r["name"],
+            count=r["count"],
+            remaining=r["remaining"],
+            draft=bool(r["draft"]),
+            created=r["created"],
+            rank=r["rank"],
+        )
+    for r in set_rows:
+        job = jobs.get(r["job_id"])
+        if job is None:
+            continue
+        job.sets.append(
+            PrintSet(
+                id=r["id"],
+                path=r["path"],
+                sd=bool(r["sd"]),
+                count=r["count"],
+                remaining=r["remaining"],
+                completed=r["completed"],
+                rank=r["rank"],
+                materials=json.loads(r["materials"]),
+                profiles=json.loads(r["profiles"]),
+                metadata=json.loads(r["metadata"]) if r["metadata"] is not None else None,
+            )
+        )
+    return list(jobs.values())
