@@ -1,0 +1,571 @@
+"""The LAN queue protocol core: one object per (node, LAN queue), no I/O, no clock of its own.
+
+Inputs: `handle(message, now)`, `tick(now)`, and local calls (`submit_job`, `want_to_print`,
+`start_print`, `report_complete`, ...). `now` is this node's monotonic clock in seconds; it is
+never compared with another node's clock. Outputs: lists of actions (see `messages`).
+
+What the adapter must persist, and when
+---------------------------------------
+Every `Persist` action is one transaction, committed and fsynced (SQLite WAL, synchronous=FULL)
+BEFORE any later action of the same list is executed. The core orders each list as
+persists, then events, then sends. Concretely:
+
+- `records`: upsert the job records (the node's replica of the queue). For a home this includes
+  each lease grant: holder and `lease_token` are fields of the record, so the token is on disk
+  before the `LeaseGranted` reply leaves (S2), and the restart rule S6 can see which grants
+  were outstanding. Also completions applied and their idempotency marks (`applied`), conflicts,
+  tombstones, epoch changes (drain/adopt). Records are never deleted (tombstones are records).
+- `held_put` / `held_delete`: the holder's table of leases it may hold (job id, token), written
+  when a grant arrives and before the print may start; used after a crash to release them.
+- `outbox_put` / `outbox_delete` and `next_seq`: finished prints not yet acknowledged, written
+  (with the next idempotency seq, same transaction) before the completion is reported (S5).
+- `boot`: incremented by `restore`, written before any request of the new incarnation leaves, so
+  request ids never repeat across restarts.
+
+Nothing else is durable: lease deadlines (meaningless after a restart: S6 replaces them),
+pending requests, progress, retry timers. `durable_state()` returns exactly what the persisted
+rows should contain; `LanNodeCore.restore(...)` rebuilds a core from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from .errors import LocalProtocolError, NotHomeError, RemoteProtocolError
+from .holder import HolderPhase, HolderSide
+from .home import Effect, HomeLeases, LeaseState
+from .messages import (
+    AcquireRequest,
+    Action,
+    CompletionAck,
+    CompletionApplied,
+    CompletionReport,
+    ConflictNotice,
+    ConflictRecorded,
+    DenyReason,
+    DigestRequest,
+    Event,
+    GrantEnded,
+    GrantLive,
+    HeldLease,
+    LeaseDenied,
+    LeaseGranted,
+    Message,
+    NotHome,
+    OutboxEntry,
+    Persist,
+    ProgressRejected,
+    ProgressReport,
+    RecordChanged,
+    RecordFetch,
+    RecordPush,
+    ReleaseAck,
+    ReleaseRequest,
+    RenewRequest,
+    Send,
+)
+from .records import (
+    CompletionOutcome,
+    ConflictEntry,
+    ConflictKind,
+    JobRecord,
+    SetRecord,
+    Timings,
+    apply_completion,
+    is_newer,
+)
+
+__all__ = ["DurableState", "LanNodeCore"]
+
+
+@dataclass
+class DurableState:
+    """What one node keeps on disk for one LAN queue; `apply` folds in a `Persist` action."""
+
+    records: dict[str, JobRecord] = field(default_factory=dict)
+    held: dict[str, HeldLease] = field(default_factory=dict)
+    outbox: dict[int, OutboxEntry] = field(default_factory=dict)
+    next_seq: int = 1
+    boot: int = 0
+
+    def apply(self, p: Persist) -> None:
+        for r in p.records:
+            self.records[r.id] = r
+        for h in p.held_put:
+            self.held[h.job_id] = h
+        for j in p.held_delete:
+            self.held.pop(j, None)
+        for e in p.outbox_put:
+            self.outbox[e.seq] = e
+        for s in p.outbox_delete:
+            self.outbox.pop(s, None)
+        if p.next_seq is not None:
+            self.next_seq = p.next_seq
+        if p.boot is not None:
+            self.boot = p.boot
+
+    def copy(self) -> DurableState:
+        return DurableState(dict(self.records), dict(self.held), dict(self.outbox), self.next_seq, self.boot)
+
+
+class _Out:
+    """Collects one call's effects and emits them as persist -> events -> sends."""
+
+    def __init__(self, sender: str = "", peers: Sequence[str] = ()) -> None:
+        self.sender = sender
+        self.peers = peers
+        self.persists: list[Persist] = []
+        self.records: dict[str, JobRecord] = {}  # to persist: written here or merged from peers
+        self.written: dict[str, JobRecord] = {}  # written by this node: pushed to every peer
+        self.events: list[Event] = []
+        self.sends: list[Send] = []
+
+    def add(self, actions: Iterable[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Persist):
+                self.persists.append(a)
+            elif isinstance(a, Send):
+                self.sends.append(a)
+            elif isinstance(a, Event):
+                self.events.append(a)
+            else:  # pragma: no cover - a new action type must be placed deliberately
+                raise TypeError(a)
+
+    def actions(self) -> list[Action]:
+        out: list[Action] = []
+        if self.records or self.persists:
+            merged = Persist(records=tuple(self.records.values()))
+            for p in self.persists:
+                merged = Persist(
+                    records=merged.records,
+                    held_put=merged.held_put + p.held_put,
+                    held_delete=merged.held_delete + p.held_delete,
+                    outbox_put=merged.outbox_put + p.outbox_put,
+                    outbox_delete=merged.outbox_delete + p.outbox_delete,
+                    next_seq=p.next_seq if p.next_seq is not None else merged.next_seq,
+                    boot=p.boot if p.boot is not None else merged.boot,
+                )
+            out.append(merged)
+        out.extend(self.events)
+        out.extend(self.sends)
+        if self.written:
+            pushed = tuple(self.written.values())
+            out.extend(Send(peer, RecordPush(self.sender, pushed)) for peer in self.peers)
+        return out
+
+
+class LanNodeCore:
+    """One node's side of one LAN queue: replica, home (lease authority) and holder in one.
+
+    Tests replace `fence_completions` or override `HomeLeases.restored_deadline` only to prove
+    the simulator catches a core without fencing (S3) or without the restart rule (S6).
+    """
+
+    fence_completions: bool = True
+    home_leases_factory: Callable[[Timings], HomeLeases] = HomeLeases
+
+    def __init__(self, node_id: str, queue: str, timings: Timings | None = None,
+                 peers: Iterable[str] = (), *, boot: int = 0, next_seq: int = 1) -> None:
+        self.node_id = node_id
+        self.queue = queue
+        self.timings = timings or Timings()
+        self.peers: list[str] = sorted(p for p in set(peers) if p != node_id)
+        self.records: dict[str, JobRecord] = {}
+        self.home = type(self).home_leases_factory(self.timings)
+        self.holder = HolderSide(node_id, self.timings, boot=boot, next_seq=next_seq)
+        self.progress: dict[str, float] = {}
+        self._next_anti_entropy = 0.0
+        self._ae_index = 0
+        self._handlers: dict[type[Message], Callable[[Message, float, _Out], None]] = {
+            AcquireRequest: self._on_acquire,  # type: ignore[dict-item]
+            RenewRequest: self._on_renew,  # type: ignore[dict-item]
+            ReleaseRequest: self._on_release,  # type: ignore[dict-item]
+            ProgressReport: self._on_progress,  # type: ignore[dict-item]
+            CompletionReport: self._on_completion,  # type: ignore[dict-item]
+            LeaseGranted: self._on_granted,  # type: ignore[dict-item]
+            LeaseDenied: self._on_denied,  # type: ignore[dict-item]
+            ReleaseAck: self._on_release_ack,  # type: ignore[dict-item]
+            ProgressRejected: self._on_progress_rejected,  # type: ignore[dict-item]
+            CompletionAck: self._on_completion_ack,  # type: ignore[dict-item]
+            NotHome: self._on_not_home,  # type: ignore[dict-item]
+            RecordPush: self._on_push,  # type: ignore[dict-item]
+            DigestRequest: self._on_digest,  # type: ignore[dict-item]
+            RecordFetch: self._on_fetch,  # type: ignore[dict-item]
+            ConflictNotice: self._on_conflict_notice,  # type: ignore[dict-item]
+        }
+
+    # ------------------------------------------------------------------------- durable state
+    def durable_state(self) -> DurableState:
+        held = {j: HeldLease(j, lease.token) for j, lease in self.holder.leases.items() if lease.durable}
+        return DurableState(dict(self.records), held, dict(self.holder.outbox), self.holder.next_seq,
+                            self.holder.boot)
+
+    @classmethod
+    def restore(cls, node_id: str, queue: str, state: DurableState, now: float,
+                timings: Timings | None = None, peers: Iterable[str] = ()) -> tuple[LanNodeCore, list[Action]]:
+        """Rebuild after a restart (clean or crash) from durable state only.
+
+        Becomes home again of the jobs whose record names this node (S6 applies to the grants
+        they name); releases the leases it held; re-reports its outbox. Returns the core and the
+        actions to run first (a `Persist` of the new boot number, then events and sends).
+        """
+        core = cls(node_id, queue, timings, peers, boot=state.boot + 1, next_seq=state.next_seq)
+        out = core._out()
+        out.persists.append(Persist(boot=core.holder.boot))
+        for rec in state.records.values():
+            if rec.queue != queue:
+                continue
+            core.records[rec.id] = rec
+            if rec.home == node_id and not rec.tombstone:
+                core._take_home(rec, now, out)
+        core.holder.restore(state.held, state.outbox, now)
+        out.add(core.holder.tick(now, core._home_of()))
+        return core, out.actions()
+
+    # -------------------------------------------------------------------------- local: queue
+    def set_peers(self, peers: Iterable[str]) -> None:
+        self.peers = sorted(p for p in set(peers) if p != self.node_id)
+
+    def submit_job(self, job_id: str, name: str, sets: Sequence[SetRecord], count: int, now: float, *,
+                   draft: bool = False, created: float = 0.0, rank: float = 0.0) -> list[Action]:
+        """Add a job with this node as its home (epoch 1)."""
+        if job_id in self.records:
+            raise LocalProtocolError(f"job {job_id} exists")
+        if len(self.records) >= self.timings.max_jobs:
+            raise LocalProtocolError("queue is full")
+        if count < 1 or any(s.count < 1 for s in sets):
+            raise LocalProtocolError("counts must be positive")
+        sets = tuple(replace(s, remaining=s.count, completed=0) for s in sets)
+        rec = JobRecord(id=job_id, queue=self.queue, home=self.node_id, epoch=1, version=1, name=name,
+                        count=count, remaining=count, sets=sets, draft=draft, created=created, rank=rank)
+        out = self._out()
+        self._write(rec, out)
+        self._take_home(rec, now, out)
+        return out.actions()
+
+    def update_job(self, job_id: str, now: float, **fields: object) -> list[Action]:
+        """Home only: change display fields (name, draft, rank)."""
+        rec = self._own(job_id)
+        allowed = {"name", "draft", "rank"}
+        if not set(fields) <= allowed:
+            raise LocalProtocolError(f"only {sorted(allowed)} can be changed")
+        out = self._out()
+        self._write(rec.bump(**fields), out)
+        return out.actions()
+
+    def delete_job(self, job_id: str, now: float) -> list[Action]:
+        """Home only: tombstone the job. A live grant ends; later reports become conflicts."""
+        rec = self._own(job_id)
+        out = self._out()
+        had = self.home.state(job_id) is not LeaseState.FREE
+        self._write(self.home.force_free(rec).bump(tombstone=True), out)
+        if had:
+            out.events.append(GrantEnded(job_id, rec.lease_token))
+        self.home.drop(job_id)
+        return out.actions()
+
+    def drain(self, now: float, targets: Sequence[str]) -> list[Action]:
+        """Graceful shutdown: hand every job this node is home of to `targets` (epoch + 1).
+
+        The lease (holder and token) moves with the record; the new home treats it as restored
+        (S6 window), since it cannot read this node's clock.
+        """
+        if not targets:
+            raise LocalProtocolError("drain needs at least one live peer")
+        out = self._out()
+        mine = [r for r in self.records.values() if r.home == self.node_id and r.id in self.home and not r.tombstone]
+        for i, rec in enumerate(sorted(mine, key=lambda r: r.id)):
+            target = targets[i % len(targets)]
+            self.home.drop(rec.id)
+            self._write(replace(rec, home=target, epoch=rec.epoch + 1, version=1), out)
+        return out.actions()
+
+    def adopt(self, gone_home: str, now: float) -> list[Action]:
+        """A user's decision that `gone_home` is gone: become home of its jobs at epoch + 1.
+
+        Its grants may still be live on its own clock, so they are treated as restored (S6
+        window); new tokens start in the new epoch's range, above anything the old home can issue.
+        """
+        if gone_home == self.node_id:
+            raise LocalProtocolError("cannot adopt own jobs")
+        out = self._out()
+        for rec in sorted(self.records.values(), key=lambda r: r.id):
+            if rec.home == gone_home and not rec.tombstone:
+                new = replace(rec, home=self.node_id, epoch=rec.epoch + 1, version=1, adopted_from=rec.key)
+                self._write(new, out)
+                self._take_home(new, now, out)
+        return out.actions()
+
+    # ------------------------------------------------------------------------ local: holder
+    def want_to_print(self, job_id: str, now: float) -> list[Action]:
+        rec = self.records.get(job_id)
+        if rec is None or not rec.acquirable:
+            raise LocalProtocolError(f"job {job_id} cannot be printed")
+        return self.holder.want(job_id, rec.home, now)
+
+    def lease_valid(self, job_id: str, now: float) -> bool:
+        return self.holder.lease_valid(job_id, now)
+
+    def start_print(self, job_id: str, now: float) -> int:
+        """Claim the next print of a held job; returns the set index to print. Needs a valid
+        lease (S7) and the previous print's completion acknowledged."""
+        rec = self.records.get(job_id)
+        index = rec.next_set() if rec is not None and not rec.tombstone else None
+        if index is None:
+            raise LocalProtocolError(f"nothing left to print in {job_id}")
+        self.holder.start_print(job_id, index, now)
+        return index
+
+    def abort_print(self, job_id: str) -> None:
+        self.holder.abort_print(job_id)
+
+    def report_progress(self, job_id: str, progress: float, now: float) -> list[Action]:
+        return self.holder.progress(job_id, self._home(job_id), progress)
+
+    def report_complete(self, job_id: str, now: float) -> list[Action]:
+        out = self._out()
+        out.add(self.holder.complete(job_id, self._home(job_id), now))
+        return out.actions()
+
+    def release(self, job_id: str, now: float) -> list[Action]:
+        return self.holder.release(job_id, self._home(job_id), now)
+
+    # ------------------------------------------------------------------------ inputs
+    def handle(self, message: Message, now: float) -> list[Action]:
+        """Process one message from a peer. Raises `RemoteProtocolError` for a bad message,
+        in which case nothing from it was applied."""
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise RemoteProtocolError(f"unexpected message {type(message).__name__}")
+        if message.sender == self.node_id:
+            raise RemoteProtocolError("message claims to come from this node")
+        out = self._out()
+        handler(message, now, out)
+        return out.actions()
+
+    def tick(self, now: float) -> list[Action]:
+        """Timers: grant expiry and lock-delay, renewals, retries, anti-entropy."""
+        out = self._out()
+        for job_id in self.home.due(now):
+            rec = self.records[job_id]
+            d = self.home.deadline(rec, now)
+            if d.changed:
+                self._write(d.record, out)
+            if d.effect is Effect.FREE:
+                out.events.append(GrantEnded(job_id, rec.lease_token))
+        out.add(self.holder.tick(now, self._home_of()))
+        if now >= self._next_anti_entropy and self.peers:
+            self._next_anti_entropy = now + self.timings.anti_entropy_every
+            peer = self.peers[self._ae_index % len(self.peers)]
+            self._ae_index += 1
+            digest = tuple((j, r.epoch, r.version) for j, r in sorted(self.records.items()))
+            out.sends.append(Send(peer, DigestRequest(self.node_id, digest)))
+        return out.actions()
+
+    # ------------------------------------------------------------------------ queries
+    def is_home(self, job_id: str) -> bool:
+        rec = self.records.get(job_id)
+        return rec is not None and rec.home == self.node_id and job_id in self.home
+
+    def grant_live_until(self, job_id: str, now: float) -> float | None:
+        return self.home.live_until(job_id, now) if job_id in self.home else None
+
+    # ------------------------------------------------------------------------ internals
+    def _out(self) -> _Out:
+        return _Out(self.node_id, self.peers)
+
+    def _home_of(self) -> dict[str, str]:
+        return {j: r.home for j, r in self.records.items()}
+
+    def _home(self, job_id: str) -> str:
+        rec = self.records.get(job_id)
+        if rec is None:
+            raise LocalProtocolError(f"unknown job {job_id}")
+        return rec.home
+
+    def _own(self, job_id: str) -> JobRecord:
+        rec = self.records.get(job_id)
+        if rec is None or rec.tombstone:
+            raise LocalProtocolError(f"unknown job {job_id}")
+        if not self.is_home(job_id):
+            raise NotHomeError(f"job {job_id} lives on {rec.home}", rec.home)
+        return rec
+
+    def _write(self, rec: JobRecord, out: _Out) -> None:
+        """A write by this node as the job's writer: persist, notify, push to every peer."""
+        self.records[rec.id] = rec
+        out.records[rec.id] = rec
+        out.written[rec.id] = rec
+        out.events.append(RecordChanged(rec))
+
+    def _take_home(self, rec: JobRecord, now: float, out: _Out) -> None:
+        deadline = self.home.take(rec, now)
+        if deadline is not None and rec.lease_holder is not None:
+            out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, deadline))
+
+    def _merge(self, rec: JobRecord, now: float, out: _Out) -> None:
+        """Apply a replica from a peer: highest (epoch, version) wins."""
+        if rec.queue != self.queue:
+            raise RemoteProtocolError(f"record of queue {rec.queue!r} sent to {self.queue!r}")
+        cur = self.records.get(rec.id)
+        if not is_newer(rec, cur):
+            return
+        if cur is None and len(self.records) >= self.timings.max_jobs:
+            raise RemoteProtocolError("too many jobs in this queue")
+        was_home = rec.id in self.home
+        if was_home and cur is not None and rec.epoch == cur.epoch:
+            return  # only this node writes its epoch; a "newer" copy would be corrupt, keep ours
+        self.records[rec.id] = rec
+        out.records[rec.id] = rec
+        out.events.append(RecordChanged(rec))
+        if was_home:
+            # A higher epoch: another node is home now (adopt). Our grants are stale from here.
+            self.home.drop(rec.id)
+            if cur is not None and rec.adopted_from is not None and cur.key > rec.adopted_from \
+                    and rec.home != self.node_id:
+                entry = ConflictEntry(ConflictKind.DIVERGED, self.node_id, cur.lease_token, cur.version,
+                                      f"old home accepted changes up to version {cur.version} after the adopt")
+                out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
+        if rec.home == self.node_id and not rec.tombstone:
+            self._take_home(rec, now, out)
+
+    def _reply_not_home(self, msg: Message, job_id: str, out: _Out) -> None:
+        out.sends.append(Send(msg.sender, NotHome(self.node_id, job_id, self.records.get(job_id))))
+
+    def _homed(self, job_id: str) -> JobRecord | None:
+        rec = self.records.get(job_id)
+        if rec is None or not self.is_home(job_id):
+            return None
+        return rec
+
+    # -- home handlers
+    def _grant_reply(self, msg: AcquireRequest | RenewRequest, rec: JobRecord, effect: Effect,
+                     live_until: float | None, out: _Out) -> None:
+        if effect in (Effect.GRANT, Effect.EXTEND):
+            assert live_until is not None and rec.lease_holder is not None
+            out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, live_until))
+            out.sends.append(Send(msg.sender, LeaseGranted(self.node_id, rec.id, rec.lease_token, msg.req, rec)))
+            return
+        reason = {Effect.DENY_HELD: DenyReason.HELD, Effect.DENY_LOCKED: DenyReason.LOCKED}.get(
+            effect, DenyReason.STALE_TOKEN if isinstance(msg, RenewRequest) else DenyReason.NOT_AVAILABLE)
+        out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, rec.id, msg.req, reason, rec)))
+
+    def _on_acquire(self, msg: AcquireRequest, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, msg.job_id, msg.req, DenyReason.NOT_HOME,
+                                                          self.records.get(msg.job_id))))
+            return
+        d = self.home.acquire(rec, msg.sender, now)
+        if d.changed:
+            self._write(d.record, out)
+        self._grant_reply(msg, d.record, d.effect, d.live_until, out)
+
+    def _on_renew(self, msg: RenewRequest, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, msg.job_id, msg.req, DenyReason.NOT_HOME,
+                                                          self.records.get(msg.job_id))))
+            return
+        d = self.home.renew(rec, msg.sender, msg.token, now)
+        self._grant_reply(msg, d.record, d.effect, d.live_until, out)
+
+    def _on_release(self, msg: ReleaseRequest, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            self._reply_not_home(msg, msg.job_id, out)
+            return
+        d = self.home.release(rec, msg.sender, msg.token, now)
+        if d.changed:
+            self._write(d.record, out)
+        if d.effect is Effect.FREE:
+            out.events.append(GrantEnded(rec.id, rec.lease_token))
+        out.sends.append(Send(msg.sender, ReleaseAck(self.node_id, rec.id, msg.token, d.effect is not Effect.DENY_STALE)))
+
+    def _on_progress(self, msg: ProgressReport, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            self._reply_not_home(msg, msg.job_id, out)
+        elif msg.token == rec.lease_token and rec.lease_holder == msg.sender:
+            self.progress[rec.id] = msg.progress
+        else:
+            out.sends.append(Send(msg.sender, ProgressRejected(self.node_id, rec.id, msg.token)))
+
+    def _on_completion(self, msg: CompletionReport, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            if rec is None and msg.job_id in self.records and self.records[msg.job_id].tombstone \
+                    and self.records[msg.job_id].home == self.node_id:
+                rec = self.records[msg.job_id]  # deleted here: answer, so the holder stops retrying
+            else:
+                self._reply_not_home(msg, msg.job_id, out)
+                return
+        outcome, new = apply_completion(rec, msg.sender, msg.token, msg.seq, msg.set_index,
+                                        fenced=self.fence_completions)
+        if new is not rec:
+            self._write(new, out)
+        if outcome is CompletionOutcome.APPLIED:
+            out.events.append(CompletionApplied(rec.id, msg.sender, msg.token, msg.seq, msg.set_index))
+        elif outcome is CompletionOutcome.CONFLICT:
+            out.events.append(ConflictRecorded(rec.id, new.conflicts[-1]))
+        accepted = outcome in (CompletionOutcome.APPLIED, CompletionOutcome.DUPLICATE)
+        out.sends.append(Send(msg.sender, CompletionAck(self.node_id, rec.id, msg.seq, accepted, new)))
+
+    def _on_conflict_notice(self, msg: ConflictNotice, now: float, out: _Out) -> None:
+        rec = self._homed(msg.job_id)
+        if rec is None:
+            return
+        if msg.entry in rec.conflicts:
+            return
+        self._write(rec.with_conflict(msg.entry), out)
+        out.events.append(ConflictRecorded(rec.id, msg.entry))
+
+    # -- holder handlers
+    def _on_granted(self, msg: LeaseGranted, now: float, out: _Out) -> None:
+        self._merge(msg.record, now, out)
+        out.add(self.holder.on_granted(msg.sender, msg.job_id, msg.token, msg.req, now))
+
+    def _on_denied(self, msg: LeaseDenied, now: float, out: _Out) -> None:
+        if msg.record is not None:
+            self._merge(msg.record, now, out)
+        out.add(self.holder.on_denied(msg.job_id, msg.req, msg.reason))
+
+    def _on_release_ack(self, msg: ReleaseAck, now: float, out: _Out) -> None:
+        out.add(self.holder.on_release_ack(msg.job_id, msg.token))
+
+    def _on_progress_rejected(self, msg: ProgressRejected, now: float, out: _Out) -> None:
+        out.add(self.holder.on_progress_rejected(msg.job_id, msg.token))
+
+    def _on_completion_ack(self, msg: CompletionAck, now: float, out: _Out) -> None:
+        self._merge(msg.record, now, out)
+        out.add(self.holder.on_completion_ack(msg.seq, msg.accepted))
+        rec = self.records.get(msg.job_id)
+        lease = self.holder.leases.get(msg.job_id)
+        if rec is not None and lease is not None and lease.phase is HolderPhase.HELD and lease.printing is None \
+                and (rec.done or rec.tombstone):
+            out.add(self.holder.release(msg.job_id, rec.home, now))
+
+    def _on_not_home(self, msg: NotHome, now: float, out: _Out) -> None:
+        if msg.record is not None:
+            self._merge(msg.record, now, out)
+
+    # -- replication handlers
+    def _on_push(self, msg: RecordPush, now: float, out: _Out) -> None:
+        for rec in msg.records:
+            self._merge(rec, now, out)
+
+    def _on_digest(self, msg: DigestRequest, now: float, out: _Out) -> None:
+        theirs = {j: (e, v) for j, e, v in msg.digest}
+        newer_here = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
+        want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
+        if newer_here:
+            out.sends.append(Send(msg.sender, RecordPush(self.node_id, newer_here)))
+        if want:
+            out.sends.append(Send(msg.sender, RecordFetch(self.node_id, want[: self.timings.max_jobs])))
+
+    def _on_fetch(self, msg: RecordFetch, now: float, out: _Out) -> None:
+        found = tuple(self.records[j] for j in msg.job_ids if j in self.records)
+        if found:
+            out.sends.append(Send(msg.sender, RecordPush(self.node_id, found)))
+
