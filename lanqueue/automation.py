@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from lanqueue.errors import BadRequest
-from lanqueue.preprocess import DEFAULT_TIME_LIMIT, Evaluation, Evaluator, async_run
+from lanqueue.preprocess import (
+    DEFAULT_TIME_LIMIT,
+    Evaluation,
+    Evaluator,
+    async_evaluate,
+    async_run,
+)
 
 __all__ = [
     "EVENTS",
@@ -38,6 +44,9 @@ __all__ = [
     "standard_symbols",
     "async_render_event",
     "async_simulate",
+    "async_evaluate",  # re-exported from lanqueue.preprocess, with Evaluator
+    "Evaluator",
+    "DEFAULT_TIME_LIMIT",
 ]
 
 EVENTS: tuple[str, ...] = (

@@ -7,10 +7,11 @@ refuses imports, dunder attributes and most dangerous builtins, but it cannot st
 lanqueue nor aiohttp), talks to it over JSON lines on its stdin/stdout, and kills it when a
 program overruns its time limit or the worker dies. The next evaluation starts a fresh worker.
 
-Inside the worker, defence in depth: numpy is kept out of asteval, `open` is removed, `print`
-only writes to a bounded buffer, and resource limits cap the address space (a memory bomb
-becomes a MemoryError), forbid new file descriptors (no files, no sockets) and forbid writing
-files or forking. The worker's environment is empty, so nothing of the node leaks into it.
+Inside the worker, defence in depth: numpy is kept out of asteval, `open` and `with` are
+removed, `print` only writes to a bounded buffer, and resource limits (Unix) cap the address
+space (a memory bomb becomes a MemoryError), forbid new file descriptors (no files, no sockets),
+writing files, and forking (except as root, which RLIMIT_NPROC does not bind). The worker gets
+an empty environment and `/` as its directory, so nothing of the node leaks into it.
 
 The outcome of a program is its last value: a dict -> fill placeholders ("fill"), truthy ->
 run the script ("run"), false/None -> skip ("skip"), an exception, a timeout, a crash ->
@@ -54,6 +55,9 @@ OUTPUT_LIMIT = 16 * 1024
 
 REPR_LIMIT = 1000
 """Characters of one value's repr kept in symtable_diff."""
+
+DIFF_LIMIT = 200
+"""Symbols reported in symtable_diff at most."""
 
 MAPPING_LIMIT = 64 * 1024
 """Characters of placeholder values a program may return in total."""
@@ -140,6 +144,8 @@ class Evaluator:
 
     async def _run_locked(self, symbols: dict[str, Any], programs: Sequence[str | None],
                           time_limit: float) -> RunResult:
+        if self._closed:  # closed while this run waited for the lock
+            raise RuntimeError("the preprocessor engine is closed")
         evaluations: list[Evaluation] = []
         seeded = False
         startup_error = ""
@@ -168,16 +174,19 @@ class Evaluator:
         if self._proc is None:
             await self._start()
         answer = await self._request({"op": "reset", "symbols": symbols}, self._startup_timeout)
-        if "error" in answer:
-            raise _WorkerGone(str(answer["error"]))
+        if answer.get("ok") is not True:
+            raise _WorkerGone(str(answer.get("message") or answer.get("error")))
 
     async def _evaluate(self, program: str, time_limit: float) -> Evaluation:
         try:
             answer = await self._request({"op": "eval", "program": program}, time_limit)
         except _WorkerGone as exc:
             return Evaluation("error", message=str(exc))
+        decision = answer.get("decision")
+        if decision not in ("run", "skip", "fill", "error"):
+            return Evaluation("error", message=str(answer.get("error", "malformed answer")))
         return Evaluation(
-            decision=answer["decision"],
+            decision=decision,
             mapping=answer.get("mapping"),
             message=answer.get("message", ""),
             stdout=answer.get("stdout", ""),
@@ -210,12 +219,13 @@ class Evaluator:
 
     async def _start(self) -> None:
         argv = [sys.executable, "-I", "-c", _BOOT, os.path.abspath(__file__),
-                json.dumps([p for p in sys.path if isinstance(p, str)]),
+                json.dumps([os.path.abspath(p) for p in sys.path if isinstance(p, str)]),
                 str(self._memory_limit)]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env=_worker_env(), limit=_LINE_LIMIT)
+                stderr=asyncio.subprocess.DEVNULL, env=_worker_env(), cwd=os.path.abspath(os.sep),
+                limit=_LINE_LIMIT)
         except OSError as exc:
             raise _WorkerGone(f"cannot start a worker: {exc}") from None
         self._proc = proc
@@ -227,7 +237,7 @@ class Evaluator:
         except asyncio.CancelledError:
             self._abandon()
             raise
-        if json.loads(line or b"{}").get("ready") is not True:
+        if not _is_ready(line):
             await self._stop(graceful=False)
             raise _WorkerGone("the worker did not start")
 
@@ -265,6 +275,13 @@ async def _exchange(proc: asyncio.subprocess.Process, message: dict[str, Any]) -
     if not isinstance(answer, dict):
         raise ValueError("malformed answer")
     return answer
+
+
+def _is_ready(line: bytes) -> bool:
+    try:
+        return json.loads(line).get("ready") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def _death_message(exc: BaseException, returncode: int | None) -> str:
@@ -388,6 +405,8 @@ class _Session:
             if name in self.builtins and self.builtins[name] is value:
                 continue
             changed[name] = _short_repr(value)
+            if len(changed) >= DIFF_LIMIT:
+                break
         return changed
 
 
@@ -483,7 +502,8 @@ def _serve(lines: Iterable[bytes], write: Any) -> None:
                 answer = {"error": f"unknown op {op!r}"}
         except MemoryError:
             answer = _error("MemoryError: the preprocessor used too much memory")
-            answer.update(stdout="", stderr=answer["message"] + "\n")
+        except Exception as exc:  # a malformed request: answer it rather than die
+            answer = _error(f"worker error: {type(exc).__name__}: {exc}")
         write(json.dumps(answer).encode() + b"\n")
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,7 +29,7 @@ from lanqueue.automation import (
     standard_symbols,
 )
 from lanqueue.errors import BadRequest
-from lanqueue.preprocess import OUTPUT_LIMIT, Evaluator
+from lanqueue.preprocess import OUTPUT_LIMIT, Evaluator, _worker_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -427,3 +430,33 @@ async def test_simulate_accepts_attachment_objects(engine: Evaluator) -> None:
 async def test_simulate_rejects_bad_input(symtable: Any, attachments: Any) -> None:
     with pytest.raises(BadRequest):
         await async_simulate(symtable, attachments)
+
+
+# --- the worker's own guards --------------------------------------------------------------
+
+LIMITS_PROBE = """
+import errno, os, resource, sys
+sys.path.insert(0, sys.argv[1])
+from lanqueue import preprocess
+preprocess._apply_limits(64 * 1024 * 1024)
+try:
+    os.open("/etc/hostname", os.O_RDONLY)
+    print("opened")
+except OSError as exc:
+    print("open", errno.errorcode[exc.errno])
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+print("as", soft == hard != resource.RLIM_INFINITY)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS is measured from /proc")
+def test_worker_limits_forbid_files_and_cap_memory() -> None:
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-c", LIMITS_PROBE, root], capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.split("\n")[:2] == ["open EMFILE", "as True"], done.stderr
+
+
+def test_worker_environment_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANQUEUE_API_KEY", "secret")
+    assert "LANQUEUE_API_KEY" not in _worker_env()
