@@ -51,6 +51,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--protocol", type=int, default=1)
     p.add_argument("--interval", type=float, default=2.0, help="heartbeat interval, s")
     p.add_argument("--missed", type=int, default=3, help="missed heartbeats before offline")
+    p.add_argument(
+        "--control",
+        default=None,
+        help="also serve on this unix socket (with --count, PATH.N): lets a test in another "
+        "network namespace poll GET /peers without any network traffic",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -86,6 +92,9 @@ async def _start_node(args: argparse.Namespace, index: int) -> tuple[DiscoverySe
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
+    if args.control:
+        path = args.control if args.count == 1 else f"{args.control}.{index}"
+        await web.UnixSite(runner, path).start()
     await service.async_start()
     ready: dict[str, Any] = {"node_id": node_id, "name": name, "port": port}
     print("READY " + json.dumps(ready), flush=True)
