@@ -1,0 +1,722 @@
+"""The host side of the Marlin serial protocol, without I/O (h11 style).
+
+Feed what the printer sent with `receive_data(data, now)`, pull what to write with
+`next_line()` until it returns None, and call `tick(now)` a few times a second for timeouts. Every
+call returns the events it caused. Time only comes in as an argument, so a test can jump an hour.
+
+Why a print never loses or repeats a line: every line carries a number and a checksum, and the
+firmware executes a line only if its number is the last one plus one. The host keeps the last
+`history_size` lines sent; a resend request rewinds to the requested number and sends the same
+bytes again. The host's own bookkeeping (credits, `ok` counting) only decides *when* to send; a
+wrong guess there (a lost `ok`, an `ok` missing after `Resend`) costs time, never correctness.
+
+Flow control: classic mode keeps one line in flight; pipelined mode keeps up to `max_in_flight`
+lines whose bytes fit into the firmware's receive buffer (character counting). After a resend
+request the host stops sending until the `ok` that follows it arrives or `resend_grace` passes
+(firmware that sends no `ok` after `Resend`), then resends. Repeated requests for the same line
+caused by lines that were already on the wire are swallowed (one per line that was in flight).
+
+Silence while a line is in flight (longer for G28/G29/M109/M190/M400/G4 unless the firmware
+speaks the busy protocol) is answered with a numbered `M105` poke that also assumes the `ok` was
+lost; `max_pokes` pokes without any answer declare the printer gone.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .events import (
+    ActionRequested,
+    FirmwareInfo,
+    LocalProtocolError,
+    PrintCancelled,
+    PrintDone,
+    PrinterEvent,
+    PrinterState,
+    PrintFailed,
+    PrintPaused,
+    PrintResumed,
+    PrintStarted,
+    RemoteProtocolError,
+    ScriptDone,
+    SdFilesListed,
+    StateChanged,
+    TemperaturesChanged,
+)
+from .gcode import (
+    LONG_RUNNING,
+    command_code,
+    format_line,
+    is_fatal_error,
+    is_line_error,
+    parse_resend,
+    parse_temperatures,
+    strip_comment,
+)
+
+__all__ = ["FirmwareProtocol", "Timeouts", "CommandSource", "JobInfo", "DEFAULT_CANCEL_SCRIPT"]
+
+DEFAULT_CANCEL_SCRIPT = "M104 S0 ; hotend off\nM140 S0 ; bed off\nM106 S0 ; fan off\nM84 ; motors off"
+MAX_LINE = 4096  # longest reply line accepted; more without a newline is a remote error
+_S = PrinterState
+
+
+class CommandSource(Protocol):
+    """What a print streams from (GcodeFile, or a list in tests)."""
+
+    size: int
+    position: int
+    lines: int
+
+    def next_command(self) -> str | None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; defaults follow OctoPrint's, tests shorten them."""
+
+    handshake: float = 3.0
+    handshake_tries: int = 5
+    communication: float = 30.0
+    communication_busy: float = 3.0
+    long_command: float = 300.0
+    max_pokes: int = 5
+    resend_grace: float = 0.1
+    temperature_interval: float = 2.0
+    sd_status_interval: float = 2.0
+
+
+@dataclass(slots=True)
+class JobInfo:
+    path: str
+    name: str
+    origin: str
+    started: float
+    source: CommandSource | None
+    sd_done: int = 0
+    sd_total: int = 0
+    bytes_done: int = 0
+    lines_done: int = 0
+
+
+class FirmwareProtocol:
+    """State machine of one connection to one printer; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        cancel_script: str | None = None,
+        pipelined: bool = False,
+        rx_buffer_size: int = 127,
+        max_in_flight: int = 8,
+        history_size: int = 2000,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self.cancel_script = [
+            c for c in (strip_comment(x) for x in (cancel_script or DEFAULT_CANCEL_SCRIPT).splitlines()) if c
+        ]
+        self.pipelined = pipelined
+        self._window_lines = max_in_flight if pipelined else 1
+        self._window_bytes = rx_buffer_size if pipelined else 1 << 30
+        self._history_size = history_size
+        self.state = _S.OFFLINE
+        self.error: str | None = None
+        self.firmware_name = ""
+        self.capabilities: dict[str, bool] = {}
+        self.temperatures: dict[str, tuple[float, float | None]] = {}
+        self.job: JobInfo | None = None
+        self.sd_files: list[tuple[str, int]] = []
+        # True once the printer must be disconnected (fatal error, gone, emergency stop, action).
+        self.wants_close = False
+        self._now = 0.0
+        self._buf = bytearray()
+        self._reset_link()
+
+    # ------------------------------------------------------------------ link bookkeeping
+    def _reset_link(self) -> None:
+        self._last_n = -1
+        self._first_n = 0
+        self._ring: list[tuple[bytes, bool] | None] = [None] * self._history_size
+        self._in_flight: deque[tuple[int, int, bool]] = deque()
+        self._in_flight_bytes = 0
+        self._resend_from: int | None = None
+        self._hold_until: float | None = None
+        self._damp_line = -1
+        self._damp = 0
+        self._urgent: deque[bytes] = deque()
+        self._commands: deque[tuple[str, object]] = deque()
+        self._tags: deque[tuple[int, object]] = deque()
+        self._pending: str | None = None
+        self._last_heard = self._now
+        self._pokes = 0
+        self._busy_protocol = False
+        self._hs_started = self._now
+        self._hs_tries = 0
+        self._next_temp_poll = self._now
+        self._next_sd_poll = self._now
+        self._sd_listing: list[tuple[str, int]] | None = None
+        self._autoreport = False
+        self._skip_error = False
+
+    def _set_state(self, state: PrinterState, events: list[PrinterEvent]) -> None:
+        if state is not self.state:
+            self.state = state
+            events.append(StateChanged(state, self.error if state in (_S.ERROR, _S.OFFLINE) else None))
+
+    def _drop_pending_work(self, events: list[PrinterEvent]) -> None:
+        """Fail every script still waiting, so no caller waits forever on a dead link."""
+        for _, tag in self._tags:
+            if isinstance(tag, int):
+                events.append(ScriptDone(tag, ok=False))
+        for _, tag in self._commands:
+            if isinstance(tag, int):
+                events.append(ScriptDone(tag, ok=False))
+        self._tags.clear()
+        self._commands.clear()
+
+    def _end_job(self, events: list[PrinterEvent], event: PrinterEvent | None) -> None:
+        job = self.job
+        if job is None:
+            return
+        self.job = None
+        if job.source is not None:
+            job.source.close()
+        self._pending = None
+        if event is not None:
+            events.append(event)
+
+    def _fail_job(self, reason: str, events: list[PrinterEvent]) -> None:
+        if self.job is not None:
+            self._end_job(events, PrintFailed(self.job.path, self.job.name, reason))
+
+    # ------------------------------------------------------------------ connection
+    def connection_made(self, now: float) -> list[PrinterEvent]:
+        """The port is open: start the handshake (`M110 N0`, then `M115`)."""
+        self._now = now
+        self.wants_close = False
+        self._buf.clear()
+        events: list[PrinterEvent] = []
+        self._begin_handshake(events)
+        return events
+
+    def _begin_handshake(self, events: list[PrinterEvent]) -> None:
+        tries = self._hs_tries
+        self._reset_link()
+        self._hs_tries = tries + 1
+        self._set_state(_S.CONNECTING, events)
+        self._commands.append(("M110 N0", "m110"))
+
+    def connection_lost(self, reason: str | None, now: float) -> list[PrinterEvent]:
+        """The port closed (reason None: on purpose) or vanished: a print in progress fails."""
+        self._now = now
+        events: list[PrinterEvent] = []
+        if self.state is not _S.ERROR:
+            if self.job is not None:
+                reason = reason or "Disconnected from the printer during the print"
+                self._fail_job(reason, events)
+            if reason is not None:
+                self.error = reason
+        self._drop_pending_work(events)
+        self._reset_link()
+        self._hs_tries = 0
+        # An error state stays visible until the next connect attempt (sticky, as in h11).
+        if self.state is not _S.ERROR:
+            self._set_state(_S.OFFLINE, events)
+        return events
+
+    # ------------------------------------------------------------------ incoming bytes
+    def receive_data(self, data: bytes, now: float | None = None) -> list[PrinterEvent]:
+        """Bytes from the printer; complete lines are interpreted, a partial one is kept."""
+        if now is not None:
+            self._now = now
+        self._last_heard = self._now
+        self._pokes = 0
+        buf = self._buf
+        buf += data
+        if b"\n" not in data:
+            if len(buf) > MAX_LINE:
+                buf.clear()
+                raise RemoteProtocolError(f"printer sent more than {MAX_LINE} bytes without a newline")
+            return []
+        *lines, rest = buf.split(b"\n")
+        self._buf = bytearray(rest)
+        events: list[PrinterEvent] = []
+        for raw in lines:
+            if len(raw) > MAX_LINE:
+                raise RemoteProtocolError(f"printer sent a line longer than {MAX_LINE} bytes")
+            self._handle_line(raw.decode("latin-1").strip(), events)
+        return events
+
+    def _handle_line(self, line: str, events: list[PrinterEvent]) -> None:
+        if line[:2] == "ok":
+            if len(line) == 2 or line[2] == " ":
+                self._on_ok(events)
+                if "T:" in line:
+                    self._on_temperatures(line, events)
+                return
+        first = line[:1]
+        if self.state is _S.OFFLINE or (self.state is _S.ERROR and line != "start"):
+            return  # after a halt nothing the firmware says changes the verdict
+        if first in ("R", "r") and (line.startswith("Resend") or line.startswith("rs")):
+            n = parse_resend(line)
+            if n is not None:
+                self._on_resend(n, events)
+            return
+        if first in ("E", "e", "!", "f"):
+            if is_fatal_error(line):
+                self._fatal(line, events)
+            elif is_line_error(line):
+                # "not Last Line Number+1" is caused by a later line than the one requested.
+                self._skip_error = "Last Line Number" in line
+            return
+        if line == "start":
+            self._on_start(events)
+            return
+        if line.startswith("//action:"):
+            self._on_action(line[9:].strip(), events)
+            return
+        if "busy:" in line:
+            self._busy_protocol = True
+            return
+        if self._sd_listing is not None:
+            if line.startswith("End file list"):
+                self.sd_files = self._sd_listing
+                self._sd_listing = None
+                events.append(SdFilesListed(tuple(self.sd_files)))
+            elif line and not line.startswith("echo:"):
+                name, _, size = line.partition(" ")
+                self._sd_listing.append((name, int(size) if size.strip().isdigit() else 0))
+            return
+        if line.startswith("FIRMWARE_NAME:"):
+            rest = line[len("FIRMWARE_NAME:") :]
+            self.firmware_name = rest.split(" SOURCE_CODE_URL:")[0].split(" PROTOCOL_VERSION:")[0].strip()
+            return
+        if line.startswith("Cap:"):
+            name, _, value = line[4:].partition(":")
+            self.capabilities[name.strip()] = value.strip() == "1"
+            return
+        if "T:" in line or "B:" in line:
+            self._on_temperatures(line, events)
+            return
+        if line.startswith("Begin file list"):
+            self._sd_listing = []
+            return
+        if line.startswith("SD printing byte"):
+            done, _, total = line[len("SD printing byte") :].strip().partition("/")
+            if self.job is not None and self.job.origin == "sdcard" and done.isdigit() and total.isdigit():
+                self.job.sd_done, self.job.sd_total = int(done), int(total)
+            return
+        if line.startswith("File opened:") and self.job is not None and "Size:" in line:
+            size = line.rsplit("Size:", 1)[1].strip()
+            if size.isdigit():
+                self.job.sd_total = int(size)
+            return
+        if line.startswith("Done printing file"):
+            if self.job is not None and self.job.origin == "sdcard":
+                job = self.job
+                self._end_job(events, PrintDone(job.path, job.name, self._now - job.started))
+                self._set_state(_S.OPERATIONAL, events)
+            return
+        # `wait`, `echo:` chatter, unknown lines: nothing to do.
+
+    def _on_ok(self, events: list[PrinterEvent]) -> None:
+        if self._hold_until is not None:
+            self._hold_until = None  # the ok that follows a resend request acknowledges nothing
+            return
+        if not self._in_flight:
+            return
+        n, size, _ = self._in_flight.popleft()
+        self._in_flight_bytes -= size
+        self._acknowledged(n, events)
+        self._check_progress(events)
+
+    def _acknowledged(self, n: int, events: list[PrinterEvent]) -> None:
+        """An ok for line n: the firmware works in order, so every line up to n is done."""
+        tags = self._tags
+        while tags and tags[0][0] <= n:
+            _, tag = tags.popleft()
+            if isinstance(tag, int):
+                events.append(ScriptDone(tag))
+            elif tag == "m110":
+                self._commands.appendleft(("M115", "m115"))
+            elif tag == "m115":
+                self._on_handshake_done(events)
+            elif tag == "cancel":
+                job = self.job
+                self._end_job(events, PrintCancelled(job.path, job.name) if job else None)
+                self._set_state(_S.OPERATIONAL, events)
+            elif tag == "sd_paused" and self.state is _S.PAUSING:
+                self._set_state(_S.PAUSED, events)
+                if self.job is not None:
+                    events.append(PrintPaused(self.job.path, self.job.name))
+
+    def _on_handshake_done(self, events: list[PrinterEvent]) -> None:
+        self._hs_tries = 0
+        events.append(FirmwareInfo(self.firmware_name, dict(self.capabilities)))
+        self._autoreport = self.capabilities.get("AUTOREPORT_TEMP", False)
+        if self._autoreport:
+            self._commands.append((f"M155 S{max(1, round(self.timeouts.temperature_interval))}", None))
+        else:
+            self._commands.append(("M105", None))
+        self._next_temp_poll = self._now + self.timeouts.temperature_interval
+        self._set_state(_S.OPERATIONAL, events)
+
+    def _on_resend(self, n: int, events: list[PrinterEvent]) -> None:
+        self._hold_until = self._now + self.timeouts.resend_grace
+        if n == self._damp_line and self._damp > 0:
+            self._damp -= 1  # an echo of a line that was on the wire before we rewound
+            return
+        if n > self._last_n:
+            # Asks for a line never sent: everything we sent was taken. Nothing to resend.
+            self._in_flight.clear()
+            self._in_flight_bytes = 0
+            self._acknowledged(self._last_n, events)
+            self._check_progress(events)
+            return
+        if n < self._first_n or n <= self._last_n - self._history_size:
+            self._fatal(f"Printer asked to resend line {n}, which is no longer in the history", events)
+            return
+        self._damp_line = n
+        later = sum(1 for entry in self._in_flight if entry[0] > n)
+        self._damp = max(0, later - 1) if self._skip_error else later
+        self._skip_error = False
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
+        self._resend_from = n
+        if n > 0:
+            self._acknowledged(n - 1, events)
+
+    def _on_temperatures(self, line: str, events: list[PrinterEvent]) -> None:
+        temps = parse_temperatures(line)
+        if temps:
+            merged = {**self.temperatures, **temps}
+            if merged != self.temperatures:
+                self.temperatures = merged
+                events.append(TemperaturesChanged(dict(merged)))
+
+    def _on_start(self, events: list[PrinterEvent]) -> None:
+        """The board reset: line numbers restart, a print in progress is lost."""
+        if self.state is _S.CONNECTING:
+            self._hs_tries = 0
+            self._begin_handshake(events)
+            return
+        self._fail_job("The printer reset (firmware restarted) during the print", events)
+        if self.state is not _S.ERROR:
+            self.error = "The printer reset unexpectedly"
+        self._drop_pending_work(events)
+        self._hs_tries = 0
+        self._begin_handshake(events)
+
+    def _on_action(self, name: str, events: list[PrinterEvent]) -> None:
+        events.append(ActionRequested(name))
+        if name in ("pause", "paused") and self.state is _S.PRINTING:
+            events.extend(self.pause())
+        elif name in ("resume", "resumed") and self.state in (_S.PAUSED, _S.PAUSING):
+            events.extend(self.resume())
+        elif name == "cancel" and self.state.is_printing and self.state is not _S.CANCELLING:
+            events.extend(self.cancel())
+        elif name == "disconnect":
+            self.wants_close = True
+
+    def _fatal(self, reason: str, events: list[PrinterEvent]) -> None:
+        """The firmware halted (or the link is unusable): end the print, wait for a reconnect."""
+        if self.state is _S.ERROR:
+            return
+        text = reason
+        for prefix in ("Error:", "error:", "!!"):
+            if text.startswith(prefix):
+                text = "Printer halted: " + text[len(prefix) :].strip()
+        self.error = text
+        self._fail_job(text, events)
+        self._drop_pending_work(events)
+        self._urgent.clear()
+        self._resend_from = None
+        self._in_flight.clear()
+        self.wants_close = True
+        self._set_state(_S.ERROR, events)
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: float) -> list[PrinterEvent]:
+        """Timeouts, resend grace, temperature and SD polling."""
+        self._now = now
+        events: list[PrinterEvent] = []
+        state = self.state
+        t = self.timeouts
+        if state is _S.CONNECTING:
+            if now - self._hs_started > t.handshake and now - self._last_heard > t.handshake / 2:
+                if self._hs_tries >= t.handshake_tries:
+                    self._fatal("The printer did not answer the connection handshake (M110/M115)", events)
+                else:
+                    self._begin_handshake(events)
+                    self._hs_started = now
+            return events
+        if not state.is_connected:
+            return events
+        if self._hold_until is not None and now >= self._hold_until:
+            self._hold_until = None
+        silent = now - self._last_heard
+        if self._in_flight or self._hold_until is not None:
+            if self._busy_protocol:
+                limit = t.communication_busy
+            elif any(entry[2] for entry in self._in_flight):
+                limit = t.long_command
+            else:
+                limit = t.communication
+        else:
+            limit = t.communication
+        if silent > limit:
+            self._poke(events)
+            if self.state is _S.ERROR:
+                return events
+        if not self._autoreport and now >= self._next_temp_poll:
+            self._next_temp_poll = now + t.temperature_interval
+            if not any(c[0] == "M105" for c in self._commands):
+                self._commands.append(("M105", None))
+        job = self.job
+        if job is not None and job.origin == "sdcard" and now >= self._next_sd_poll:
+            self._next_sd_poll = now + t.sd_status_interval
+            if self.state is _S.PRINTING:
+                self._commands.append(("M27", None))
+        self._check_progress(events)
+        return events
+
+    def _poke(self, events: list[PrinterEvent]) -> None:
+        self._pokes += 1
+        if self._pokes > self.timeouts.max_pokes:
+            self._fatal(f"The printer stopped responding ({self.timeouts.max_pokes} pokes unanswered)", events)
+            return
+        # Assume the ok got lost: free the credit; if the line itself got lost, the numbered
+        # poke makes the firmware ask for it again.
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
+        self._hold_until = None
+        self._commands.appendleft(("M105", None))
+        self._last_heard = self._now
+
+    # ------------------------------------------------------------------ outgoing lines
+    def next_line(self) -> bytes | None:
+        """The next bytes to write, or None until an `ok`, a resend request or a tick."""
+        if self._urgent:
+            return self._urgent.popleft()
+        if self._hold_until is not None:
+            return None
+        state = self.state
+        if state is _S.OFFLINE or state is _S.ERROR:
+            return None
+        n = self._resend_from
+        if n is not None:
+            data, long = self._ring[n % self._history_size]  # type: ignore[misc]
+            if self._in_flight and (
+                len(self._in_flight) >= self._window_lines
+                or self._in_flight_bytes + len(data) > self._window_bytes
+            ):
+                return None
+            self._resend_from = n + 1 if n < self._last_n else None
+            self._in_flight.append((n, len(data), long))
+            self._in_flight_bytes += len(data)
+            return data
+        if self._in_flight and len(self._in_flight) >= self._window_lines:
+            return None
+        if self._commands:
+            command, tag = self._commands[0]
+            from_file = False
+        elif state is _S.PRINTING and self.job is not None and self.job.source is not None:
+            command = self._pending
+            if command is None:
+                command = self._pending = self.job.source.next_command()
+                if command is None:
+                    return None
+            tag = None
+            from_file = True
+        else:
+            return None
+        if self._in_flight and self._in_flight_bytes + len(command) + 16 > self._window_bytes:
+            return None
+        if from_file:
+            self._pending = None
+            job = self.job
+            assert job is not None and job.source is not None
+            job.lines_done += 1
+            job.bytes_done = job.source.position
+        else:
+            self._commands.popleft()
+        n = self._last_n = self._last_n + 1
+        data = format_line(n, command)
+        code = command_code(command)
+        long = code in LONG_RUNNING
+        self._ring[n % self._history_size] = (data, long)
+        if tag is not None:
+            self._tags.append((n, tag))
+        self._in_flight.append((n, len(data), long))
+        self._in_flight_bytes += len(data)
+        if code == "M110":
+            self._first_n = n
+        return data
+
+    def _check_progress(self, events: list[PrinterEvent]) -> None:
+        """Finish a print or a pause once everything sent is acknowledged."""
+        state = self.state
+        if state is not _S.PRINTING and state is not _S.PAUSING:
+            return
+        if self._in_flight or self._resend_from is not None or self._hold_until is not None:
+            return
+        job = self.job
+        if job is None or job.origin != "local":
+            return
+        if state is _S.PAUSING:
+            self._set_state(_S.PAUSED, events)
+            events.append(PrintPaused(job.path, job.name))
+        elif self._commands:
+            return
+        else:
+            source = job.source
+            if self._pending is None and source is not None and not source.exhausted:
+                self._pending = source.next_command()  # read ahead to learn whether it was the last
+            if self._pending is not None:
+                return
+            self._end_job(events, PrintDone(job.path, job.name, self._now - job.started))
+            self._set_state(_S.OPERATIONAL, events)
+
+    # ------------------------------------------------------------------ commands
+    def _require(self, *states: PrinterState) -> None:
+        if self.state not in states:
+            raise LocalProtocolError(f"not possible while the printer is {self.state.text}")
+
+    def start_print(self, source: CommandSource, path: str, name: str, now: float) -> list[PrinterEvent]:
+        """Stream `source`; only its commands and protocol commands reach the printer."""
+        self._require(_S.OPERATIONAL)
+        self._now = now
+        self.error = None
+        self.job = JobInfo(str(path), name, "local", now, source)
+        events: list[PrinterEvent] = []
+        self._set_state(_S.PRINTING, events)
+        events.append(PrintStarted(str(path), name, "local"))
+        return events
+
+    def start_sd_print(self, filename: str, now: float) -> list[PrinterEvent]:
+        """Print a file from the printer's SD card (`M23`, `M24`), polling progress with `M27`."""
+        self._require(_S.OPERATIONAL)
+        self._now = now
+        self.error = None
+        self.job = JobInfo(filename, filename, "sdcard", now, None)
+        self._commands.append((f"M23 {filename}", None))
+        self._commands.append(("M24", None))
+        self._next_sd_poll = now + self.timeouts.sd_status_interval
+        events: list[PrinterEvent] = []
+        self._set_state(_S.PRINTING, events)
+        events.append(PrintStarted(filename, filename, "sdcard"))
+        return events
+
+    def list_sd_files(self) -> list[PrinterEvent]:
+        self._require(_S.OPERATIONAL, _S.PRINTING, _S.PAUSED, _S.PAUSING)
+        self._commands.append(("M20", None))
+        return []
+
+    def pause(self) -> list[PrinterEvent]:
+        """Stop feeding file lines; Paused once the lines already sent are acknowledged."""
+        events: list[PrinterEvent] = []
+        if self.state is not _S.PRINTING:
+            raise LocalProtocolError(f"cannot pause while {self.state.text}")
+        self._set_state(_S.PAUSING, events)
+        if self.job is not None and self.job.origin == "sdcard":
+            self._commands.append(("M25", "sd_paused"))
+        else:
+            self._check_progress(events)
+        return events
+
+    def resume(self) -> list[PrinterEvent]:
+        if self.state not in (_S.PAUSED, _S.PAUSING):
+            raise LocalProtocolError(f"cannot resume while {self.state.text}")
+        events: list[PrinterEvent] = []
+        self._set_state(_S.PRINTING, events)
+        if self.job is not None:
+            if self.job.origin == "sdcard":
+                self._commands.append(("M24", None))
+            events.append(PrintResumed(self.job.path, self.job.name))
+        return events
+
+    def cancel(self) -> list[PrinterEvent]:
+        """Stop feeding, break a heat-up wait (M108), run the cancel script, then Operational."""
+        if not self.state.is_printing or self.state is _S.CANCELLING:
+            raise LocalProtocolError(f"cannot cancel while {self.state.text}")
+        events: list[PrinterEvent] = []
+        job = self.job
+        assert job is not None
+        if job.source is not None:
+            job.source.close()
+        self._pending = None
+        if self.capabilities.get("EMERGENCY_PARSER"):
+            self._urgent.append(b"M108\n")
+        if job.origin == "sdcard":
+            self._commands.append(("M524", None))
+        script = self.cancel_script or ["M105"]
+        for command in script[:-1]:
+            self._commands.append((command, None))
+        self._commands.append((script[-1], "cancel"))
+        self._set_state(_S.CANCELLING, events)
+        return events
+
+    def emergency_stop(self) -> list[PrinterEvent]:
+        """`M112` at once, unnumbered, ahead of everything; the link is then closed."""
+        events: list[PrinterEvent] = []
+        self._urgent.clear()
+        self._urgent.append(b"M112\n")
+        self._fail_reason_then_error("Emergency stop (M112)", events)
+        return events
+
+    def _fail_reason_then_error(self, reason: str, events: list[PrinterEvent]) -> None:
+        urgent = list(self._urgent)
+        self._fatal(reason, events)
+        self._urgent.extend(urgent)
+
+    def send_commands(self, lines: Iterable[str]) -> list[PrinterEvent]:
+        """User commands (terminal, API): queued ahead of file lines, allowed while printing."""
+        self._require(_S.OPERATIONAL, _S.PRINTING, _S.PAUSING, _S.PAUSED, _S.CANCELLING)
+        events: list[PrinterEvent] = []
+        for raw in lines:
+            command = strip_comment(raw)
+            if not command:
+                continue
+            if command_code(command) == "M112":
+                return events + self.emergency_stop()
+            self._commands.append((command, None))
+        return events
+
+    def run_script(self, lines: Iterable[str], token: int) -> list[PrinterEvent]:
+        """Send a script when no print runs; ScriptDone(token) once its last line is acknowledged."""
+        self._require(_S.OPERATIONAL)
+        commands = [c for c in (strip_comment(x) for x in lines) if c]
+        if not commands:
+            return [ScriptDone(token)]
+        for command in commands[:-1]:
+            self._commands.append((command, None))
+        self._commands.append((commands[-1], token))
+        return []
+
+    # ------------------------------------------------------------------ reporting
+    def progress(self, now: float) -> dict[str, object] | None:
+        job = self.job
+        if job is None:
+            return None
+        if job.origin == "sdcard":
+            done, total = job.sd_done, job.sd_total
+        else:
+            done, total = job.bytes_done, (job.source.size if job.source else 0)
+        elapsed = now - job.started
+        remaining = elapsed * (total - done) / done if done > 0 and total >= done else None
+        return {
+            "path": job.path,
+            "name": job.name,
+            "origin": job.origin,
+            "bytes_done": done,
+            "bytes_total": total,
+            "lines_done": job.lines_done,
+            "elapsed": elapsed,
+            "estimated_remaining": remaining,
+        }
