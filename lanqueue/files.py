@@ -60,6 +60,8 @@ def sanitize_path(raw: str) -> str:
             raise BadRequest(f"invalid path component {part!r}")
         parts.append(clean)
     path = "/".join(parts)
+    if not path:
+        raise BadRequest(f"invalid file path {raw!r}")
     if len(path) > MAX_PATH_LEN:
         raise BadRequest("file path too long")
     return path

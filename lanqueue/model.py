@@ -171,7 +171,7 @@ def set_printable(s: PrintSet, profile: str, loaded: Sequence[str | None]) -> bo
     An empty or null material entry means "any"; a constrained tool must hold exactly that
     material. An empty profile list means "any printer".
     """
-    if s.profiles and profile not in s.profiles:
+    if s.missing_file or (s.profiles and profile not in s.profiles):
         return False
     for tool, wanted in enumerate(s.materials):
         if not wanted:

@@ -1,0 +1,165 @@
+"""The command line's client side: talks to a node over its HTTP API, never to its internals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+__all__ = ["run", "NodeClient", "ClientError"]
+
+CP = "/plugin/continuousprint"
+
+
+class ClientError(Exception):
+    pass
+
+
+class NodeClient:
+    """A small async client of one node (also used by the demo and the tests)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, key: str) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+        self.headers = {"X-Api-Key": key}
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        async with self.session.request(method, self.url + path, headers=self.headers, **kw) as resp:
+            text = await resp.text()
+            data = json.loads(text) if text and resp.content_type == "application/json" else text
+            if resp.status >= 400:
+                message = data.get("error") if isinstance(data, dict) else data
+                raise ClientError(f"{method} {path}: {resp.status} {message}")
+            return data
+
+    async def state(self) -> dict[str, Any]:
+        return await self.request("GET", CP + "/state/get")
+
+    async def set_active(self, active: bool) -> dict[str, Any]:
+        return await self.request("POST", CP + "/set_active", data={"active": "true" if active else "false"})
+
+    async def upload(self, path: Path, progress: Progress | None = None) -> dict[str, Any]:
+        size = path.stat().st_size
+        task = progress.add_task(f"upload {path.name}", total=size) if progress else None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 16):
+                    if progress is not None and task is not None:
+                        progress.update(task, advance=len(block))
+                    yield block
+
+        with aiohttp.MultipartWriter("form-data") as mp:
+            part = mp.append(chunks())
+            part.set_content_disposition("form-data", name="file", filename=path.name)
+        return await self.request("POST", "/api/files/local", data=mp)
+
+    async def add(self, file_path: str, count: int, queue: str, job: str | None) -> dict[str, Any]:
+        form = {"path": file_path, "count": "1", "jobDraft": "false", "queue": queue}
+        if job:
+            form["jobName"] = job
+        added = await self.request("POST", CP + "/set/add", data=form)
+        if count != 1 and queue == "local":
+            await self.request("POST", CP + "/job/edit", data={"json": json.dumps({"id": added["job_id"], "count": count, "remaining": count})})
+        elif count != 1:
+            await self.request("POST", CP + "/job/edit", data={"json": json.dumps({"queue": queue, "id": added["job_id"], "count": count, "remaining": count})})
+        return added
+
+
+async def run(command: str, url: str, key: str, args: argparse.Namespace) -> int:
+    console = Console()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
+        client = NodeClient(session, url, key)
+        try:
+            return await _dispatch(command, client, args, console)
+        except ClientError as e:
+            console.print(f"[red]error:[/red] {e}")
+            return 1
+        except aiohttp.ClientConnectionError as e:
+            console.print(f"[red]cannot reach the node at {url}:[/red] {e}")
+            return 1
+
+
+async def _dispatch(command: str, client: NodeClient, args: argparse.Namespace, console: Console) -> int:
+    if command == "add":
+        if not args.file.is_file():
+            console.print(f"[red]no such file:[/red] {args.file}")
+            return 1
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=console, transient=True) as progress:
+            uploaded = await client.upload(args.file, progress)
+        stored = uploaded["files"]["local"]["path"]
+        added = await client.add(stored, args.count, args.queue, args.job)
+        console.print(f"queued {stored} x{args.count} as job {added['job_id']} in {args.queue}")
+        return 0
+    if command in ("start", "stop"):
+        state = await client.set_active(command == "start")
+        console.print(f"{'managing' if state['active'] else 'not managing'}: {state['status']}")
+        return 0
+    if command == "continue":
+        await client.request("POST", CP + "/runner/continue")
+        console.print("continuing")
+        return 0
+    if command == "drain":
+        result = await client.request("POST", "/lanqueue/lan/drain")
+        console.print(f"handed over {result.get('moved', 0)} job(s)")
+        return 0
+    if command == "adopt":
+        result = await client.request("POST", "/lanqueue/lan/adopt", data={"node": args.node})
+        console.print(f"adopted {result.get('adopted', 0)} job(s)")
+        return 0
+    if command == "status":
+        state = await client.state()
+        if args.json:
+            console.print_json(json.dumps(state))
+            return 0
+        _print_status(console, state, await _printer_or_none(client))
+        return 0
+    raise ClientError(f"unknown command {command}")
+
+
+async def _printer_or_none(client: NodeClient) -> dict[str, Any] | None:
+    try:
+        return await client.request("GET", "/api/job")
+    except ClientError:
+        return None
+
+
+def _print_status(console: Console, state: dict[str, Any], job: dict[str, Any] | None) -> None:
+    colour = {"NORMAL": "green", "NEEDS_ACTION": "yellow", "ERROR": "red"}.get(state["statusType"], "white")
+    console.print(f"[bold]{'managing' if state['active'] else 'not managing'}[/bold] "
+                  f"[{colour}]{state['status']}[/{colour}]  profile {state['profile']}")
+    if job:
+        progress = job.get("progress") or {}
+        done = progress.get("completion")
+        console.print(f"printer: {job.get('state')}"
+                      + (f", {job['job']['file']['name']} {done:.0f}%" if done is not None else ""))
+    for queue in state["queues"]:
+        table = Table(title=f"queue {queue['name']}", title_justify="left")
+        for col in ("id", "name", "runs left", "sets", "state"):
+            table.add_column(col)
+        for j in queue["jobs"]:
+            sets = ", ".join(f"{s['path']} {s['remaining']}/{s['count']}" for s in j["sets"])
+            flags = []
+            if j.get("draft"):
+                flags.append("draft")
+            if j.get("acquired"):
+                flags.append(f"printing on {j.get('acquired_by_') or 'this node'}")
+            table.add_row(str(j["id"])[:8], j["name"], f"{j['remaining']}/{j['count']}", sets, ", ".join(flags))
+        console.print(table)
+        peers = queue.get("peers") or {}
+        if isinstance(peers, dict) and peers:
+            ptable = Table(title="peers", title_justify="left")
+            for col in ("name", "status", "profile"):
+                ptable.add_column(col)
+            for p in peers.values():
+                profile = p.get("profile")
+                ptable.add_row(p.get("name", "?"), p.get("status", "?"), profile.get("name", "") if isinstance(profile, dict) else str(profile))
+            console.print(ptable)

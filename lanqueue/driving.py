@@ -1,0 +1,307 @@
+"""The asyncio adapter around the driver (runner.py): performs its actions, feeds back outcomes.
+
+All driver decisions stay in `runner.Driver`; this module only does the I/O: it renders and sends
+scripts, asks the store (or a LAN queue) for the next printable set, starts prints on the printer
+service, records results durably and listens to the printer. Events are processed one at a time
+from a queue, so the driver never sees two events at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import runner as r
+from .model import LOCAL, choose_next
+
+if TYPE_CHECKING:
+    from .files import FileStore
+    from .store import Store
+
+__all__ = ["QueueDriver", "ScriptRenderer", "LanSource"]
+
+log = logging.getLogger(__name__)
+
+PAUSE_LINE = "@pause"
+
+
+class ScriptRenderer(Protocol):
+    async def __call__(self, event: str, job: r.JobRef | None) -> str: ...
+
+
+class LanSource(Protocol):
+    """What the driver needs of the LAN queues (lanqueue.sync provides it)."""
+
+    async def acquire_next(self, queue: str, profile: str, loaded: list[str | None]) -> r.JobRef | None: ...
+    async def report_result(self, job: r.JobRef, result: str) -> None: ...
+    async def release(self, job: r.JobRef) -> None: ...
+
+
+class QueueDriver:
+    """Runs the driver for one printer; `async_start`/`async_close` bracket its life."""
+
+    def __init__(
+        self,
+        store: Store,
+        files: FileStore,
+        printer: Any,
+        render_scripts: ScriptRenderer,
+        *,
+        profile: str,
+        settings: r.DriverSettings | None = None,
+        lan: LanSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.printer = printer
+        self.render_scripts = render_scripts
+        self.profile = profile
+        self.lan = lan
+        self.driver = r.Driver(settings or r.DriverSettings())
+        self._clock = clock
+        self._events: asyncio.Queue[r.Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self._run_id: int | None = None
+        self._our_print = False
+        self._continue = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._mark_cleared: float | None = None
+        self.first_line_latency: list[float] = []  # bench: bed cleared -> print streaming
+
+    # --- life ------------------------------------------------------------------------------
+
+    async def async_start(self, *, activate: bool = False) -> None:
+        aborted = await self.store.abort_open_runs()
+        if aborted:
+            log.warning("%d print(s) were interrupted by a restart; recorded as aborted", aborted)
+        self._unsubscribe = self.printer.add_listener(self._on_printer_event)
+        if _printer_ready(self.printer):
+            self.driver.handle(r.PrinterReady())
+        self._main = asyncio.create_task(self._loop(), name="queue-driver")
+        self._spawn(self._ticker())
+        if activate:
+            await self.async_set_active(True)
+
+    async def async_close(self) -> None:
+        if self._unsubscribe:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [t for t in (self._main, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._main = None
+        self._tasks.clear()
+
+    # --- what the API asks -----------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.driver.active
+
+    @property
+    def status(self) -> str:
+        return self.driver.status
+
+    @property
+    def status_type(self) -> str:
+        return self.driver.status_type
+
+    def active_set_id(self, queue: str) -> Any:
+        job = self.driver.job
+        return job.set_id if job is not None and job.queue == queue else None
+
+    async def async_set_active(self, active: bool) -> None:
+        """Activate or deactivate and return once the driver has taken the event, so the
+        answer of `set_active` reflects the new state."""
+        await self.store.set_setting("active", active)
+        await self._feed_and_settle(r.Activate() if active else r.Deactivate())
+
+    async def async_continue(self) -> bool:
+        """A person cleared the bed (or did what a `@pause` asked); False if nothing waited."""
+        if not self.driver.waiting_for_person:
+            return False
+        self._continue.set()
+        return True
+
+    def queue_changed(self) -> None:
+        self.feed(r.QueueChanged())
+
+    def feed(self, event: r.Event) -> None:
+        self._events.put_nowait(event)
+
+    async def _feed_and_settle(self, event: r.Event) -> None:
+        self._settled.clear()
+        self.feed(event)
+        await self._settled.wait()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                for action in self.driver.handle(event):
+                    await self._perform(action)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("driver action failed after %r", event)
+            if self._events.empty():
+                self._settled.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.feed(r.Tick(self._clock()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _perform(self, action: r.Action) -> None:
+        if isinstance(action, r.RunScripts):
+            self._spawn(self._run_scripts(action))
+        elif isinstance(action, r.FindJob):
+            self.feed(await self._find_job())
+        elif isinstance(action, r.StartPrint):
+            await self._start_print(action.job)
+        elif isinstance(action, r.RecordResult):
+            await self._record(action)
+        elif isinstance(action, r.ReleaseJob):
+            if action.job.queue != LOCAL and self.lan is not None:
+                await self.lan.release(action.job)
+        else:  # pragma: no cover - a new action type without an adapter is a programming error
+            raise TypeError(f"unknown action {action!r}")
+
+    # --- actions ---------------------------------------------------------------------------
+
+    async def _run_scripts(self, action: r.RunScripts) -> None:
+        """Send the event's scripts; at each `@pause` line wait for a person to continue."""
+        error = None
+        try:
+            gcode = await self.render_scripts(action.event, action.job)
+            parts = _split_at_pauses(gcode)
+            for i, part in enumerate(parts):
+                if i > 0:
+                    self._continue.clear()
+                    self.feed(r.WaitingForPerson(action.event))
+                    await self._continue.wait()
+                    self.feed(r.PersonContinued())
+                    if action.event == r.EV_SUCCESS:
+                        self._mark_cleared = self._clock()
+                if part.strip():
+                    await self.printer.async_run_script(part)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the printer went away or refused: the driver decides
+            log.warning("scripts of %s failed: %s", action.event, e)
+            error = str(e) or type(e).__name__
+        self.feed(r.ScriptsDone(action.event, error))
+
+    async def _find_job(self) -> r.Event:
+        loaded = list(await self.store.get_setting("materials", []))
+        waiting = 0
+        for queue in await self.store.queues():
+            name = queue["name"]
+            if name == LOCAL:
+                jobs = await self.store.jobs(LOCAL)
+                for job in jobs:
+                    for s in job.sets:
+                        s.missing_file = not s.sd and not self.files.exists(s.path)
+                choice = choose_next(jobs, self.profile, loaded, r_strategy(queue["strategy"]))
+                if choice is not None:
+                    job, chosen = choice
+                    return r.JobFound(
+                        r.JobRef(LOCAL, job.id, job.name, chosen.id, chosen.path, tuple(chosen.materials))
+                    )
+                waiting += sum(1 for j in jobs if not j.draft and j.remaining > 0)
+            elif self.lan is not None:
+                ref = await self.lan.acquire_next(name, self.profile, loaded)
+                if ref is not None:
+                    return r.JobFound(ref)
+        reason = f"{waiting} job(s) need another material, profile or a missing file" if waiting else ""
+        return r.NoJob(reason)
+
+    async def _start_print(self, job: r.JobRef) -> None:
+        self._run_id = await self.store.begin_run(job.queue, job.job_id, job.job_name, job.set_id, job.path)
+        try:
+            full = self.files.resolve(job.path)
+            self._our_print = True
+            await self.printer.async_print_file(full, job.path)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._our_print = False
+            self.feed(r.PrintFailed(f"could not start {job.path}: {getattr(e, 'message', e)}"))
+            return
+        if self._mark_cleared is not None:
+            self.first_line_latency.append(self._clock() - self._mark_cleared)
+            self._mark_cleared = None
+        self.feed(r.PrintStarted())
+
+    async def _record(self, action: r.RecordResult) -> None:
+        if self._run_id is None:
+            return
+        run_id, self._run_id = self._run_id, None
+        job = action.job
+        count = None
+        if action.result == "success" and job.queue == LOCAL:
+            count = (int(job.job_id), int(job.set_id))
+        await self.store.end_run(run_id, action.result, count_success_of=count)
+        if job.queue != LOCAL and self.lan is not None:
+            await self.lan.report_result(job, action.result)
+
+    # --- printer events --------------------------------------------------------------------
+
+    def _on_printer_event(self, event: Any) -> None:
+        from . import printer as p  # the printer package defines the event classes
+
+        if isinstance(event, p.StateChanged):
+            self.feed(r.PrinterReady() if _printer_ready(self.printer) else r.PrinterLost(str(event.state)))
+        elif isinstance(event, p.TemperaturesChanged):
+            bed = event.temps.get("bed") if hasattr(event, "temps") else None
+            if bed is not None:
+                self.feed(r.BedTemperature(bed[0]))
+        elif self._our_print and isinstance(event, p.PrintDone):
+            self._our_print = False
+            self.feed(r.PrintDone())
+        elif self._our_print and isinstance(event, p.PrintFailed):
+            self._our_print = False
+            self.feed(r.PrintFailed(event.reason))
+        elif self._our_print and isinstance(event, p.PrintCancelled):
+            self._our_print = False
+            self.feed(r.PrintCancelled())
+
+    def printing_path(self) -> str | None:
+        return self.driver.job.path if self._our_print and self.driver.job else None
+
+
+def r_strategy(name: str) -> Any:
+    from .model import Strategy
+
+    try:
+        return Strategy(name)
+    except ValueError:
+        return Strategy.IN_ORDER
+
+
+def _printer_ready(printer: Any) -> bool:
+    return getattr(printer.state, "name", "") in ("OPERATIONAL",)
+
+
+def _split_at_pauses(gcode: str) -> list[str]:
+    parts: list[list[str]] = [[]]
+    for line in gcode.splitlines():
+        if line.split(";", 1)[0].strip().lower() == PAUSE_LINE:
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    return ["\n".join(p) for p in parts]

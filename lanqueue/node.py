@@ -1,0 +1,269 @@
+"""One node: the composition root that builds every service of a printer and the HTTP app.
+
+Each resource (database, printer connection, queue driver, mDNS, LAN sync) is set up and torn
+down by its own aiohttp cleanup context, in order; aiohttp runs a teardown only if its setup
+finished, so a failed start never leaves a half-open port or database behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .api import automation as automation_routes
+from .api import continuousprint, files as file_routes, octoprint
+from .api.app import auth_middleware, error_middleware
+from .api.keys import NODE
+from .automation import Automation, async_render_event
+from .preprocess import Evaluator
+from .config import Options
+from .driving import QueueDriver
+from .errors import BadRequest, Conflict, NotFound
+from .files import FileStore
+from .gjob import read_gjob_manifest, write_gjob
+from .model import LOCAL, Job
+from .printer import PrinterService
+from .runner import DriverSettings, JobRef
+from .store import Store
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Everything one `lanqueue serve` process runs. Build with Options, then `make_app()`."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.data_dir = options.data_dir
+        self.node_id = ""
+        self.api_key = ""
+        self.store: Store = None  # type: ignore[assignment]  # set up by _store_ctx
+        self.files: FileStore = None  # type: ignore[assignment]  # set by prepare()
+        self.printer: PrinterService = None  # type: ignore[assignment]
+        self.runner: QueueDriver = None  # type: ignore[assignment]
+        self.lan: Any = None
+        self.discovery: Any = None
+        self.selected_file: str | None = None
+        self.evaluator: Evaluator | None = None
+        self.started = asyncio.Event()
+
+    # --- identity --------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the data dir, load or create the node id and the API key (printed once)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        id_file = self.data_dir / "node_id"
+        if not id_file.exists():
+            _write_private(id_file, str(uuid.uuid4()))
+        self.node_id = id_file.read_text().strip()
+        if self.options.api_key:
+            self.api_key = self.options.api_key
+        else:
+            key_file = self.data_dir / "api_key"
+            if not key_file.exists():
+                _write_private(key_file, secrets.token_hex(16).upper())
+                print(f"lanqueue: generated API key {key_file.read_text().strip()} (stored in {key_file})", flush=True)
+            self.api_key = key_file.read_text().strip()
+        self.files = FileStore(self.data_dir / "files", self.options.max_upload_mb * 1024 * 1024)
+
+    # --- the application -------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        if not self.node_id:
+            self.prepare()
+        app = web.Application(
+            middlewares=[error_middleware, auth_middleware],
+            client_max_size=self.options.max_upload_mb * 1024 * 1024 + 65536,
+        )
+        app[NODE] = self
+        app.add_routes(continuousprint.routes)
+        app.add_routes(automation_routes.routes)
+        app.add_routes(file_routes.routes)
+        app.add_routes(octoprint.routes)
+        app.cleanup_ctx.append(self._store_ctx)
+        app.cleanup_ctx.append(self._evaluator_ctx)
+        app.cleanup_ctx.append(self._printer_ctx)
+        app.cleanup_ctx.append(self._driver_ctx)
+        app.on_startup.append(self._announce)
+        return app
+
+    async def _announce(self, app: web.Application) -> None:
+        self.started.set()
+        log.info("node %s (%s) ready, printer %s", self.options.name, self.node_id, self.options.printer)
+
+    async def _store_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        self.store = await Store.open(self.data_dir / "lanqueue.sqlite3")
+        self.store.add_listener(self._on_store_write)
+        yield
+        await self.store.async_close()
+
+    async def _evaluator_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        async with Evaluator() as engine:
+            self.evaluator = engine
+            yield
+            self.evaluator = None
+
+    async def _printer_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        self.printer = PrinterService(
+            self.options.printer,
+            self.options.baudrate,
+            virtual_speed=self.options.virtual_speed,
+            sd_dir=self.data_dir / "virtual-sd",
+        )
+        await self.printer.async_start()
+        yield
+        await self.printer.async_close()
+
+    async def _driver_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        settings = await self.store.get_setting("driver", {})
+        self.runner = QueueDriver(
+            self.store,
+            self.files,
+            self.printer,
+            self.render_scripts,
+            profile=self.options.profile,
+            settings=DriverSettings(**settings),
+            lan=self.lan,
+        )
+        resume = self.options.resume and bool(await self.store.get_setting("active", False))
+        await self.runner.async_start(activate=resume)
+        yield
+        await self.runner.async_close()
+
+    def _on_store_write(self) -> None:
+        if self.runner is not None:
+            self.runner.queue_changed()
+
+    # --- services the routes ask for -------------------------------------------------------
+
+    def lan_for(self, queue: str) -> Any:
+        if self.lan is None or not self.lan.has_queue(queue):
+            raise NotFound(f"no queue named {queue!r}")
+        return self.lan
+
+    async def automation(self) -> Automation:
+        stored = await self.store.get_setting("automation")
+        return Automation.from_json(stored) if stored is not None else Automation.defaults()
+
+    async def set_automation(self, automation: Automation) -> None:
+        await self.store.set_setting("automation", automation.to_json())
+
+    async def external(self) -> dict[str, Any]:
+        return dict(await self.store.get_setting("external", {}))
+
+    async def set_external(self, data: dict[str, Any]) -> None:
+        await self.store.set_setting("external", data)
+
+    async def render_scripts(self, event: str, job: JobRef | None) -> str:
+        """The G-code to send for `event`, after running each attachment's preprocessor."""
+        bed = self.printer.temperatures.get("bed") if self.printer else None
+        symbols = {
+            "current": {
+                "path": job.path if job else None,
+                "materials": list(job.materials) if job else [],
+                "bed_temp": bed[0] if bed else None,
+                "state": self.runner.driver.state.value if self.runner else "inactive",
+            },
+            "external": await self.external(),
+            "metadata": {},
+        }
+        result = await async_render_event(await self.automation(), event, symbols, engine=self.evaluator)
+        for outcome in result.outcomes:
+            if outcome.error:
+                log.warning("automation %s: %s", event, outcome.error)
+        return result.gcode
+
+    async def set_queues(self, queues: list[dict[str, Any]]) -> None:
+        lan_names = [q["name"] for q in queues if q["name"] != LOCAL]
+        if lan_names and self.lan is None:
+            raise BadRequest("LAN queues are not enabled on this node")
+        if self.lan is not None:
+            await self.lan.configure(queues)
+        await self.store.set_queues([{k: q.get(k) for k in ("name", "strategy", "addr")} for q in queues])
+
+    async def queue_uploaded_file(self, path: str) -> int:
+        """A slicer's "upload and print": a new, ready job of one set in the local queue."""
+        job_id, _ = await self.store.add_set({"path": path, "count": 1, "remaining": 1}, job_id=None, job_name=None, job_draft=False)
+        return job_id
+
+    async def select_file(self, path: str, *, print_now: bool) -> None:
+        self.selected_file = path
+        if print_now:
+            if self.runner.active:
+                raise Conflict("the queue is being managed; stop managing before printing directly")
+            await self.printer.async_print_file(self.files.resolve(path), path)
+
+    def printing_path(self) -> str | None:
+        progress = self.printer.progress() if self.printer else None
+        return getattr(progress, "name", None) if progress else None
+
+    def disk_usage(self) -> tuple[int, int]:
+        usage = shutil.disk_usage(self.files.root)
+        return usage.free, usage.total
+
+    async def export_jobs(self, job_ids: list[int]) -> tuple[list[str], list[str]]:
+        paths, errors = [], []
+        for jid in job_ids:
+            try:
+                job = await self.store.job(jid)
+                for s in job.sets:
+                    self.files.resolve(s.path)
+                name = f"{_slug(job.name)}.gjob"
+                target = self.files.location(name)
+                await asyncio.get_running_loop().run_in_executor(None, write_gjob, job, self.files.root, target)
+                from .files import sha256_of
+
+                await self.store.record_file(name, await sha256_of(target), target.stat().st_size)
+                paths.append(name)
+            except (NotFound, BadRequest) as e:
+                errors.append(f"job {jid}: {e.message}")
+        return paths, errors
+
+    async def import_job(self, path: str, queue: str) -> Job:
+        if queue != LOCAL:
+            raise BadRequest("import into the local queue, then move the job to a LAN queue")
+        source = self.files.resolve(path)
+        content, archive = read_gjob_manifest(source, self.files.max_size)
+        try:
+            stored_paths = []
+            for s in content.sets:
+                target = f"{Path(path).stem}/{s['safe_path']}"
+                data = archive.read(s["path"])
+
+                async def one_chunk(data: bytes = data) -> AsyncIterator[bytes]:
+                    yield data
+
+                stored = await self.files.save(target, one_chunk())
+                await self.store.record_file(stored.path, stored.sha256, stored.size)
+                stored_paths.append(stored.path)
+        finally:
+            archive.close()
+        job = await self.store.add_job(content.name, draft=True, count=content.count)
+        for s, p in zip(content.sets, stored_paths):
+            fields = {k: s[k] for k in ("count", "materials", "profiles", "metadata")}
+            await self.store.add_set({**fields, "path": p, "remaining": s["count"]}, job_id=int(job.id), job_name=None, job_draft=True)
+        return await self.store.job(int(job.id))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _slug(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
+    return keep or "job"
