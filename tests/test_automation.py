@@ -169,7 +169,7 @@ async def test_infinite_loop_is_stopped_and_the_engine_recovers(engine: Evaluato
     evaluation = await engine.async_evaluate("while True:\n    pass", {}, time_limit=0.5)
     elapsed = time.monotonic() - started
     assert evaluation.decision == "error" and "longer than 0.5 s" in evaluation.message
-    assert 0.5 <= elapsed < 2.0
+    assert 0.5 <= elapsed < 3.0
     assert (await engine.async_evaluate("1 + 1", {})).decision == "run"
     assert engine.workers_started == 2
 
@@ -201,7 +201,7 @@ async def test_evaluation_does_not_block_the_event_loop(engine: Evaluator) -> No
         await engine.async_evaluate("while True:\n    pass", {}, time_limit=0.5)
     finally:
         ticker.cancel()
-    assert ticks >= 20
+    assert ticks >= 10  # about 50 on an idle machine
 
 
 async def test_cancelled_evaluation_leaves_no_stale_answer(engine: Evaluator) -> None:
