@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from .api import automation as automation_routes
-from .api import continuousprint, files as file_routes, octoprint
+from .api import continuousprint, files as file_routes, octoprint, openapi
+from .api import web as web_routes
 from .api.app import auth_middleware, error_middleware
 from .api.keys import NODE
 from .automation import Automation, async_render_event
@@ -91,6 +92,8 @@ class Node:
         app.add_routes(automation_routes.routes)
         app.add_routes(file_routes.routes)
         app.add_routes(octoprint.routes)
+        app.add_routes(openapi.routes)
+        app.add_routes(web_routes.routes)
         app.cleanup_ctx.append(self._store_ctx)
         app.cleanup_ctx.append(self._evaluator_ctx)
         app.cleanup_ctx.append(self._printer_ctx)

@@ -1,0 +1,67 @@
+"""The four public routes and auth, over real HTTP on loopback against an in-process node."""
+
+from __future__ import annotations
+
+from conftest import API_KEY, CP
+
+
+async def test_every_route_needs_the_key(api):
+    for path in (CP + "/state/get", "/api/version", "/api/files", CP + "/history/get"):
+        r = await api.get(path, headers={"X-Api-Key": "wrong"})
+        assert r.status == 403 and "error" in await r.json()
+    r = await api.get(CP + "/state/get", headers={"X-Api-Key": ""})
+    assert r.status == 403
+    assert (await api.get(CP + "/state/get", headers={"Authorization": f"Bearer {API_KEY}", "X-Api-Key": ""})).status == 200
+    assert (await api.get(CP + f"/state/get?apikey={API_KEY}", headers={"X-Api-Key": ""})).status == 200
+
+
+async def test_state_shape(api):
+    r = await api.get(CP + "/state/get")
+    assert r.status == 200 and r.content_type == "application/json"
+    state = await r.json()
+    assert state["active"] is False and state["statusType"] in ("NORMAL", "INIT")
+    assert state["profile"] == "Generic"
+    assert [q["name"] for q in state["queues"]] == ["local"]
+
+
+async def test_set_add_creates_job_with_defaults(api):
+    r = await api.post(CP + "/set/add", data={"path": "a.gcode", "sd": "False", "jobName": "J"})
+    assert r.status == 200
+    body = await r.json()
+    assert body["set_"]["count"] == 1 and body["set_"]["remaining"] == 1  # not the original's count=0
+    assert body["set_"]["missing_file"] is True
+    r = await api.post(CP + "/set/add", data={"path": "b.gcode", "count": "3", "job": str(body["job_id"]),
+                                              "materials": ["PLA_red_#ff0000", ""], "profiles[]": "MK3"})
+    b2 = await r.json()
+    assert b2["job_id"] == body["job_id"] and b2["set_"]["materials"] == ["PLA_red_#ff0000", None]
+    assert b2["set_"]["profiles"] == ["MK3"]
+    state = await (await api.get(CP + "/state/get")).json()
+    job = state["queues"][0]["jobs"][0]
+    assert job["name"] == "J" and job["draft"] is True and [s["path"] for s in job["sets"]] == ["a.gcode", "b.gcode"]
+
+
+async def test_set_add_json_field(api):
+    import json
+
+    r = await api.post(CP + "/set/add", data={"json": json.dumps({"path": "x.gcode", "count": 2, "jobDraft": False})})
+    body = await r.json()
+    assert r.status == 200 and body["set_"]["count"] == 2
+
+
+async def test_set_active_answers_new_state(api):
+    state = await (await api.post(CP + "/set_active", data={"active": "True"})).json()
+    assert state["active"] is True
+    state = await (await api.post(CP + "/set_active", data={"active": "false"})).json()
+    assert state["active"] is False and state["status"].startswith("Inactive")
+
+
+async def test_external_data_is_stored(api):
+    r = await api.post(CP + "/automation/external", json={"a": 1, "b": "hello"})
+    assert r.status == 200 and await r.json() == "OK"
+    r = await api.post(CP + "/automation/external", data="[1,2]", headers={"Content-Type": "application/json"})
+    assert r.status == 400
+
+
+async def test_version(api):
+    body = await (await api.get("/api/version")).json()
+    assert body["api"] == "0.1" and "lanqueue" in body["text"]
