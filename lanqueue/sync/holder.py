@@ -67,6 +67,7 @@ class HolderLease:
     printing: int | None = None  # set index of the print in progress
     print_token: int = 0  # the token the print in progress was started under
     durable: bool = False  # a HeldLease row exists for it
+    req: int = 0  # ACQUIRING: the one acquire request whose grant this lease accepts
 
 
 @dataclass
@@ -107,8 +108,9 @@ class HolderSide:
             if lease.phase is HolderPhase.RELEASING:
                 raise LocalProtocolError(f"lease on {job_id} is being released")
             return []  # already asked or held
-        self.leases[job_id] = HolderLease(HolderPhase.ACQUIRING, next_retry=now + self.timings.retry_every)
-        return [Send(home, AcquireRequest(self.node_id, job_id, self._req(job_id, now)))]
+        req = self._req(job_id, now)
+        self.leases[job_id] = HolderLease(HolderPhase.ACQUIRING, next_retry=now + self.timings.retry_every, req=req)
+        return [Send(home, AcquireRequest(self.node_id, job_id, req))]
 
     def start_print(self, job_id: str, set_index: int, now: float) -> None:
         lease = self.leases.get(job_id)
@@ -174,7 +176,8 @@ class HolderSide:
     def on_granted(self, sender: str, job_id: str, token: int, req: int, now: float) -> list[Action]:
         pend = self._pending.get(req)
         lease = self.leases.get(job_id)
-        if pend is None or pend[0] != job_id or lease is None or lease.phase is HolderPhase.RELEASING:
+        if (pend is None or pend[0] != job_id or lease is None or lease.phase is HolderPhase.RELEASING
+                or (lease.phase is HolderPhase.ACQUIRING and req != lease.req)):
             if lease is not None and lease.token == token:
                 return []  # a late duplicate for a lease we are releasing anyway
             # Nobody here wants this grant (duplicate or very late reply): give it back now.
@@ -245,6 +248,7 @@ class HolderSide:
             home = home_of.get(job_id)
             if lease.phase is HolderPhase.ACQUIRING and now >= lease.next_retry:
                 del self.leases[job_id]
+                self._pending.pop(lease.req, None)
                 out.append(AcquireFailed(job_id, DenyReason.TIMEOUT))
             elif lease.phase is HolderPhase.HELD and now >= lease.next_renew and home is not None:
                 lease.next_renew = now + t.renew_every

@@ -38,7 +38,9 @@ class LeaseState(enum.Enum):
 
 
 class LeaseInput(enum.Enum):
-    ACQUIRE_BY_HOLDER = "acquire_by_holder"  # the current holder asks again (lost reply)
+    ACQUIRE_REPEAT = "acquire_repeat"  # the same acquire request again (duplicate, lost reply)
+    ACQUIRE_BY_HOLDER = "acquire_by_holder"  # the holder asks anew: it gave up the old holding
+    ACQUIRE_STALE = "acquire_stale"  # an older request of the holder, delayed in the network
     ACQUIRE_BY_OTHER = "acquire_by_other"
     RENEW = "renew"  # by the current holder with the current token
     RELEASE = "release"  # by the current holder with the current token
@@ -47,6 +49,8 @@ class LeaseInput(enum.Enum):
 
 class Effect(enum.Enum):
     GRANT = "grant"  # new token, persist, reply granted
+    REGRANT = "regrant"  # the holder asks anew: the old holding ends, a new token (so a delayed
+    #                      release or report of the old holding can never touch the new one)
     EXTEND = "extend"  # same token, new deadline, reply granted (no write: the token is durable)
     DENY_HELD = "deny_held"
     DENY_LOCKED = "deny_locked"
@@ -61,17 +65,23 @@ TRANSITIONS: dict[tuple[LeaseState, LeaseInput], tuple[Effect, LeaseState]] = {
     (S.FREE, I.ACQUIRE_BY_OTHER): (E.GRANT, S.LIVE),
     (S.FREE, I.RENEW): (E.DENY_STALE, S.FREE),
     (S.FREE, I.RELEASE): (E.ACK, S.FREE),
-    (S.LIVE, I.ACQUIRE_BY_HOLDER): (E.EXTEND, S.LIVE),
+    (S.LIVE, I.ACQUIRE_REPEAT): (E.EXTEND, S.LIVE),
+    (S.LIVE, I.ACQUIRE_BY_HOLDER): (E.REGRANT, S.LIVE),
+    (S.LIVE, I.ACQUIRE_STALE): (E.DENY_STALE, S.LIVE),
     (S.LIVE, I.ACQUIRE_BY_OTHER): (E.DENY_HELD, S.LIVE),
     (S.LIVE, I.RENEW): (E.EXTEND, S.LIVE),
     (S.LIVE, I.RELEASE): (E.FREE, S.FREE),
     (S.LIVE, I.DEADLINE): (E.LOCK, S.LOCKED),
-    (S.LOCKED, I.ACQUIRE_BY_HOLDER): (E.EXTEND, S.LIVE),
+    (S.LOCKED, I.ACQUIRE_REPEAT): (E.EXTEND, S.LIVE),
+    (S.LOCKED, I.ACQUIRE_BY_HOLDER): (E.REGRANT, S.LIVE),
+    (S.LOCKED, I.ACQUIRE_STALE): (E.DENY_STALE, S.LOCKED),
     (S.LOCKED, I.ACQUIRE_BY_OTHER): (E.DENY_LOCKED, S.LOCKED),
     (S.LOCKED, I.RENEW): (E.EXTEND, S.LIVE),
     (S.LOCKED, I.RELEASE): (E.FREE, S.FREE),
     (S.LOCKED, I.DEADLINE): (E.FREE, S.FREE),
-    (S.RESTORED, I.ACQUIRE_BY_HOLDER): (E.EXTEND, S.LIVE),
+    (S.RESTORED, I.ACQUIRE_REPEAT): (E.EXTEND, S.LIVE),
+    (S.RESTORED, I.ACQUIRE_BY_HOLDER): (E.REGRANT, S.LIVE),
+    (S.RESTORED, I.ACQUIRE_STALE): (E.DENY_STALE, S.RESTORED),
     (S.RESTORED, I.ACQUIRE_BY_OTHER): (E.DENY_LOCKED, S.RESTORED),
     (S.RESTORED, I.RENEW): (E.EXTEND, S.LIVE),
     (S.RESTORED, I.RELEASE): (E.FREE, S.FREE),
@@ -154,13 +164,13 @@ class HomeLeases:
         return g, effect, nxt
 
     def _apply(self, record: JobRecord, g: Grant, effect: Effect, nxt: LeaseState, holder: str | None,
-               now: float) -> Decision:
+               now: float, req: int = 0) -> Decision:
         t = self.timings
-        if effect is Effect.GRANT:
+        if effect in (Effect.GRANT, Effect.REGRANT):
             if not record.acquirable:
                 # Nothing to print: no grant, no write.
                 return Decision(Effect.DENY_STALE, record, False)
-            new = record.bump(lease_holder=holder, lease_token=next_token(record))
+            new = record.bump(lease_holder=holder, lease_token=next_token(record), lease_req=req)
             g.state, g.deadline = nxt, now + t.ttl
             return Decision(effect, new, True, g.deadline)
         if effect is Effect.EXTEND:
@@ -175,13 +185,18 @@ class HomeLeases:
         g.state = nxt
         return Decision(effect, record, False)
 
-    def acquire(self, record: JobRecord, holder: str, now: float) -> Decision:
+    def acquire(self, record: JobRecord, holder: str, now: float, req: int) -> Decision:
+        """`req` orders one holder's requests (they increase across its restarts): the same
+        request again is a repeat, a larger one means the holder gave up its old holding."""
         g = self._grants.get(record.id)
         if g is not None and g.state is LeaseState.FREE and not record.acquirable:
             return Decision(Effect.DENY_STALE, record, False)
-        same = record.lease_holder == holder and g is not None and g.state is not LeaseState.FREE
-        g, effect, nxt = self._step(record.id, LeaseInput.ACQUIRE_BY_HOLDER if same else LeaseInput.ACQUIRE_BY_OTHER)
-        return self._apply(record, g, effect, nxt, holder, now)
+        inp = LeaseInput.ACQUIRE_BY_OTHER
+        if record.lease_holder == holder and g is not None and g.state is not LeaseState.FREE:
+            inp = (LeaseInput.ACQUIRE_REPEAT if req == record.lease_req else
+                   LeaseInput.ACQUIRE_BY_HOLDER if req > record.lease_req else LeaseInput.ACQUIRE_STALE)
+        g, effect, nxt = self._step(record.id, inp)
+        return self._apply(record, g, effect, nxt, holder, now, req)
 
     def renew(self, record: JobRecord, holder: str, token: int, now: float) -> Decision:
         g = self._grants.get(record.id)

@@ -266,10 +266,15 @@ class GrantLive(Event):
 
 @dataclass(frozen=True)
 class GrantEnded(Event):
-    """Home side: a grant was released (or its lock-delay ended); the job is free again."""
+    """Home side: the grant ended; the job is free again.
+
+    `released` is True only when the holder gave the lease back (its release or a restart of
+    the holder); False when it ran out (expiry + lock-delay, the S6 window) or the job was deleted.
+    """
 
     job_id: str
     token: int
+    released: bool
 
 
 @dataclass(frozen=True)

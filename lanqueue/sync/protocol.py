@@ -221,7 +221,7 @@ class LanNodeCore:
                 core._take_home(rec, now, out)
         core.holder.restore(state.held, state.outbox, now)
         out.add(core.holder.tick(now, core._home_of()))
-        return core, out.actions()
+        return core, core._finish(out, now)
 
     # -------------------------------------------------------------------------- local: queue
     def set_peers(self, peers: Iterable[str]) -> None:
@@ -242,7 +242,7 @@ class LanNodeCore:
         out = self._out()
         self._write(rec, out)
         self._take_home(rec, now, out)
-        return out.actions()
+        return self._finish(out, now)
 
     def update_job(self, job_id: str, now: float, **fields: object) -> list[Action]:
         """Home only: change display fields (name, draft, rank)."""
@@ -252,7 +252,7 @@ class LanNodeCore:
             raise LocalProtocolError(f"only {sorted(allowed)} can be changed")
         out = self._out()
         self._write(rec.bump(**fields), out)
-        return out.actions()
+        return self._finish(out, now)
 
     def delete_job(self, job_id: str, now: float) -> list[Action]:
         """Home only: tombstone the job. A live grant ends; later reports become conflicts."""
@@ -261,9 +261,9 @@ class LanNodeCore:
         had = self.home.state(job_id) is not LeaseState.FREE
         self._write(self.home.force_free(rec).bump(tombstone=True), out)
         if had:
-            out.events.append(GrantEnded(job_id, rec.lease_token))
+            out.events.append(GrantEnded(job_id, rec.lease_token, False))
         self.home.drop(job_id)
-        return out.actions()
+        return self._finish(out, now)
 
     def drain(self, now: float, targets: Sequence[str]) -> list[Action]:
         """Graceful shutdown: hand every job this node is home of to `targets` (epoch + 1).
@@ -279,7 +279,7 @@ class LanNodeCore:
             target = targets[i % len(targets)]
             self.home.drop(rec.id)
             self._write(replace(rec, home=target, epoch=rec.epoch + 1, version=1), out)
-        return out.actions()
+        return self._finish(out, now)
 
     def adopt(self, gone_home: str, now: float) -> list[Action]:
         """A user's decision that `gone_home` is gone: become home of its jobs at epoch + 1.
@@ -295,14 +295,16 @@ class LanNodeCore:
                 new = replace(rec, home=self.node_id, epoch=rec.epoch + 1, version=1, adopted_from=rec.key)
                 self._write(new, out)
                 self._take_home(new, now, out)
-        return out.actions()
+        return self._finish(out, now)
 
     # ------------------------------------------------------------------------ local: holder
     def want_to_print(self, job_id: str, now: float) -> list[Action]:
         rec = self.records.get(job_id)
         if rec is None or not rec.acquirable:
             raise LocalProtocolError(f"job {job_id} cannot be printed")
-        return self.holder.want(job_id, rec.home, now)
+        out = self._out()
+        out.add(self.holder.want(job_id, rec.home, now))
+        return self._finish(out, now)
 
     def lease_valid(self, job_id: str, now: float) -> bool:
         return self.holder.lease_valid(job_id, now)
@@ -321,15 +323,19 @@ class LanNodeCore:
         self.holder.abort_print(job_id)
 
     def report_progress(self, job_id: str, progress: float, now: float) -> list[Action]:
-        return self.holder.progress(job_id, self._home(job_id), progress)
+        out = self._out()
+        out.add(self.holder.progress(job_id, self._home(job_id), progress))
+        return self._finish(out, now)
 
     def report_complete(self, job_id: str, now: float) -> list[Action]:
         out = self._out()
         out.add(self.holder.complete(job_id, self._home(job_id), now))
-        return out.actions()
+        return self._finish(out, now)
 
     def release(self, job_id: str, now: float) -> list[Action]:
-        return self.holder.release(job_id, self._home(job_id), now)
+        out = self._out()
+        out.add(self.holder.release(job_id, self._home(job_id), now))
+        return self._finish(out, now)
 
     # ------------------------------------------------------------------------ inputs
     def handle(self, message: Message, now: float) -> list[Action]:
@@ -342,7 +348,7 @@ class LanNodeCore:
             raise RemoteProtocolError("message claims to come from this node")
         out = self._out()
         handler(message, now, out)
-        return out.actions()
+        return self._finish(out, now)
 
     def tick(self, now: float) -> list[Action]:
         """Timers: grant expiry and lock-delay, renewals, retries, anti-entropy."""
@@ -353,7 +359,7 @@ class LanNodeCore:
             if d.changed:
                 self._write(d.record, out)
             if d.effect is Effect.FREE:
-                out.events.append(GrantEnded(job_id, rec.lease_token))
+                out.events.append(GrantEnded(job_id, rec.lease_token, False))
         out.add(self.holder.tick(now, self._home_of()))
         if now >= self._next_anti_entropy and self.peers:
             self._next_anti_entropy = now + self.timings.anti_entropy_every
@@ -361,7 +367,7 @@ class LanNodeCore:
             self._ae_index += 1
             digest = tuple((j, r.epoch, r.version) for j, r in sorted(self.records.items()))
             out.sends.append(Send(peer, DigestRequest(self.node_id, digest)))
-        return out.actions()
+        return self._finish(out, now)
 
     # ------------------------------------------------------------------------ queries
     def is_home(self, job_id: str) -> bool:
@@ -374,6 +380,18 @@ class LanNodeCore:
     # ------------------------------------------------------------------------ internals
     def _out(self) -> _Out:
         return _Out(self.node_id, self.peers)
+
+    def _finish(self, out: _Out, now: float) -> list[Action]:
+        """Deliver messages this node sends to itself (it is home of a job it prints) in-process,
+        then order everything: persists, events, sends."""
+        for _ in range(64):
+            loop = [s for s in out.sends if s.to == self.node_id]
+            if not loop:
+                return out.actions()
+            out.sends = [s for s in out.sends if s.to != self.node_id]
+            for s in loop:
+                self._handlers[type(s.message)](s.message, now, out)
+        raise LocalProtocolError("message loop did not settle")  # pragma: no cover
 
     def _home_of(self) -> dict[str, str]:
         return {j: r.home for j, r in self.records.items()}
@@ -439,10 +457,17 @@ class LanNodeCore:
             return None
         return rec
 
+    def _deleted_here(self, job_id: str) -> JobRecord | None:
+        """A job this node deleted as its home: answer for it, so holders stop retrying."""
+        rec = self.records.get(job_id)
+        if rec is not None and rec.tombstone and rec.home == self.node_id:
+            return rec
+        return None
+
     # -- home handlers
     def _grant_reply(self, msg: AcquireRequest | RenewRequest, rec: JobRecord, effect: Effect,
                      live_until: float | None, out: _Out) -> None:
-        if effect in (Effect.GRANT, Effect.EXTEND):
+        if effect in (Effect.GRANT, Effect.REGRANT, Effect.EXTEND):
             assert live_until is not None and rec.lease_holder is not None
             out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, live_until))
             out.sends.append(Send(msg.sender, LeaseGranted(self.node_id, rec.id, rec.lease_token, msg.req, rec)))
@@ -453,17 +478,25 @@ class LanNodeCore:
 
     def _on_acquire(self, msg: AcquireRequest, now: float, out: _Out) -> None:
         rec = self._homed(msg.job_id)
+        if rec is None and (dead := self._deleted_here(msg.job_id)) is not None:
+            out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, dead.id, msg.req, DenyReason.NOT_AVAILABLE, dead)))
+            return
         if rec is None:
             out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, msg.job_id, msg.req, DenyReason.NOT_HOME,
                                                           self.records.get(msg.job_id))))
             return
-        d = self.home.acquire(rec, msg.sender, now)
+        d = self.home.acquire(rec, msg.sender, now, msg.req)
         if d.changed:
             self._write(d.record, out)
+        if d.effect is Effect.REGRANT:
+            out.events.append(GrantEnded(rec.id, rec.lease_token, True))
         self._grant_reply(msg, d.record, d.effect, d.live_until, out)
 
     def _on_renew(self, msg: RenewRequest, now: float, out: _Out) -> None:
         rec = self._homed(msg.job_id)
+        if rec is None and (dead := self._deleted_here(msg.job_id)) is not None:
+            out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, dead.id, msg.req, DenyReason.NOT_AVAILABLE, dead)))
+            return
         if rec is None:
             out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, msg.job_id, msg.req, DenyReason.NOT_HOME,
                                                           self.records.get(msg.job_id))))
@@ -473,6 +506,9 @@ class LanNodeCore:
 
     def _on_release(self, msg: ReleaseRequest, now: float, out: _Out) -> None:
         rec = self._homed(msg.job_id)
+        if rec is None and self._deleted_here(msg.job_id) is not None:
+            out.sends.append(Send(msg.sender, ReleaseAck(self.node_id, msg.job_id, msg.token, True)))
+            return
         if rec is None:
             self._reply_not_home(msg, msg.job_id, out)
             return
@@ -480,7 +516,7 @@ class LanNodeCore:
         if d.changed:
             self._write(d.record, out)
         if d.effect is Effect.FREE:
-            out.events.append(GrantEnded(rec.id, rec.lease_token))
+            out.events.append(GrantEnded(rec.id, rec.lease_token, True))
         out.sends.append(Send(msg.sender, ReleaseAck(self.node_id, rec.id, msg.token, d.effect is not Effect.DENY_STALE)))
 
     def _on_progress(self, msg: ProgressReport, now: float, out: _Out) -> None:
@@ -493,14 +529,10 @@ class LanNodeCore:
             out.sends.append(Send(msg.sender, ProgressRejected(self.node_id, rec.id, msg.token)))
 
     def _on_completion(self, msg: CompletionReport, now: float, out: _Out) -> None:
-        rec = self._homed(msg.job_id)
+        rec = self._homed(msg.job_id) or self._deleted_here(msg.job_id)
         if rec is None:
-            if rec is None and msg.job_id in self.records and self.records[msg.job_id].tombstone \
-                    and self.records[msg.job_id].home == self.node_id:
-                rec = self.records[msg.job_id]  # deleted here: answer, so the holder stops retrying
-            else:
-                self._reply_not_home(msg, msg.job_id, out)
-                return
+            self._reply_not_home(msg, msg.job_id, out)
+            return
         outcome, new = apply_completion(rec, msg.sender, msg.token, msg.seq, msg.set_index,
                                         fenced=self.fence_completions)
         if new is not rec:

@@ -116,6 +116,7 @@ class JobRecord:
     rank: float = 0.0
     lease_holder: str | None = None
     lease_token: int = 0  # the current (latest granted) token; never decreases
+    lease_req: int = 0  # the holder's acquire request id that created the current holding
     tombstone: bool = False
     #: (holder node id, highest completion seq applied): idempotency across retries and homes.
     applied: tuple[tuple[str, int], ...] = ()
