@@ -22,6 +22,7 @@ from aiohttp import web
 from .api import automation as automation_routes
 from .api import continuousprint, files as file_routes, octoprint, openapi
 from .api import web as web_routes
+from .api import metrics as metrics_routes
 from .api.app import auth_middleware, error_middleware
 from .api.keys import NODE
 from .automation import Automation, async_render_event
@@ -94,6 +95,8 @@ class Node:
         app.add_routes(octoprint.routes)
         app.add_routes(openapi.routes)
         app.add_routes(web_routes.routes)
+        app.add_routes(metrics_routes.routes)
+        web_routes.setup(app)  # live updates: ends open event streams on shutdown
         app.cleanup_ctx.append(self._store_ctx)
         app.cleanup_ctx.append(self._evaluator_ctx)
         app.cleanup_ctx.append(self._printer_ctx)
@@ -183,8 +186,8 @@ class Node:
         }
         result = await async_render_event(await self.automation(), event, symbols, engine=self.evaluator)
         for outcome in result.outcomes:
-            if outcome.error:
-                log.warning("automation %s: %s", event, outcome.error)
+            if outcome.status == "error":
+                log.warning("automation %s, script %r: %s", event, outcome.script, outcome.message)
         return result.gcode
 
     async def set_queues(self, queues: list[dict[str, Any]]) -> None:

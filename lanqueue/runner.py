@@ -21,7 +21,9 @@ Deactivating during a print leaves the print running; it finishes unmanaged, its
 recorded and its job released, but nothing new starts.
 
 Every entry of TRANSITIONS names the handler for (state, event type); an event with no entry in
-the current state is ignored and counted in `ignored`, never silently acted on.
+the current state is dropped and (unless it is mere news, like a tick) counted in `ignored`.
+A failed print waits in RECOVERING until the printer is back before the bed is cleared and the
+print retried, so a halted or unplugged printer is never sent a retry.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class DriverState(enum.Enum):
     CLEARING = "clearing"
     FINISHING = "finishing"
     STOPPING = "stopping"
+    RECOVERING = "recovering"  # a print failed and the printer must come back before a retry
 
 
 class StatusType(str, enum.Enum):
@@ -270,6 +273,7 @@ class Driver:
     now: float = 0.0
     ignored: int = 0
     awaiting_material_announced: bool = False
+    last_failure: str = ""
 
     # -- status as clients see it ---------------------------------------------------------
 
@@ -305,6 +309,9 @@ class Driver:
             return f"Printing {self.job.path}", StatusType.NORMAL
         if st == S.COOLING:
             return "Cooling down the bed", StatusType.NORMAL
+        if st == S.RECOVERING:
+            return (f"Print failed ({self.last_failure}); retry {self.failures} of "
+                    f"{self.settings.max_retries} once the printer is back"), StatusType.NEEDS_ACTION
         texts = {
             S.ACTIVATING: "Starting to manage the printer",
             S.FINDING: "Looking for the next job",
@@ -328,7 +335,8 @@ class Driver:
         if handler is None:
             handler = ANY_STATE.get(type(event))
         if handler is None:
-            self.ignored += 1
+            if not isinstance(event, _INFORMATIONAL):
+                self.ignored += 1
             return []
         return handler(self, event)
 
@@ -362,7 +370,7 @@ class Driver:
             self._go(S.INACTIVE)
             return []
         actions: list[Action] = []
-        if self.job is not None and self.state in (S.STARTING, S.COOLING, S.CLEARING):
+        if self.job is not None and self.state in (S.STARTING, S.COOLING, S.CLEARING, S.RECOVERING):
             if self.state == S.STARTING:
                 actions.append(ReleaseJob(self.job))
             self.job = None
@@ -441,13 +449,22 @@ class Driver:
         self.failures += 1
         job = self.job
         actions: list[Action] = [RecordResult(job, "failure", e.reason), ReleaseJob(job)]
-        if self.failures > self.settings.max_retries or not self.printer_ready:
+        self.last_failure = e.reason
+        if self.failures > self.settings.max_retries:
             self.last_error = f"{e.reason} (after {self.failures} failed attempt(s)); fix the printer and start again"
             self.job = None
             self._go(S.INACTIVE)
             return actions
+        if not self.printer_ready:
+            self._go(S.RECOVERING)
+            return actions
         self._go(S.CLEARING)
         return [*actions, RunScripts(EV_SUCCESS, job)]
+
+    def _recovered(self, _: Event) -> list[Action]:
+        """The printer is back after a failed print: clear the bed, then retry."""
+        self._go(S.CLEARING)
+        return [RunScripts(EV_SUCCESS, self.job)]
 
     def _cancelled(self, _: Event) -> list[Action]:
         assert self.job is not None
@@ -520,6 +537,9 @@ class Driver:
 
 Handler = Callable[[Driver, Event], list[Action]]
 
+# News that most states have no use for; not counted as ignored when a state drops them.
+_INFORMATIONAL = (PrinterReady, PrinterLost, Tick, BedTemperature, QueueChanged)
+
 # (state, event type) -> handler. Everything the driver does is listed here.
 TRANSITIONS: dict[tuple[DriverState, type[Event]], Handler] = {
     (S.INACTIVE, Activate): Driver._activate,
@@ -544,6 +564,7 @@ TRANSITIONS: dict[tuple[DriverState, type[Event]], Handler] = {
     (S.COOLING, Tick): Driver._cooling_tick,
     (S.CLEARING, ScriptsDone): Driver._after_clearing,
     (S.STOPPING, ScriptsDone): Driver._stopped,
+    (S.RECOVERING, PrinterReady): Driver._recovered,
 }
 
 # Events handled the same way in every active state.
