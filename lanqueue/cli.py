@@ -58,10 +58,11 @@ def _setup_logging(level: str) -> None:
 def _client_target(args: argparse.Namespace) -> tuple[str, str]:
     """(base URL, API key) of the node a client command talks to."""
     options: Options = resolve_options(None, config_file=args.config)
+    data_dir = Path(args.data_dir) if args.data_dir else Path(options.data_dir)
     url = args.url or os.environ.get("LANQUEUE_URL") or f"http://127.0.0.1:{options.port}"
     key = args.api_key or options.api_key
     if not key:
-        key_file = Path(options.data_dir) / "api_key"
+        key_file = data_dir / "api_key"
         if key_file.exists():
             key = key_file.read_text().strip()
     if not key:
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--url", help="node URL (default: the local node)")
         p.add_argument("--api-key", help="the node's API key (default: from its data dir)")
         p.add_argument("--config", help="config file of the local node")
+        p.add_argument("--data-dir", help="data dir of the local node (to find its key and port)")
         p.add_argument("--json", action="store_true", help="print raw JSON")
         p.set_defaults(func=_run_client)
         return p

@@ -556,6 +556,22 @@ class Store:
         i = ids.index(after_id)
         return rank_between(ranks[i], ranks[i + 1] if i + 1 < len(ranks) else None)
 
+    # --- counts for /metrics ---------------------------------------------------------------
+
+    async def metric_counts(self) -> dict[str, Any]:
+        """Finished runs by result and jobs per queue (total, and still to print), by SQL
+        counts rather than loading every job."""
+        runs = await self._fetchall("SELECT result, COUNT(*) AS n FROM runs WHERE end IS NOT NULL GROUP BY result")
+        jobs = await self._fetchall(
+            "SELECT queue, COUNT(*) AS n, SUM(CASE WHEN draft = 0 AND remaining > 0 THEN 1 ELSE 0 END) AS pending "
+            "FROM jobs WHERE queue != ? GROUP BY queue",
+            (ARCHIVE,),
+        )
+        return {
+            "runs": {str(r["result"]): int(r["n"]) for r in runs},
+            "jobs": {r["queue"]: {"total": int(r["n"]), "pending": int(r["pending"] or 0)} for r in jobs},
+        }
+
 
 _LAST = object()
 

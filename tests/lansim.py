@@ -281,7 +281,12 @@ class Sim:
         if g is not None:
             if g.holder != e.holder:
                 self._fail(f"S2: token {e.token} of {e.job_id} granted to {g.holder} and {e.holder}")
-            g.end = max(g.end, true_end)
+            if true_end > g.end:
+                g.end = true_end
+                for tok, other in tokens.items():  # a renewal must not reach into a later grant
+                    if tok != e.token and g.start < other.end and other.start < g.end:
+                        self._fail(f"S1: {n.id} extended {e.job_id} token {e.token} of {e.holder} to "
+                                   f"T={g.end:.3f}, overlapping token {tok} of {other.holder}")
             return
         if e.token <= self.max_token.get(e.job_id, 0):
             self._fail(f"S2: new token {e.token} of {e.job_id} not above {self.max_token.get(e.job_id)}")

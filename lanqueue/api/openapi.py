@@ -1,9 +1,666 @@
-"""The OpenAPI document of the node's HTTP surface, served at /lanqueue/openapi.json."""
+"""The OpenAPI 3.0 document of the node's HTTP surface, served at /lanqueue/openapi.json.
+
+Hand-written and kept true by tests/test_openapi.py: every route the application registers must
+be described here and every path described here must be registered. To document a new route,
+add one `describe(...)` call in the section of its module below (or call `describe` from the
+route module itself); form fields are described once with the `field helpers` and reused by
+tests/test_api_fuzz.py, which generates requests from this document.
+
+Conventions of the document (so generated clients and the fuzzer read it the same way):
+- Form bodies are `application/x-www-form-urlencoded`; the routes also take `multipart/form-data`
+  and a raw JSON object with the same fields. Booleans are the strings true/True/false/False.
+- A form field that holds a JSON document (the original plugin's `json` field) is a string with
+  `contentMediaType: application/json` and the document's schema under `x-json-schema`.
+- Every 4xx/5xx answer is `{"error": message}` (the `Error` schema).
+"""
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 from aiohttp import web
 
-__all__ = ["routes"]
+from .. import __version__
+from .app import json_response
+
+__all__ = ["routes", "describe", "document", "OPENAPI_PATH", "PATHS"]
 
 routes = web.RouteTableDef()
+OPENAPI_PATH = "/lanqueue/openapi.json"
+CP = "/plugin/continuousprint"
+
+Schema = dict[str, Any]
+
+# path template (OpenAPI style, `{name}` parameters) -> lower-case method -> operation object
+PATHS: dict[str, dict[str, Schema]] = {}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# --- field helpers ---------------------------------------------------------------------------
+
+
+def text(description: str = "", *, max_length: int = 1000, enum: list[str] | None = None, **kw: Any) -> Schema:
+    out: Schema = {"type": "string", "maxLength": max_length, **kw}
+    if description:
+        out["description"] = description
+    if enum:
+        out["enum"] = enum
+    return out
+
+
+def integer(description: str = "", *, minimum: int = 0, maximum: int = 100_000, **kw: Any) -> Schema:
+    out: Schema = {"type": "integer", "minimum": minimum, "maximum": maximum, **kw}
+    if description:
+        out["description"] = description
+    return out
+
+
+def boolean(description: str = "", **kw: Any) -> Schema:
+    out: Schema = {"type": "boolean", **kw}
+    out["description"] = (description + " " if description else "") + "(true/True/false/False, any case)"
+    return out
+
+
+def string_list(description: str = "", *, nullable_items: bool = False, max_items: int = 64) -> Schema:
+    item: Schema = {"type": "string", "maxLength": 1000}
+    if nullable_items:
+        item["nullable"] = True
+    return {
+        "type": "array",
+        "items": item,
+        "maxItems": max_items,
+        "description": (description + " " if description else "")
+        + "Repeated fields, `name[]` fields, a JSON list string or comma-separated text.",
+    }
+
+
+def id_list(description: str = "") -> Schema:
+    return {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 1},
+        "maxItems": 64,
+        "description": (description + " " if description else "")
+        + "Sent as repeated `job_ids[]` fields, a JSON list string or comma-separated ids.",
+    }
+
+
+def json_text(inner: Schema, description: str = "") -> Schema:
+    """A form field whose value is a JSON document described by `inner`."""
+    return {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "description": (description + " " if description else "") + "A JSON document (see x-json-schema).",
+        "x-json-schema": inner,
+    }
+
+
+def form(properties: dict[str, Schema], required: tuple[str, ...] = (), *, optional_body: bool = False) -> Schema:
+    """A request body of form fields (urlencoded, multipart or the same fields as a JSON object)."""
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    array_fields = {k: {"style": "form", "explode": True} for k, v in properties.items() if v.get("type") == "array"}
+    urlencoded: Schema = {"schema": schema}
+    if array_fields:
+        urlencoded["encoding"] = array_fields
+    return {
+        "required": not optional_body,
+        "content": {
+            "application/x-www-form-urlencoded": urlencoded,
+            "multipart/form-data": {"schema": schema},
+            "application/json": {"schema": schema},
+        },
+    }
+
+
+def json_body(schema: Schema, *, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def ok(schema: Schema | None, description: str = "OK", status: str = "200", headers: Schema | None = None) -> Schema:
+    out: Schema = {status: {"description": description}}
+    if schema is not None:
+        out[status]["content"] = {"application/json": {"schema": schema}}
+    if headers:
+        out[status]["headers"] = headers
+    return out
+
+
+NO_CONTENT: Schema = {"204": {"description": "Done; no body."}}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+ERRORS: dict[str, Schema] = {
+    "400": _error("Bad request: a field is missing or invalid. Nothing was changed."),
+    "403": _error("No or wrong API key."),
+    "404": _error("An id, queue or file named in the request does not exist. Nothing was changed."),
+    "409": _error("The request is valid but the current state does not allow it."),
+    "413": _error("The body or uploaded file is larger than the node accepts."),
+    "415": _error("Unsupported file type."),
+    "503": _error("A service the request needs is not available right now."),
+}
+
+
+def describe(
+    method: str,
+    path: str,
+    summary: str,
+    *,
+    tag: str,
+    responses: Schema,
+    body: Schema | None = None,
+    errors: tuple[str, ...] = ("400",),
+    parameters: list[Schema] | None = None,
+    public: bool = False,
+    description: str = "",
+    mutates: bool = True,
+) -> None:
+    """Document one route. `errors` lists the 4xx/5xx statuses it can answer besides 403.
+
+    `mutates=False` marks a route that never changes the node's data (the fuzzer uses it)."""
+    op: Schema = {"summary": summary, "tags": [tag], "operationId": f"{method.lower()}_{_op_name(path)}"}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+    all_responses = dict(responses)
+    for status in errors:
+        all_responses[status] = ERRORS[status]
+    if public:
+        op["security"] = []
+    else:
+        all_responses["403"] = ERRORS["403"]
+    op["responses"] = all_responses
+    op["x-mutates"] = mutates
+    methods = PATHS.setdefault(path, {})
+    if method.lower() in methods:
+        raise ValueError(f"{method} {path} is described twice")
+    methods[method.lower()] = op
+
+
+def _op_name(path: str) -> str:
+    name = path.replace(CP, "cp").strip("/").replace("{", "").replace("}", "")
+    return "".join(c if c.isalnum() else "_" for c in name) or "root"
+
+
+def document() -> Schema:
+    """The whole OpenAPI document (a fresh copy)."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "lanqueue node",
+            "version": __version__,
+            "description": (
+                "The HTTP surface of one lanqueue node: the Continuous Print plugin's API under "
+                f"{CP}/, the subset of OctoPrint's REST API that slicers use under /api/, and "
+                "lanqueue's own routes. Every route needs the node's API key unless marked "
+                "otherwise; errors are JSON objects {\"error\": message}."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"ApiKeyHeader": []}, {"Bearer": []}, {"ApiKeyQuery": []}],
+        "paths": copy.deepcopy(PATHS),
+        "components": {
+            "securitySchemes": {
+                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+                "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "apikey"},
+            },
+            "schemas": copy.deepcopy(SCHEMAS),
+        },
+    }
+
+
+# --- shared schemas ---------------------------------------------------------------------------
+
+_str = {"type": "string"}
+_int = {"type": "integer"}
+_num = {"type": "number"}
+_bool = {"type": "boolean"}
+_nullable_str = {"type": "string", "nullable": True}
+_id = {"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "integer for local jobs and sets, UUID text for LAN ones"}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": _str}},
+    "OK": {"type": "string", "enum": ["OK"]},
+    "Set": {
+        "type": "object",
+        "required": ["id", "path", "count", "remaining", "sd", "materials", "profiles"],
+        "properties": {
+            "id": _id,
+            "path": _str,
+            "count": _int,
+            "remaining": _int,
+            "completed": _int,
+            "rank": _num,
+            "sd": _bool,
+            "materials": {"type": "array", "items": _nullable_str},
+            "profiles": {"type": "array", "items": _str},
+            "metadata": {"nullable": True, "description": "any JSON value"},
+            "missing_file": {"type": "boolean", "description": "the set's file is not in the file store"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "queue", "name", "count", "remaining", "draft", "acquired", "created", "sets"],
+        "properties": {
+            "id": _id,
+            "queue": _str,
+            "name": _str,
+            "count": _int,
+            "remaining": _int,
+            "draft": _bool,
+            "acquired": _bool,
+            "created": {"type": "integer", "description": "epoch seconds"},
+            "rank": _num,
+            "sets": {"type": "array", "items": _ref("Set")},
+        },
+    },
+    "Queue": {
+        "type": "object",
+        "required": ["name", "strategy", "jobs"],
+        "properties": {
+            "name": _str,
+            "strategy": {"type": "string", "enum": ["IN_ORDER", "LEAST_MANUAL"]},
+            "addr": _nullable_str,
+            "peers": {"description": "[] for the local queue, an object of peers for LAN queues"},
+            "rank": _num,
+            "active_set": {"nullable": True, "description": "id of the set being printed from this queue"},
+            "jobs": {"type": "array", "items": _ref("Job")},
+        },
+    },
+    "State": {
+        "type": "object",
+        "required": ["active", "status", "statusType", "profile", "queues"],
+        "properties": {
+            "active": _bool,
+            "status": _str,
+            "statusType": {"type": "string", "enum": ["NORMAL", "NEEDS_ACTION", "ERROR", "INIT"]},
+            "profile": _str,
+            "queues": {"type": "array", "items": _ref("Queue")},
+        },
+    },
+    "SetAdded": {
+        "type": "object",
+        "required": ["job_id", "set_"],
+        "properties": {"job_id": _id, "set_": _ref("Set")},
+    },
+    "Run": {
+        "type": "object",
+        "required": ["run_id", "queue_name", "job_name", "set_path", "start", "end", "result", "active"],
+        "properties": {
+            "run_id": _int,
+            "queue_name": _str,
+            "job_name": _str,
+            "set_path": _str,
+            "start": {"type": "number", "description": "epoch seconds"},
+            "end": {"type": "number", "nullable": True},
+            "result": {"type": "string", "nullable": True, "enum": ["success", "failure", "aborted", "cancelled", None]},
+            "active": _bool,
+        },
+    },
+    "QueueInfo": {
+        "type": "object",
+        "required": ["name", "addr", "strategy"],
+        "properties": {"name": _str, "addr": _nullable_str, "strategy": {"type": "string", "enum": ["IN_ORDER", "LEAST_MANUAL"]}},
+    },
+    "Attachment": {
+        "type": "object",
+        "required": ["script"],
+        "properties": {"script": _str, "preprocessor": {"type": "string", "description": "name of a preprocessor, or \"\""}},
+        "additionalProperties": False,
+    },
+    "Automation": {
+        "type": "object",
+        "properties": {
+            "scripts": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 100_000}},
+            "preprocessors": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 20_000}},
+            "events": {
+                "type": "object",
+                "properties": {
+                    e: {"type": "array", "items": _ref("Attachment"), "maxItems": 50}
+                    for e in (
+                        "continuousprint_activate",
+                        "continuousprint_start_print",
+                        "continuousprint_success",
+                        "continuousprint_cancel",
+                        "continuousprint_cooldown",
+                        "continuousprint_finish",
+                        "continuousprint_awaiting_material",
+                        "continuousprint_deactivate",
+                    )
+                },
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    "Simulation": {
+        "type": "object",
+        "required": ["gcode", "symtable_diff", "stdout", "stderr"],
+        "properties": {"gcode": _str, "symtable_diff": {"type": "object"}, "stdout": _str, "stderr": _str},
+    },
+    "DriverSettings": {
+        "type": "object",
+        "properties": {
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+            "cooldown": _bool,
+            "cooldown_below": {"type": "number", "minimum": 0, "maximum": 604800},
+            "cooldown_timeout": {"type": "number", "minimum": 0, "maximum": 604800},
+            "recheck_every": {"type": "number", "minimum": 0, "maximum": 604800},
+        },
+    },
+    "FileEntry": {
+        "type": "object",
+        "required": ["name", "path", "origin", "type", "typePath", "size", "refs"],
+        "properties": {
+            "name": _str,
+            "display": _str,
+            "path": _str,
+            "origin": {"type": "string", "enum": ["local"]},
+            "type": {"type": "string", "enum": ["machinecode", "model"]},
+            "typePath": {"type": "array", "items": _str},
+            "size": {"type": "integer", "nullable": True},
+            "date": {"type": "integer", "nullable": True},
+            "hash": {"type": "string", "nullable": True, "description": "sha256 hex digest"},
+            "refs": {"type": "object", "properties": {"resource": _str, "download": _str}},
+        },
+    },
+    "FileList": {
+        "type": "object",
+        "required": ["files", "free", "total"],
+        "properties": {"files": {"type": "array", "items": _ref("FileEntry")}, "free": _int, "total": _int},
+    },
+    "UploadResult": {
+        "type": "object",
+        "required": ["files", "done", "effectiveSelect", "effectivePrint"],
+        "properties": {
+            "files": {"type": "object", "properties": {"local": _ref("FileEntry")}},
+            "done": _bool,
+            "effectiveSelect": _bool,
+            "effectivePrint": _bool,
+            "lanqueue_job_id": {"type": "integer", "description": "the job queued by print=true"},
+        },
+    },
+}
+
+# Documents carried in `json` form fields (also used by tests to generate valid requests).
+SET_FIELDS: dict[str, Schema] = {
+    "path": text("File path in the file store (or on the SD card when sd is true)", max_length=255),
+    "sd": boolean("The file is on the printer's SD card"),
+    "count": integer("Copies per job run (default 1)"),
+    "remaining": integer("Copies left in this run (default count; at most count)"),
+    "completed": integer("Copies printed so far", maximum=1_000_000_000),
+    "materials": string_list("One material per tool, e.g. PLA_red_#ff0000; empty = any", nullable_items=True),
+    "profiles": string_list("Printer profile names; empty = any printer"),
+    "metadata": text("Any JSON value, as JSON text", max_length=65536),
+}
+SET_ADD_DOC: Schema = {
+    "type": "object",
+    "required": ["path"],
+    "properties": {
+        **SET_FIELDS,
+        "job": integer("Id of an existing job; empty creates a job", minimum=1, maximum=2**62),
+        "jobName": text("Name of the new job (default: the file's name)"),
+        "jobDraft": boolean("The new job is a draft (default true)"),
+        "queue": text("Queue to add to (default local)", max_length=100),
+    },
+}
+EDITED_SET: Schema = {
+    "type": "object",
+    "properties": {"id": integer("Existing set to update; absent creates a set", minimum=1, maximum=2**62), **SET_FIELDS},
+    "description": "A set without `id` is created (path required); one with `id` is updated.",
+}
+JOB_EDIT_DOC: Schema = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {
+        "id": {**_id, "description": "the job to change"},
+        "queue": text("The job's queue (default local)", max_length=100),
+        "name": text("New name"),
+        "count": integer("Job runs"),
+        "remaining": integer("Runs left (at most count)"),
+        "draft": boolean("Draft jobs are never printed"),
+        "sets": {"type": "array", "items": EDITED_SET, "maxItems": 1000,
+                 "description": "The complete new list of sets, in rank order; sets not listed are removed."},
+    },
+}
+JOB_ADD_DOC: Schema = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": text("Job name"), "queue": text("Queue (default local)", max_length=100)},
+}
+QUEUES_EDIT_DOC: Schema = {
+    "type": "array",
+    "maxItems": 32,
+    "description": "Every queue in rank order; `local` must be listed. LAN queues need the LAN service.",
+    "items": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": text("Queue name (not `archive`)", max_length=100),
+            "strategy": text("How jobs are picked", enum=["IN_ORDER", "LEAST_MANUAL"]),
+            "addr": text("Sync address of a LAN queue"),
+            "secret": text("Shared secret of a LAN queue"),
+        },
+    },
+}
+SIM_PAIRS: Schema = {
+    "type": "array",
+    "maxItems": 50,
+    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string", "nullable": True}},
+    "description": "[script body, preprocessor body or null] pairs, run in order",
+}
+PATH_PARAM: list[Schema] = [
+    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}, "description": "path of a file in the store"}
+]
+
+# --- Continuous Print: public routes -----------------------------------------------------------
+
+T_CP, T_CPI, T_AUTO, T_FILES, T_OP, T_NODE = (
+    "continuousprint",
+    "continuousprint-internal",
+    "automation",
+    "files",
+    "octoprint",
+    "node",
+)
+
+describe("get", CP + "/state/get", "The queue state", tag=T_CP, responses=ok(_ref("State")), errors=(), mutates=False)
+describe(
+    "post", CP + "/set_active", "Start or stop managing the queue", tag=T_CP,
+    body=form({"active": boolean("Manage the queue")}, ("active",)), responses=ok(_ref("State")),
+    description="Stopping does not stop a print in progress.",
+)
+describe(
+    "post", CP + "/set/add", "Add a set, creating its job unless `job` is given", tag=T_CP,
+    body=form({**SET_ADD_DOC["properties"], "json": json_text(SET_ADD_DOC, "All fields as one JSON object")}, ("path",)),
+    responses=ok(_ref("SetAdded")), errors=("400", "404"),
+    description="`path` is required unless the `json` field carries it.",
+)
+describe(
+    "post", CP + "/automation/external", "Replace the external data preprocessors see", tag=T_CP,
+    body=json_body({"type": "object", "description": "any JSON object (at most 64 KiB)"}), responses=ok(_ref("OK")),
+)
+
+# --- Continuous Print: internal routes ----------------------------------------------------------
+
+describe(
+    "post", CP + "/job/add", "Create an empty draft job", tag=T_CPI,
+    body=form({"json": json_text(JOB_ADD_DOC)}, ("json",)), responses=ok(_ref("Job")), errors=("400", "404"),
+)
+describe(
+    "post", CP + "/job/edit", "Change a job's fields and its list of sets", tag=T_CPI,
+    body=form({"json": json_text(JOB_EDIT_DOC)}, ("json",)), responses=ok(_ref("Job")), errors=("400", "404"),
+)
+describe(
+    "post", CP + "/job/mv", "Move a job after another one (or to the front)", tag=T_CPI,
+    body=form(
+        {
+            "id": text("Job to move", max_length=100),
+            "after_id": text("Job to put it after; empty = to the front", max_length=100),
+            "src_queue": text("Queue the job is in (default local)", max_length=100),
+            "dest_queue": text("Queue to move it to (default src_queue)", max_length=100),
+        },
+        ("id",),
+    ),
+    responses=ok(_ref("OK")), errors=("400", "404"),
+)
+describe(
+    "post", CP + "/job/rm", "Archive local jobs (delete archived ones)", tag=T_CPI,
+    body=form({"queue": text("Queue (default local)", max_length=100), "job_ids": id_list()}, optional_body=True),
+    responses=ok({"type": "object", "required": ["jobs_deleted"], "properties": {"jobs_deleted": _int}}),
+    errors=("400", "404"),
+)
+describe(
+    "post", CP + "/job/reset", "Start jobs over", tag=T_CPI,
+    body=form({"queue": text("Queue (default local)", max_length=100), "job_ids": id_list()}, optional_body=True),
+    responses=ok({"type": "object", "required": ["num_updated"], "properties": {"num_updated": _int}}),
+    errors=("400", "404"),
+)
+describe(
+    "post", CP + "/job/export", "Write each job as a .gjob into the file store", tag=T_CPI,
+    body=form({"job_ids": id_list()}, optional_body=True),
+    responses=ok({"type": "object", "required": ["paths", "errors"],
+                  "properties": {"paths": {"type": "array", "items": _str}, "errors": {"type": "array", "items": _str}}}),
+)
+describe(
+    "post", CP + "/job/import", "Create a draft job from a .gjob in the file store", tag=T_CPI,
+    body=form({"queue": text("Queue (only local)", max_length=100), "path": text("Path of the .gjob", max_length=255)}, ("path",)),
+    responses=ok(_ref("Job")), errors=("400", "404", "413"),
+)
+describe("get", CP + "/history/get", "The newest 100 runs, newest first", tag=T_CPI,
+         responses=ok({"type": "array", "items": _ref("Run")}), errors=(), mutates=False)
+describe("post", CP + "/history/reset", "Forget finished runs", tag=T_CPI, responses=ok(_ref("OK")), errors=())
+describe("get", CP + "/queues/get", "Queues in rank order", tag=T_CPI,
+         responses=ok({"type": "array", "items": _ref("QueueInfo")}), errors=(), mutates=False)
+describe(
+    "post", CP + "/queues/edit", "Replace the queue list", tag=T_CPI,
+    body=form({"json": json_text(QUEUES_EDIT_DOC)}, ("json",)), responses=ok(_ref("OK")), errors=("400", "404"),
+)
+
+# --- automation, materials, driver --------------------------------------------------------------
+
+describe("get", CP + "/automation/get", "Scripts, preprocessors and event attachments", tag=T_AUTO,
+         responses=ok(_ref("Automation")), errors=(), mutates=False)
+describe(
+    "post", CP + "/automation/edit", "Replace the whole automation", tag=T_AUTO,
+    body=form({"json": json_text(_ref("Automation"))}, ("json",)), responses=ok(_ref("OK")),
+)
+describe(
+    "post", CP + "/automation/simulate", "Run scripts and preprocessors against a symbol table", tag=T_AUTO,
+    body=form({"symtable": json_text({"type": "object"}, "Symbols"), "automation": json_text(SIM_PAIRS)}, ("automation",)),
+    responses=ok(_ref("Simulation")), mutates=False,
+)
+describe("post", CP + "/runner/continue", "A person cleared the bed: carry on", tag=T_AUTO,
+         responses=ok(_ref("OK")), errors=("409",))
+describe("get", CP + "/materials/get", "The material loaded in each tool", tag=T_AUTO,
+         responses=ok({"type": "array", "items": _nullable_str}), errors=(), mutates=False)
+describe(
+    "post", CP + "/materials/set", "Set the material loaded in each tool", tag=T_AUTO,
+    body=form({"materials": string_list("One entry per tool (at most 16); empty = unknown", nullable_items=True, max_items=16)},
+              optional_body=True),
+    responses=ok({"type": "array", "items": _nullable_str}),
+)
+describe("get", CP + "/driver/get", "Driver settings", tag=T_AUTO, responses=ok(_ref("DriverSettings")), errors=(), mutates=False)
+describe(
+    "post", CP + "/driver/edit", "Change driver settings (applied from the next cycle)", tag=T_AUTO,
+    body=form({"json": json_text(_ref("DriverSettings"))}, ("json",)), responses=ok(_ref("DriverSettings")),
+)
+
+# --- files (OctoPrint's /api/files) -------------------------------------------------------------
+
+describe(
+    "post", "/api/files/local", "Upload a G-code or .gjob file", tag=T_FILES,
+    body={
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": ".gcode, .gco, .g or .gjob"},
+                        "path": text("Folder to put the file in", max_length=255),
+                        "filename": text("Name to use when the file part has none", max_length=255),
+                        "select": boolean("Select the file for a direct print"),
+                        "print": boolean("Queue the file as a new ready job in the local queue"),
+                    },
+                },
+            }
+        },
+    },
+    responses=ok(_ref("UploadResult"), "Stored", "201",
+                 headers={"Location": {"schema": {"type": "string"}, "description": "URL of the file's resource"}}),
+    errors=("400", "413", "415"),
+)
+describe("get", "/api/files", "Every stored file", tag=T_FILES, responses=ok(_ref("FileList")), errors=(), mutates=False)
+describe("get", "/api/files/local", "Every stored file", tag=T_FILES, responses=ok(_ref("FileList")), errors=(), mutates=False)
+describe("get", "/api/files/local/{path}", "One stored file", tag=T_FILES, parameters=PATH_PARAM,
+         responses=ok(_ref("FileEntry")), errors=("400", "404"), mutates=False)
+describe("delete", "/api/files/local/{path}", "Delete a stored file", tag=T_FILES, parameters=PATH_PARAM,
+         responses=NO_CONTENT, errors=("400", "404", "409"))
+describe(
+    "post", "/api/files/local/{path}", "Select a file, optionally printing it directly (no queue)", tag=T_FILES,
+    parameters=PATH_PARAM,
+    body=json_body({"type": "object", "required": ["command"],
+                    "properties": {"command": {"type": "string", "enum": ["select"]}, "print": _bool}}),
+    responses=NO_CONTENT, errors=("400", "404", "409"),
+)
+
+# --- OctoPrint REST subset ----------------------------------------------------------------------
+
+describe("get", "/api/version", "Versions (OctoPrint shape)", tag=T_OP, mutates=False, errors=(),
+         responses=ok({"type": "object", "required": ["api", "server", "text"],
+                       "properties": {"api": _str, "server": _str, "text": _str}}))
+describe("get", "/api/server", "Server information (OctoPrint shape)", tag=T_OP, mutates=False, errors=(),
+         responses=ok({"type": "object", "properties": {"version": _str, "safemode": {"nullable": True}}}))
+describe("get", "/api/settings", "The few settings slicers read", tag=T_OP, mutates=False, errors=(),
+         responses=ok({"type": "object"}))
+describe("get", "/api/printer", "Temperatures and state flags", tag=T_OP, mutates=False, errors=("409",),
+         responses=ok({"type": "object", "properties": {"temperature": {"type": "object"}, "sd": {"type": "object"},
+                                                        "state": {"type": "object"}}}))
+describe(
+    "post", "/api/printer/command", "Send G-code commands to the printer", tag=T_OP,
+    body=json_body({"type": "object", "properties": {
+        "command": {"type": "string", "maxLength": 256},
+        "commands": {"type": "array", "items": {"type": "string", "maxLength": 256}, "maxItems": 100}}}),
+    responses=NO_CONTENT, errors=("400", "409"),
+)
+describe("get", "/api/connection", "Connection settings and state", tag=T_OP, mutates=False, errors=(),
+         responses=ok({"type": "object", "properties": {"current": {"type": "object"}, "options": {"type": "object"}}}))
+describe(
+    "post", "/api/connection", "Connect or disconnect the printer", tag=T_OP,
+    body=json_body({"type": "object", "required": ["command"],
+                    "properties": {"command": {"type": "string", "enum": ["connect", "disconnect", "fake_ack"]}}}),
+    responses=NO_CONTENT, errors=("400", "409"),
+)
+describe("get", "/api/job", "The current direct print and its progress", tag=T_OP, mutates=False, errors=(),
+         responses=ok({"type": "object", "properties": {"job": {"type": "object"}, "progress": {"type": "object"},
+                                                        "state": _str}}))
+describe(
+    "post", "/api/job", "Start, cancel, restart or pause a direct print", tag=T_OP,
+    body=json_body({"type": "object", "required": ["command"], "properties": {
+        "command": {"type": "string", "enum": ["start", "cancel", "restart", "pause"]},
+        "action": {"type": "string", "enum": ["pause", "resume", "toggle"]}}}),
+    responses=NO_CONTENT, errors=("400", "409"),
+)
+
+# --- lanqueue's own -----------------------------------------------------------------------------
+
+describe("get", OPENAPI_PATH, "This document", tag=T_NODE, public=True, errors=(), mutates=False,
+         responses=ok({"type": "object", "description": "an OpenAPI 3.0 document"}))
+
+
+@routes.get(OPENAPI_PATH)
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(document())
