@@ -130,6 +130,11 @@ def ok(schema: Schema | None, description: str = "OK", status: str = "200", head
     return out
 
 
+def ok_content(ctype: str, description: str, schema: Schema | None = None, status: str = "200") -> Schema:
+    """A success answer that is not JSON (a page, a stream, a text format)."""
+    return {status: {"description": description, "content": {ctype: {"schema": schema or {"type": "string"}}}}}
+
+
 NO_CONTENT: Schema = {"204": {"description": "Done; no body."}}
 
 
@@ -659,6 +664,25 @@ describe(
 
 describe("get", OPENAPI_PATH, "This document", tag=T_NODE, public=True, errors=(), mutates=False,
          responses=ok({"type": "object", "description": "an OpenAPI 3.0 document"}))
+
+
+describe("get", "/metrics", "Prometheus metrics (text exposition format 0.0.4)", tag=T_NODE, errors=(), mutates=False,
+         responses=ok_content("text/plain; version=0.0.4", "Metrics"))
+describe("get", "/lanqueue/events", "Live updates (server-sent events)", tag=T_NODE, errors=("503",), mutates=False,
+         description="Event `hello` on connect, then `change` events with data `{\"kinds\": [...]}` "
+         "(queues, driver, printer). EventSource cannot send headers: pass the key as ?apikey=.",
+         responses=ok_content("text/event-stream", "An endless event stream"))
+
+# --- the web page (public: the page asks for the key itself) ------------------------------------
+
+for _page in ("/", "/index.html"):
+    describe("get", _page, "The web page", tag=T_NODE, public=True, errors=(), mutates=False,
+             responses=ok_content("text/html", "The page"))
+describe("get", "/favicon.ico", "The page's icon", tag=T_NODE, public=True, errors=(), mutates=False,
+         responses=ok_content("image/svg+xml", "The icon"))
+describe("get", "/static/{name}", "A static file of the page", tag=T_NODE, public=True, errors=("404",), mutates=False,
+         parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+         responses=ok_content("application/octet-stream", "The file (its own content type)"))
 
 
 @routes.get(OPENAPI_PATH)
