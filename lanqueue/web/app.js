@@ -1,0 +1,753 @@
+/* lanqueue web page: watch and steer one node and its LAN queues.
+ *
+ * Plain JavaScript, no build step, no outside requests. Data comes from the node's HTTP API
+ * (the Continuous Print routes and OctoPrint's /api/job and /api/printer); live updates arrive
+ * as server-sent events from /lanqueue/events, each naming what changed, and the page re-fetches
+ * just that (one request of each kind in flight at a time; changes arriving meanwhile are folded
+ * into one more round).
+ */
+"use strict";
+
+(() => {
+  const CP = "/plugin/continuousprint";
+  const KEY_STORE = "lanqueue.apikey";
+  const $ = (id) => document.getElementById(id);
+
+  const view = {
+    state: null,        // state/get
+    printer: null,      // /api/printer (null when not operational)
+    job: null,          // /api/job
+    history: [],        // history/get
+    nodePeers: null,    // /lanqueue/peers, when the node has that route
+    peersRoute: true,   // false once /lanqueue/peers answered 404
+  };
+  const jobsByKey = new Map();   // "queue\u0000id" -> job object of the last state
+  const rowCache = new Map();    // same key -> {sig, el}
+  let apiKey = null;
+  let dragKey = null;
+  let events = null;
+
+  // --- small helpers ------------------------------------------------------------------------
+
+  const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
+  const keyOf = (queue, id) => `${queue}\u0000${id}`;
+
+  function toast(message, kind = "info") {
+    const el = document.createElement("div");
+    el.className = `toast ${kind}`;
+    el.textContent = message;
+    $("toasts").append(el);
+    setTimeout(() => el.remove(), kind === "error" ? 8000 : 4000);
+  }
+
+  function duration(seconds) {
+    if (seconds == null || !isFinite(seconds)) return "";
+    seconds = Math.max(0, Math.round(seconds));
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+  }
+
+  function clock(epoch) {
+    if (!epoch) return "";
+    const d = new Date(epoch * 1000);
+    const today = new Date().toDateString() === d.toDateString();
+    return today ? d.toLocaleTimeString() : d.toLocaleString();
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  // --- the API key ----------------------------------------------------------------------------
+
+  function takeKeyFromAddress() {
+    const url = new URL(location.href);
+    const given = url.searchParams.get("apikey");
+    if (given) {
+      localStorage.setItem(KEY_STORE, given);
+      url.searchParams.delete("apikey");
+      history.replaceState(null, "", url.pathname + url.search + url.hash);
+    }
+    apiKey = localStorage.getItem(KEY_STORE);
+  }
+
+  function askKey(message) {
+    const dialog = $("key-dialog");
+    $("key-error").hidden = !message;
+    $("key-error").textContent = message || "";
+    $("key-input").value = "";
+    if (!dialog.open) dialog.showModal();
+    $("key-input").focus();
+  }
+
+  $("key-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const candidate = $("key-input").value.trim();
+    if (!candidate) return;
+    const res = await fetch(`${CP}/state/get`, { headers: { "X-Api-Key": candidate } }).catch(() => null);
+    if (!res || !res.ok) {
+      $("key-error").hidden = false;
+      $("key-error").textContent = res && res.status === 403 ? "That key was refused." : "The node did not answer.";
+      return;
+    }
+    apiKey = candidate;
+    localStorage.setItem(KEY_STORE, candidate);
+    $("key-dialog").close();
+    start();
+  });
+  $("key-dialog").addEventListener("cancel", (e) => { if (!apiKey) e.preventDefault(); });
+  $("change-key").addEventListener("click", () => askKey(""));
+
+  // --- talking to the node -----------------------------------------------------------------
+
+  async function api(method, path, { form, json, body, quiet } = {}) {
+    const headers = { "X-Api-Key": apiKey || "" };
+    let payload = body;
+    if (form) {
+      payload = new URLSearchParams();
+      for (const [k, v] of Object.entries(form)) {
+        if (Array.isArray(v)) v.forEach((x) => payload.append(k, String(x)));
+        else if (v !== undefined && v !== null) payload.append(k, String(v));
+      }
+    } else if (json !== undefined) {
+      payload = JSON.stringify(json);
+      headers["Content-Type"] = "application/json";
+    }
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body: payload, cache: "no-store" });
+    } catch (err) {
+      throw new ApiError(0, "the node did not answer");
+    }
+    let data = null;
+    const text = await res.text();
+    if (text) { try { data = JSON.parse(text); } catch { data = text; } }
+    if (res.status === 403 && !quiet) askKey("The node refused the API key.");
+    if (!res.ok) throw new ApiError(res.status, (data && data.error) || res.statusText || `HTTP ${res.status}`);
+    return data;
+  }
+
+  /** Run an action from a button or a field: errors become a toast, state is refreshed. */
+  async function act(what, fn, { success } = {}) {
+    try {
+      const out = await fn();
+      if (success) toast(success);
+      return out;
+    } catch (err) {
+      toast(`${what}: ${err.message}`, "error");
+      refresh("state");
+      return undefined;
+    }
+  }
+
+  const cp = (path, form) => api("POST", `${CP}/${path}`, { form });
+
+  // --- loading, coalesced -------------------------------------------------------------------
+
+  const dirty = new Set();
+  let loading = false;
+
+  function refresh(...kinds) {
+    kinds.forEach((k) => dirty.add(k));
+    if (!loading) loadLoop();
+  }
+
+  async function loadLoop() {
+    loading = true;
+    try {
+      while (dirty.size) {
+        const kinds = new Set(dirty);
+        dirty.clear();
+        const tasks = [];
+        if (kinds.has("state")) tasks.push(loadState());
+        if (kinds.has("history")) tasks.push(loadHistory());
+        if (kinds.has("printer")) tasks.push(loadPrinter());
+        if (kinds.has("peers")) tasks.push(loadPeers());
+        await Promise.allSettled(tasks);
+      }
+    } finally {
+      loading = false;
+    }
+  }
+
+  async function loadState() {
+    try {
+      view.state = await api("GET", `${CP}/state/get`);
+      renderDriver();
+      renderQueues();
+      renderPeers();
+      renderActions();
+    } catch (err) {
+      if (err.status !== 403) $("status-text").textContent = `Cannot reach the node: ${err.message}`;
+    }
+  }
+
+  async function loadHistory() {
+    try {
+      view.history = await api("GET", `${CP}/history/get`);
+      renderHistory();
+    } catch { /* shown by loadState */ }
+  }
+
+  async function loadPrinter() {
+    try {
+      view.job = await api("GET", "/api/job");
+    } catch { view.job = null; }
+    try {
+      view.printer = await api("GET", "/api/printer", { quiet: true });
+    } catch { view.printer = null; }
+    renderPrinter();
+    renderActions();
+  }
+
+  async function loadPeers() {
+    if (!view.peersRoute) return;
+    try {
+      view.nodePeers = await api("GET", "/lanqueue/peers", { quiet: true });
+    } catch (err) {
+      if (err.status === 404 || err.status === 405) view.peersRoute = false;
+      view.nodePeers = null;
+    }
+    renderPeers();
+    renderActions();
+  }
+
+  // --- live updates -------------------------------------------------------------------------
+
+  let fallbackTimer = null;
+
+  function setLive(state, text) {
+    $("live").dataset.state = state;
+    $("live-text").textContent = text;
+  }
+
+  function connectEvents() {
+    if (events) events.close();
+    if (!window.EventSource) { setLive("off", "No live updates"); startFallback(); return; }
+    const source = new EventSource(`/lanqueue/events?apikey=${encodeURIComponent(apiKey)}`);
+    events = source;
+    source.addEventListener("hello", () => {
+      setLive("on", "Live");
+      stopFallback();
+      refresh("state", "history", "printer", "peers");
+    });
+    source.addEventListener("change", (e) => {
+      let kinds = [];
+      try { kinds = JSON.parse(e.data).kinds || []; } catch { /* ignore a malformed event */ }
+      const want = new Set();
+      for (const k of kinds) {
+        if (k === "queues") { want.add("state"); want.add("history"); }
+        else if (k === "driver") { want.add("state"); want.add("history"); want.add("peers"); }
+        else if (k === "printer") want.add("printer");
+      }
+      refresh(...want);
+    });
+    source.onerror = () => {
+      if (source !== events) return;
+      setLive("retry", "Reconnecting…");
+      startFallback();
+      if (source.readyState === EventSource.CLOSED) {
+        // refused (e.g. a wrong key) or the node restarted: try again in a while
+        setTimeout(() => { if (source === events) connectEvents(); }, 5000);
+      }
+    };
+  }
+
+  // Without the event stream, look again every 10 s (and only then).
+  function startFallback() {
+    if (!fallbackTimer) fallbackTimer = setInterval(() => refresh("state", "printer", "history"), 10000);
+  }
+  function stopFallback() {
+    if (fallbackTimer) { clearInterval(fallbackTimer); fallbackTimer = null; }
+  }
+
+  // --- driver and needs-action ---------------------------------------------------------------
+
+  function renderDriver() {
+    const s = view.state;
+    if (!s) return;
+    const card = $("driver");
+    card.dataset.type = s.statusType;
+    card.dataset.active = String(s.active);
+    $("status-text").textContent = s.status;
+    const button = $("toggle-active");
+    button.disabled = false;
+    button.textContent = s.active ? "Stop managing" : "Start managing";
+    button.className = s.active ? "" : "primary";
+    button.dataset.active = String(s.active);
+  }
+
+  $("toggle-active").addEventListener("click", async (e) => {
+    const activate = e.currentTarget.dataset.active !== "true";
+    e.currentTarget.disabled = true;
+    const state = await act(activate ? "Start managing" : "Stop managing",
+      () => cp("set_active", { active: activate }));
+    if (state) { view.state = state; renderDriver(); renderQueues(); renderActions(); }
+    e.currentTarget.disabled = false;
+  });
+
+  const GONE = new Set(["GONE", "OFFLINE", "LOST", "DEAD", "UNREACHABLE"]);
+
+  function gonePeers() {
+    const out = [];
+    for (const q of view.state?.queues || []) {
+      if (!q.peers || Array.isArray(q.peers)) continue;
+      for (const [id, p] of Object.entries(q.peers)) {
+        const gone = p.gone === true || p.alive === false || GONE.has(String(p.status || "").toUpperCase());
+        if (gone) out.push({ queue: q.name, id, name: p.name || id, held: (p.acquired || []).length });
+      }
+    }
+    return out;
+  }
+
+  function renderActions() {
+    const s = view.state;
+    if (!s) return;
+    const items = [];
+    if (s.statusType === "NEEDS_ACTION") {
+      items.push(`<li data-kind="continue"><span>${esc(s.status)}</span><span class="buttons">
+        <button type="button" class="primary" data-action="continue">Bed cleared – continue</button></span></li>`);
+    }
+    if (s.statusType === "ERROR") {
+      items.push(`<li data-kind="error"><span>${esc(s.status)}</span><span class="buttons">
+        <button type="button" class="primary" data-action="retry">Retry</button></span></li>`);
+    }
+    if (view.job && view.job.state === "Error") {
+      items.push(`<li data-kind="printer"><span>Printer error: ${esc(view.job.error || "unknown")}</span><span class="buttons">
+        <button type="button" data-action="reconnect">Reconnect</button></span></li>`);
+    }
+    for (const p of gonePeers()) {
+      items.push(`<li data-kind="gone"><span>${esc(p.name)} is gone from ${esc(p.queue)}${p.held ? `, holding ${p.held} job(s)` : ""}.</span>
+        <span class="buttons"><button type="button" data-action="adopt" data-queue="${esc(p.queue)}" data-peer="${esc(p.id)}">Adopt its jobs</button></span></li>`);
+    }
+    let conflicted = 0;
+    for (const q of s.queues) for (const j of q.jobs) if (Array.isArray(j.conflicts) && j.conflicts.length) conflicted++;
+    if (conflicted) items.push(`<li data-kind="conflicts"><span>${conflicted} LAN job(s) have conflicting edits; see the marked jobs below.</span></li>`);
+    const html = items.join("");
+    const list = $("action-list");
+    if (list.dataset.html !== html) { list.innerHTML = html; list.dataset.html = html; }
+    $("needs-action").hidden = items.length === 0;
+  }
+
+  $("action-list").addEventListener("click", async (e) => {
+    const button = e.target.closest("button[data-action]");
+    if (!button) return;
+    button.disabled = true;
+    const a = button.dataset.action;
+    if (a === "continue") await act("Continue", () => cp("runner/continue", {}), { success: "Continuing" });
+    else if (a === "retry") await act("Retry", () => cp("set_active", { active: true }));
+    else if (a === "reconnect") await act("Reconnect", () => api("POST", "/api/connection", { json: { command: "connect" } }));
+    else if (a === "adopt") {
+      await act("Adopt", async () => {
+        try {
+          return await api("POST", "/lanqueue/lan/adopt", { form: { queue: button.dataset.queue, peer: button.dataset.peer } });
+        } catch (err) {
+          if (err.status === 404) throw new ApiError(404, "this node cannot adopt jobs yet (no LAN adoption route)");
+          throw err;
+        }
+      }, { success: "Jobs adopted" });
+    }
+    button.disabled = false;
+    refresh("state", "printer");
+  });
+
+  // --- queues ----------------------------------------------------------------------------------
+
+  function jobRow(job, queue, activeSet, queueNames) {
+    const done = job.remaining <= 0;
+    const runsDone = job.count - job.remaining;
+    const isActive = job.sets.some((s) => activeSet != null && String(s.id) === String(activeSet));
+    const badges = [];
+    if (job.draft) badges.push('<span class="badge">draft</span>');
+    if (done) badges.push('<span class="badge ok">done</span>');
+    if (isActive) badges.push('<span class="badge ok">printing</span>');
+    if (job.acquired_by_) badges.push(`<span class="badge warn" title="held by">${esc(job.acquired_by_)}</span>`);
+    else if (job.acquired && !isActive) badges.push('<span class="badge warn">acquired</span>');
+    if (job.peer_) badges.push(`<span class="badge" title="submitted by">from ${esc(job.peer_)}</span>`);
+    if (Array.isArray(job.conflicts) && job.conflicts.length) badges.push(`<span class="badge bad">${job.conflicts.length} conflict(s)</span>`);
+    const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}">
+        <span class="path">${esc(s.path)}</span>
+        <label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)}"></label>
+        <span class="muted">${esc(s.completed)} done, ${esc(s.remaining)} left</span>
+        ${s.missing_file ? '<span class="badge bad">file missing</span>' : ""}
+        ${s.materials && s.materials.some((m) => m) ? `<span class="badge">${esc(s.materials.filter((m) => m).join(", "))}</span>` : ""}
+        ${s.profiles && s.profiles.length ? `<span class="badge">${esc(s.profiles.join(", "))}</span>` : ""}
+      </li>`).join("");
+    const conflicts = Array.isArray(job.conflicts) && job.conflicts.length
+      ? `<div class="conflicts"><strong>Conflicting edits</strong><ul>${job.conflicts.map((c) =>
+        `<li>${esc(typeof c === "string" ? c : JSON.stringify(c))}</li>`).join("")}</ul></div>` : "";
+    const moves = queueNames.filter((n) => n !== queue).map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
+    const classes = ["job", job.draft ? "draft" : "", done ? "done" : "", isActive ? "active" : ""].filter(Boolean).join(" ");
+    return `<li class="${classes}" draggable="true" data-key="${esc(keyOf(queue, job.id))}" data-queue="${esc(queue)}" data-id="${esc(job.id)}">
+      <span class="grip" title="Drag to reorder" aria-hidden="true">⋮⋮</span>
+      <div class="job-main">
+        <div class="job-head"><input type="text" class="job-name" value="${esc(job.name)}" maxlength="200" aria-label="Job name">${badges.join("")}</div>
+        <div class="job-progress"><progress max="${Math.max(1, job.count)}" value="${Math.max(0, runsDone)}"></progress>
+          <span class="job-runs">${done ? "all runs done" : `run ${runsDone + 1} of ${job.count}`}</span></div>
+        <ul class="sets">${sets}</ul>
+        ${conflicts}
+      </div>
+      <div class="job-actions">
+        <label>runs <input type="number" class="job-count" min="0" max="100000" value="${esc(job.count)}" aria-label="Runs of ${esc(job.name)}"></label>
+        <label><input type="checkbox" class="job-draft" ${job.draft ? "checked" : ""}> draft</label>
+        ${moves ? `<select class="job-move" aria-label="Move to queue"><option value="">Move to…</option>${moves}</select>` : ""}
+        <button type="button" class="job-delete danger">Delete</button>
+      </div>
+    </li>`;
+  }
+
+  function queueSection(q) {
+    let section = document.querySelector(`section.queue[data-queue="${CSS.escape(q.name)}"]`);
+    if (!section) {
+      section = document.createElement("section");
+      section.className = "card queue";
+      section.dataset.queue = q.name;
+      section.innerHTML = `<div class="queue-head"><h2></h2><span class="meta"></span></div><ol class="jobs" data-queue=""></ol>`;
+      section.querySelector("h2").textContent = q.name === "local" ? "Local queue" : `LAN queue: ${q.name}`;
+      section.querySelector("ol").dataset.queue = q.name;
+    }
+    return section;
+  }
+
+  function renderQueues() {
+    const s = view.state;
+    if (!s || dragKey) return; // never re-render under a drag; the drop refreshes
+    const container = $("queues");
+    const queueNames = s.queues.map((q) => q.name);
+    const seen = new Set();
+    jobsByKey.clear();
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("li.job");
+    s.queues.forEach((q, i) => {
+      const section = queueSection(q);
+      if (container.children[i] !== section) container.insertBefore(section, container.children[i] || null);
+      const pending = q.jobs.filter((j) => !j.draft && j.remaining > 0).length;
+      const meta = `${q.jobs.length} job(s), ${pending} to print · ${q.strategy}${q.addr ? ` · ${q.addr}` : ""}`;
+      const metaEl = section.querySelector(".meta");
+      if (metaEl.textContent !== meta) metaEl.textContent = meta;
+      const list = section.querySelector("ol.jobs");
+      // Reuse rows whose content did not change; build the others in one parse.
+      const want = [];
+      const fresh = [];
+      for (const job of q.jobs) {
+        const key = keyOf(q.name, job.id);
+        jobsByKey.set(key, job);
+        seen.add(key);
+        const sig = JSON.stringify([job, q.active_set, queueNames]);
+        const cached = rowCache.get(key);
+        if (cached && (cached.sig === sig || cached.el === focused)) want.push(cached.el);
+        else { want.push(null); fresh.push({ key, sig, html: jobRow(job, q.name, q.active_set, queueNames), at: want.length - 1 }); }
+      }
+      if (fresh.length) {
+        const t = document.createElement("template");
+        t.innerHTML = fresh.map((f) => f.html).join("");
+        const made = Array.from(t.content.children);
+        fresh.forEach((f, n) => { rowCache.set(f.key, { sig: f.sig, el: made[n] }); want[f.at] = made[n]; });
+      }
+      want.forEach((el, n) => { if (list.children[n] !== el) list.insertBefore(el, list.children[n] || null); });
+      while (list.children.length > want.length) list.lastElementChild.remove();
+    });
+    for (const section of Array.from(container.children)) {
+      if (!queueNames.includes(section.dataset.queue)) section.remove();
+    }
+    for (const key of Array.from(rowCache.keys())) if (!seen.has(key)) rowCache.delete(key);
+    // the queue picker of the add form
+    const select = $("add-queue");
+    const options = queueNames.map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
+    if (select.dataset.html !== options) {
+      const current = select.value;
+      select.innerHTML = options;
+      select.dataset.html = options;
+      if (queueNames.includes(current)) select.value = current;
+    }
+  }
+
+  function rowJob(el) {
+    const row = el.closest("li.job");
+    return row ? { row, job: jobsByKey.get(row.dataset.key), queue: row.dataset.queue } : null;
+  }
+
+  function editJob(queue, job, changes, what) {
+    return act(what, () => cp("job/edit", { json: JSON.stringify({ queue, id: job.id, ...changes }) }));
+  }
+
+  const queuesEl = $("queues");
+
+  queuesEl.addEventListener("change", (e) => {
+    const hit = rowJob(e.target);
+    if (!hit || !hit.job) return;
+    const { job, queue } = hit;
+    const t = e.target;
+    if (t.classList.contains("job-name")) {
+      const name = t.value.trim();
+      if (name && name !== job.name) editJob(queue, job, { name }, "Rename");
+    } else if (t.classList.contains("job-count")) {
+      const count = parseInt(t.value, 10);
+      if (Number.isInteger(count) && count >= 0 && count !== job.count) editJob(queue, job, { count }, "Change runs");
+    } else if (t.classList.contains("set-count")) {
+      const sid = t.closest("li[data-set]").dataset.set;
+      const count = parseInt(t.value, 10);
+      if (!Number.isInteger(count) || count < 0) return;
+      const sets = job.sets.map((s) => {
+        if (String(s.id) !== sid) return { id: s.id };
+        const remaining = Math.min(count, Math.max(0, s.remaining + (count - s.count)));
+        return { id: s.id, count, remaining };
+      });
+      editJob(queue, job, { sets }, "Change copies");
+    } else if (t.classList.contains("job-draft")) {
+      editJob(queue, job, { draft: t.checked }, "Draft");
+    } else if (t.classList.contains("job-move")) {
+      const dest = t.value;
+      if (!dest) return;
+      const destQueue = view.state.queues.find((q) => q.name === dest);
+      const last = destQueue && destQueue.jobs.length ? destQueue.jobs[destQueue.jobs.length - 1].id : "";
+      act("Move", () => cp("job/mv", { id: job.id, after_id: last, src_queue: queue, dest_queue: dest }),
+        { success: `Moved “${job.name}” to ${dest}` });
+    }
+  });
+
+  queuesEl.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && e.target.matches("input.job-name, input.job-count, input.set-count")) e.target.blur();
+  });
+  queuesEl.addEventListener("focusout", () => setTimeout(() => {
+    if (!document.activeElement || !document.activeElement.closest || !document.activeElement.closest("li.job")) renderQueues();
+  }, 0));
+
+  queuesEl.addEventListener("click", (e) => {
+    const button = e.target.closest("button.job-delete");
+    if (!button) return;
+    const hit = rowJob(button);
+    if (!hit || !hit.job) return;
+    if (!button.classList.contains("confirm")) {
+      button.classList.add("confirm");
+      button.textContent = "Really delete?";
+      setTimeout(() => { button.classList.remove("confirm"); button.textContent = "Delete"; }, 4000);
+      return;
+    }
+    button.disabled = true;
+    act("Delete", () => cp("job/rm", { queue: hit.queue, "job_ids[]": [hit.job.id] }), { success: `Deleted “${hit.job.name}”` });
+  });
+
+  // Drag and drop: drop above or below a row (by the pointer's half), or on a queue's free space.
+  let marked = null;
+  function clearMark() {
+    if (marked) marked.classList.remove("drop-before", "drop-after", "drop-end");
+    marked = null;
+  }
+
+  queuesEl.addEventListener("dragstart", (e) => {
+    const row = e.target.closest && e.target.closest("li.job");
+    if (!row || e.target.matches("input, select, button")) return;
+    dragKey = row.dataset.key;
+    row.classList.add("dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", row.dataset.key);
+  });
+
+  function dropTarget(e) {
+    const list = e.target.closest && e.target.closest("ol.jobs");
+    if (!list) return null;
+    const row = e.target.closest("li.job");
+    if (row && row.dataset.key !== dragKey) {
+      const box = row.getBoundingClientRect();
+      const before = e.clientY < box.top + box.height / 2;
+      return { list, row, before };
+    }
+    if (row) return { list, row, before: null }; // over itself: no move
+    return { list, row: null, before: false };
+  }
+
+  queuesEl.addEventListener("dragover", (e) => {
+    if (!dragKey) return;
+    const t = dropTarget(e);
+    if (!t) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "move";
+    clearMark();
+    if (t.row && t.before !== null) { marked = t.row; t.row.classList.add(t.before ? "drop-before" : "drop-after"); }
+    else if (!t.row) { marked = t.list; t.list.classList.add("drop-end"); }
+  });
+
+  queuesEl.addEventListener("drop", (e) => {
+    if (!dragKey) return;
+    const t = dropTarget(e);
+    clearMark();
+    const moving = jobsByKey.get(dragKey);
+    const srcQueue = dragKey.split("\u0000")[0];
+    if (!t || !moving || (t.row && t.before === null)) return;
+    e.preventDefault();
+    const dest = t.list.dataset.queue;
+    const rows = Array.from(t.list.children).filter((r) => r.dataset.key !== dragKey);
+    let after = "";
+    if (!t.row) after = rows.length ? jobsByKey.get(rows[rows.length - 1].dataset.key).id : "";
+    else if (!t.before) after = jobsByKey.get(t.row.dataset.key).id;
+    else {
+      const i = rows.indexOf(t.row);
+      after = i > 0 ? jobsByKey.get(rows[i - 1].dataset.key).id : "";
+    }
+    // Show the new order at once; the node's answer (and its event) confirm it.
+    const row = rowCache.get(dragKey)?.el;
+    if (row && dest === srcQueue) {
+      if (!t.row) t.list.append(row);
+      else t.list.insertBefore(row, t.before ? t.row : t.row.nextSibling);
+    }
+    act("Move", () => cp("job/mv", { id: moving.id, after_id: after, src_queue: srcQueue, dest_queue: dest }));
+  });
+
+  queuesEl.addEventListener("dragend", () => {
+    clearMark();
+    document.querySelectorAll("li.job.dragging").forEach((r) => r.classList.remove("dragging"));
+    dragKey = null;
+    refresh("state");
+  });
+
+  // --- adding a job ------------------------------------------------------------------------
+
+  function upload(file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const data = new FormData();
+      data.append("file", file, file.name);
+      xhr.open("POST", "/api/files/local");
+      xhr.setRequestHeader("X-Api-Key", apiKey || "");
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(100 * e.loaded / e.total); };
+      xhr.onload = () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+        else reject(new ApiError(xhr.status, (body && body.error) || `upload failed (HTTP ${xhr.status})`));
+      };
+      xhr.onerror = () => reject(new ApiError(0, "the upload was interrupted"));
+      xhr.send(data);
+    });
+  }
+
+  $("add-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = $("add-file").files[0];
+    if (!file) return;
+    const bar = $("add-progress");
+    const submit = $("add-submit");
+    submit.disabled = true;
+    bar.hidden = false;
+    bar.value = 0;
+    const queue = $("add-queue").value || "local";
+    const ok = await act("Add job", async () => {
+      const stored = await upload(file, (p) => { bar.value = p; });
+      const path = stored.files.local.path;
+      if (path.toLowerCase().endsWith(".gjob")) {
+        return cp("job/import", { queue: "local", path });
+      }
+      return cp("set/add", {
+        path, count: $("add-count").value || 1, jobName: $("add-name").value.trim() || undefined,
+        jobDraft: $("add-draft").checked, queue,
+      });
+    }, { success: `Added ${file.name}` });
+    submit.disabled = false;
+    bar.hidden = true;
+    if (ok) { $("add-form").reset(); $("add-queue").value = queue; }
+  });
+
+  // --- printer -------------------------------------------------------------------------------
+
+  function renderPrinter() {
+    const job = view.job;
+    const printer = view.printer;
+    const stateText = (printer && printer.state && printer.state.text) || (job && job.state) || "Offline";
+    const badge = $("printer-state");
+    badge.textContent = stateText;
+    badge.dataset.state = stateText;
+    const error = (printer && printer.state && printer.state.error) || (job && job.error) || "";
+    $("printer-error").hidden = !error;
+    $("printer-error").textContent = error;
+    const temps = printer ? printer.temperature || {} : {};
+    const names = Object.keys(temps).sort((a, b) => (a === "bed") - (b === "bed") || a.localeCompare(b));
+    const tempsHtml = names.length ? names.map((n) => {
+      const t = temps[n];
+      const actual = t.actual == null ? "–" : Number(t.actual).toFixed(1);
+      const target = t.target == null ? "off" : `${Number(t.target).toFixed(0)} °C`;
+      return `<dt>${esc(n === "bed" ? "Bed" : n.replace(/^tool/, "Hotend "))}</dt><dd data-heater="${esc(n)}">${actual} °C <span class="muted">→ ${target}</span></dd>`;
+    }).join("") : '<dt>Temperatures</dt><dd class="muted">unknown</dd>';
+    const temperaturesEl = $("temps");
+    if (temperaturesEl.dataset.html !== tempsHtml) { temperaturesEl.innerHTML = tempsHtml; temperaturesEl.dataset.html = tempsHtml; }
+    const file = job && job.job && job.job.file && (job.job.file.display || job.job.file.name);
+    $("printer-file").textContent = file || "none";
+    $("printer-file").classList.toggle("muted", !file);
+    const p = (job && job.progress) || {};
+    const pct = p.completion == null ? null : Math.max(0, Math.min(100, p.completion));
+    $("printer-progress").value = pct == null ? 0 : pct;
+    $("printer-percent").textContent = pct == null ? "–" : `${pct.toFixed(1)} %`;
+    const times = [];
+    if (p.printTime != null) times.push(`${duration(p.printTime)} elapsed`);
+    if (p.printTimeLeft != null) times.push(`${duration(p.printTimeLeft)} left`);
+    $("printer-times").textContent = times.join(" · ");
+  }
+
+  // --- peers ---------------------------------------------------------------------------------
+
+  function peerList(raw) {
+    // /lanqueue/peers may answer a list, {peers: [...]}, or a map of id -> peer
+    if (!raw) return [];
+    const src = Array.isArray(raw) ? raw : Array.isArray(raw.peers) ? raw.peers : typeof raw === "object" ? Object.entries(raw).map(([id, p]) => ({ id, ...(p || {}) })) : [];
+    return src.filter((p) => p && typeof p === "object");
+  }
+
+  function currentJobText(p) {
+    const run = p.run || p.current_job || p.job;
+    if (run && typeof run === "object") {
+      const name = run.job_name || run.name || run.set_path || run.path || "";
+      const active = run.active === false || run.end ? ` (last: ${run.result || "done"})` : "";
+      return `${name}${active}`;
+    }
+    if (typeof run === "string") return run;
+    return p.active_set != null ? `set ${p.active_set}` : "";
+  }
+
+  function renderPeers() {
+    const blocks = [];
+    for (const q of view.state?.queues || []) {
+      if (!q.peers || Array.isArray(q.peers)) continue;
+      const rows = Object.entries(q.peers).map(([id, p]) => `<tr data-peer="${esc(id)}">
+        <td>${esc(p.name || id)}</td><td><span class="badge ${String(p.status).toUpperCase() === "BUSY" ? "ok" : GONE.has(String(p.status).toUpperCase()) ? "bad" : ""}">${esc(p.status || "?")}</span></td>
+        <td>${esc(currentJobText(p)) || '<span class="muted">–</span>'}</td><td class="muted">${esc(p.profile && p.profile.name ? p.profile.name : "")}</td></tr>`).join("");
+      blocks.push(`<h3>${esc(q.name)}</h3><table><thead><tr><th>Node</th><th>State</th><th>Current job</th><th>Profile</th></tr></thead>
+        <tbody>${rows || '<tr><td colspan="4" class="muted">no peers seen yet</td></tr>'}</tbody></table>`);
+    }
+    const nodes = peerList(view.nodePeers);
+    if (nodes.length) {
+      const rows = nodes.map((p) => `<tr><td>${esc(p.name || p.id || p.node_id || "?")}</td>
+        <td>${esc(p.status || p.state || (p.alive === false ? "gone" : p.alive ? "alive" : ""))}</td>
+        <td>${esc(currentJobText(p))}</td><td class="muted">${esc(p.addr || p.address || p.url || "")}</td></tr>`).join("");
+      blocks.push(`<h3>Nodes on the LAN</h3><table><thead><tr><th>Node</th><th>State</th><th>Current job</th><th>Address</th></tr></thead><tbody>${rows}</tbody></table>`);
+    }
+    const html = blocks.length ? blocks.join("") : '<p class="muted">No LAN queues on this node.</p>';
+    const el = $("peers");
+    if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; }
+  }
+
+  // --- history ------------------------------------------------------------------------------
+
+  function renderHistory() {
+    const rows = (view.history || []).slice(0, 50).map((r) => `<tr>
+      <td>${esc(r.job_name)}<div class="muted">${esc(r.queue_name)}</div></td><td>${esc(r.set_path)}</td>
+      <td>${esc(clock(r.start))}</td><td>${esc(r.end ? duration(r.end - r.start) : "")}</td>
+      <td><span class="badge" data-result="${esc(r.result || "running")}">${esc(r.active ? "printing" : r.result || "")}</span></td></tr>`).join("");
+    $("history").innerHTML = rows || '<tr><td colspan="5" class="muted">Nothing printed yet.</td></tr>';
+  }
+
+  $("history-reset").addEventListener("click", () =>
+    act("Clear history", () => api("POST", `${CP}/history/reset`), { success: "History cleared" }));
+
+  // --- start ------------------------------------------------------------------------------------
+
+  function start() {
+    $("node-host").textContent = location.host;
+    document.title = `lanqueue · ${location.host}`;
+    refresh("state", "history", "printer", "peers");
+    connectEvents();
+  }
+
+  takeKeyFromAddress();
+  if (apiKey) start();
+  else askKey("");
+})();
