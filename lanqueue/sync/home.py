@@ -185,9 +185,26 @@ class HomeLeases:
         g.state = nxt
         return Decision(effect, record, False)
 
+    def _catch_up(self, record: JobRecord, now: float) -> tuple[JobRecord, bool]:
+        """Apply deadlines that passed since the last tick, so an input never sees a stale state
+        (the answer must not depend on how often the adapter ticks)."""
+        if record.id in self._grants and self._due(record.id, now):
+            d = self.deadline(record, now)
+            return d.record, d.changed
+        return record, False
+
+    def _due(self, job_id: str, now: float) -> bool:
+        g = self._grants[job_id]
+        return g.state is not LeaseState.FREE and now >= g.deadline
+
     def acquire(self, record: JobRecord, holder: str, now: float, req: int) -> Decision:
         """`req` orders one holder's requests (they increase across its restarts): the same
         request again is a repeat, a larger one means the holder gave up its old holding."""
+        record, caught_up = self._catch_up(record, now)
+        d = self._acquire(record, holder, now, req)
+        return replace(d, changed=d.changed or caught_up) if caught_up else d
+
+    def _acquire(self, record: JobRecord, holder: str, now: float, req: int) -> Decision:
         g = self._grants.get(record.id)
         if g is not None and g.state is LeaseState.FREE and not record.acquirable:
             return Decision(Effect.DENY_STALE, record, False)
@@ -202,6 +219,9 @@ class HomeLeases:
         g = self._grants.get(record.id)
         if g is None:
             raise LocalProtocolError(f"not home of job {record.id}")
+        record, caught_up = self._catch_up(record, now)
+        if caught_up:
+            return Decision(Effect.DENY_STALE, record, True)  # the grant ran out before this renew
         if token != record.lease_token or record.lease_holder != holder or record.tombstone:
             return Decision(Effect.DENY_STALE, record, False)
         g, effect, nxt = self._step(record.id, LeaseInput.RENEW)
@@ -211,6 +231,9 @@ class HomeLeases:
         g = self._grants.get(record.id)
         if g is None:
             raise LocalProtocolError(f"not home of job {record.id}")
+        record, caught_up = self._catch_up(record, now)
+        if caught_up and record.lease_holder is None:
+            return Decision(Effect.ACK if token == record.lease_token else Effect.DENY_STALE, record, True)
         if token != record.lease_token or (record.lease_holder not in (None, holder)):
             return Decision(Effect.DENY_STALE, record, False)
         g, effect, nxt = self._step(record.id, LeaseInput.RELEASE)
@@ -221,8 +244,14 @@ class HomeLeases:
         return [j for j, g in self._grants.items() if g.state is not LeaseState.FREE and now >= g.deadline]
 
     def deadline(self, record: JobRecord, now: float) -> Decision:
+        """Apply every deadline that has passed (expiry, then possibly the lock-delay too)."""
         g, effect, nxt = self._step(record.id, LeaseInput.DEADLINE)
-        return self._apply(record, g, effect, nxt, None, now)
+        d = self._apply(record, g, effect, nxt, None, now)
+        while self._due(record.id, now):
+            g, effect, nxt = self._step(record.id, LeaseInput.DEADLINE)
+            nd = self._apply(d.record, g, effect, nxt, None, now)
+            d = Decision(nd.effect, nd.record, d.changed or nd.changed, nd.live_until)
+        return d
 
     def force_free(self, record: JobRecord) -> JobRecord:
         """Delete: the grant ends with the job (later reports become conflicts)."""

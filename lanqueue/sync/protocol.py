@@ -502,6 +502,8 @@ class LanNodeCore:
                                                           self.records.get(msg.job_id))))
             return
         d = self.home.renew(rec, msg.sender, msg.token, now)
+        if d.changed:
+            self._write(d.record, out)
         self._grant_reply(msg, d.record, d.effect, d.live_until, out)
 
     def _on_release(self, msg: ReleaseRequest, now: float, out: _Out) -> None:
