@@ -8,20 +8,23 @@ uploads, sizes are bounded (zip bombs), and the manifest is validated before any
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import BadRequest
-from .files import sanitize_path
+from .files import ALLOWED_SUFFIXES, sanitize_path
 from .model import Job
 
-__all__ = ["write_gjob", "read_gjob_manifest", "GjobContent", "MANIFEST"]
+__all__ = ["write_gjob", "read_gjob", "read_gjob_manifest", "read_member", "GjobContent", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST = 1 << 20
 MAX_MEMBERS = 256
+PRINTABLE_SUFFIXES = tuple(s for s in ALLOWED_SUFFIXES if s != ".gjob")
 
 
 @dataclass(frozen=True)
@@ -67,20 +70,49 @@ def read_gjob_manifest(path: Path, max_total: int) -> tuple[GjobContent, zipfile
     if len(infos) > MAX_MEMBERS or sum(i.file_size for i in infos) > max_total:
         z.close()
         raise BadRequest(".gjob has too many or too large members")
-    try:
-        raw = z.read(MANIFEST)
-    except KeyError:
+    unsafe = [i.filename for i in infos if not _safe_member(i.filename)]
+    if unsafe:
         z.close()
-        raise BadRequest(".gjob has no manifest.json") from None
+        raise BadRequest(f".gjob holds unsafe file names: {unsafe[:3]!r}")
+    if MANIFEST not in z.namelist():
+        z.close()
+        raise BadRequest(".gjob has no manifest.json")
+    try:
+        raw = read_member(z, MANIFEST)
+    except BadRequest:
+        z.close()
+        raise
     try:
         if len(raw) > MAX_MANIFEST:
             raise ValueError("manifest too large")
         doc = json.loads(raw)
         content = _validate(doc, set(z.namelist()))
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, RecursionError, BadRequest) as e:
         z.close()
         raise BadRequest(f".gjob manifest is invalid: {e}") from None
     return content, z
+
+
+def read_gjob(path: Path, max_total: int) -> tuple[GjobContent, list[bytes]]:
+    """The validated manifest and the bytes of each set's file, in set order (blocking)."""
+    content, archive = read_gjob_manifest(path, max_total)
+    with archive:
+        return content, [read_member(archive, s["path"]) for s in content.sets]
+
+
+def _safe_member(name: str) -> bool:
+    """Zip member names are refused, not repaired, when they could point outside a folder."""
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"^[A-Za-z]:", name):
+        return False
+    return not any(part in ("..", ".") for part in name.split("/"))
+
+
+def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """One member's bytes; a corrupt member (bad CRC, bad deflate stream) is a BadRequest."""
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+        raise BadRequest(f".gjob member {name!r} cannot be read: {e}") from None
 
 
 def _validate(doc: Any, members: set[str]) -> GjobContent:
@@ -88,7 +120,7 @@ def _validate(doc: Any, members: set[str]) -> GjobContent:
         raise ValueError("expected an object with a list of sets")
     name = doc.get("name") or "Imported job"
     count = doc.get("count", 1)
-    if not isinstance(name, str) or not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 100_000:
+    if not isinstance(name, str) or len(name) > 1000 or not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 100_000:
         raise ValueError("bad name or count")
     sets = []
     for s in doc["sets"]:
@@ -105,10 +137,13 @@ def _validate(doc: Any, members: set[str]) -> GjobContent:
             raise ValueError("materials must be a list of strings")
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
             raise ValueError("profiles must be a list of strings")
+        safe_path = sanitize_path(s["path"].rsplit("/", 1)[-1])
+        if not safe_path.lower().endswith(PRINTABLE_SUFFIXES):
+            raise ValueError(f"{s['path']!r} is not a G-code file")
         sets.append(
             {
                 "path": s["path"],
-                "safe_path": sanitize_path(s["path"].rsplit("/", 1)[-1]),
+                "safe_path": safe_path,
                 "count": scount,
                 "materials": materials,
                 "profiles": profiles,

@@ -31,7 +31,7 @@ from .config import Options
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
 from .files import FileStore
-from .gjob import read_gjob_manifest, write_gjob
+from .gjob import read_gjob, write_gjob
 from .model import LOCAL, Job
 from .printer import PrinterService
 from .runner import DriverSettings, JobRef
@@ -240,21 +240,18 @@ class Node:
         if queue != LOCAL:
             raise BadRequest("import into the local queue, then move the job to a LAN queue")
         source = self.files.resolve(path)
-        content, archive = read_gjob_manifest(source, self.files.max_size)
-        try:
-            stored_paths = []
-            for s in content.sets:
-                target = f"{Path(path).stem}/{s['safe_path']}"
-                data = archive.read(s["path"])
+        # unzip (and CRC-check) every member off the loop, before anything is written
+        content, members = await asyncio.get_running_loop().run_in_executor(None, read_gjob, source, self.files.max_size)
+        stored_paths = []
+        for s, data in zip(content.sets, members):
+            target = f"{Path(path).stem}/{s['safe_path']}"
 
-                async def one_chunk(data: bytes = data) -> AsyncIterator[bytes]:
-                    yield data
+            async def one_chunk(data: bytes = data) -> AsyncIterator[bytes]:
+                yield data
 
-                stored = await self.files.save(target, one_chunk())
-                await self.store.record_file(stored.path, stored.sha256, stored.size)
-                stored_paths.append(stored.path)
-        finally:
-            archive.close()
+            stored = await self.files.save(target, one_chunk())
+            await self.store.record_file(stored.path, stored.sha256, stored.size)
+            stored_paths.append(stored.path)
         job = await self.store.add_job(content.name, draft=True, count=content.count)
         for s, p in zip(content.sets, stored_paths):
             fields = {k: s[k] for k in ("count", "materials", "profiles", "metadata")}

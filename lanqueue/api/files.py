@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
@@ -72,7 +73,8 @@ async def upload(request: web.Request) -> web.Response:
             if part.name == "file":
                 if stored is not None:
                     raise BadRequest("one file per upload")
-                filename = part.filename or fields.get("filename") or ""
+                # aiohttp and some other clients percent-encode the name in Content-Disposition
+                filename = unquote(part.filename or fields.get("filename") or "")
                 folder = fields.get("path", "").strip("/")
                 target = sanitize_path(f"{folder}/{filename}" if folder else filename)
                 stored = await node.files.save(target, _chunks(part))

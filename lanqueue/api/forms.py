@@ -134,14 +134,34 @@ class Form:
 
     def id_list(self, name: str) -> list[int]:
         """`job_ids[]=1&job_ids[]=2`, `job_ids=1,2` or a JSON list -> [1, 2]."""
-        raw = self.string_list(name) or []
         ids = []
-        for item in raw:
+        for item in self._list_items(name):
+            if isinstance(item, bool) or not isinstance(item, (int, str)):
+                raise BadRequest(f"field {name!r} must hold integer ids, not {item!r}")
             try:
-                ids.append(int(item))
-            except (TypeError, ValueError):
+                number = int(item)
+            except ValueError:
                 raise BadRequest(f"field {name!r} must hold integer ids, not {item!r}") from None
+            if not 0 < number < 2**62:
+                raise BadRequest(f"field {name!r} holds an id out of range: {number}")
+            ids.append(number)
         return ids
+
+    def _list_items(self, name: str) -> list[Any]:
+        """The raw items of a list field (JSON list items keep their JSON type)."""
+        if isinstance(self._fields, (MultiDict, MultiDictProxy)):
+            values = self._fields.getall(name, []) + self._fields.getall(f"{name}[]", [])
+        else:
+            values = [v for k in (name, f"{name}[]") if (v := self._fields.get(k)) is not None]
+        if len(values) == 1 and isinstance(values[0], list):
+            items = values[0]
+        elif len(values) == 1 and isinstance(values[0], str):
+            items = _split_list_text(values[0], name)
+        else:
+            items = list(values)
+        if len(items) > MAX_LIST:
+            raise BadRequest(f"field {name!r} has too many items")
+        return items
 
     def json_field(self, name: str = "json", *, required: bool = True) -> Any:
         value = self._fields.get(name)
