@@ -21,7 +21,12 @@ from aiohttp import web
 
 from .api import automation as automation_routes
 from .api import continuousprint, files as file_routes, octoprint, openapi
+from .api import lan as lan_routes
 from .api import web as web_routes
+from .discovery import DiscoveryService
+from .sync import routes as peer_routes
+from .sync.records import Timings
+from .sync.service import LanService, PeerDirectory
 from .api import metrics as metrics_routes
 from .api.app import auth_middleware, error_middleware
 from .api.keys import NODE
@@ -54,10 +59,12 @@ class Node:
         self.files: FileStore = None  # type: ignore[assignment]  # set by prepare()
         self.printer: PrinterService = None  # type: ignore[assignment]
         self.runner: QueueDriver = None  # type: ignore[assignment]
-        self.lan: Any = None
-        self.discovery: Any = None
+        self.lan: LanService | None = None
+        self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
+        self.drain_on_exit = True
+        self._lan_box: peer_routes.LanBox | None = None
         self.started = asyncio.Event()
 
     # --- identity --------------------------------------------------------------------------
@@ -114,6 +121,52 @@ class Node:
         yield
         await self.store.async_close()
 
+    def _discovery_ctx(self, app: web.Application) -> Any:
+        """Discovery is built before the app starts, so its hello route can be mounted."""
+        opts = self.options
+        self.discovery = DiscoveryService(
+            self.node_id,
+            opts.name,
+            opts.port,
+            opts.profile,
+            sorted(opts.lan_queues),
+            mdns=not opts.no_mdns,
+            interfaces=list(opts.interface) or None,
+            static_peers=opts.peer,
+            status_provider=self._status_for_peers,
+        )
+        self.discovery.install(app)
+
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            await self.discovery.async_start()
+            yield
+            await self.discovery.async_close()
+
+        return ctx
+
+    def _status_for_peers(self) -> dict[str, Any]:
+        progress = self.printer.progress() if self.printer else None
+        state = self.printer.state.text if self.printer else "Offline"
+        return {"status": state, "current_job": progress.name if progress else None}
+
+    async def _lan_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        secrets_ = self.options.lan_queues
+        ttl = self.options.lease_ttl
+        lock_delay = self.options.lock_delay if self.options.lock_delay is not None else ttl
+        timings = Timings(ttl=ttl, renew_every=ttl / 3, lock_delay=lock_delay,
+                          retry_every=min(5.0, ttl / 6), anti_entropy_every=min(30.0, ttl / 2))
+        self.lan = LanService(
+            self.node_id, self.store, self.files, secrets_,
+            directory=PeerDirectory(self.discovery), timings=timings,
+            history_file=self.data_dir / "lan-history.jsonl",
+        )
+        await self.lan.async_start()
+        self._lan_box.service = self.lan
+        self.lan.add_listener(self._on_store_write)
+        yield
+        self._lan_box.service = None
+        await self.lan.async_close(drain=self.drain_on_exit)
+
     async def _evaluator_ctx(self, app: web.Application) -> AsyncIterator[None]:
         async with Evaluator() as engine:
             self.evaluator = engine
@@ -153,7 +206,7 @@ class Node:
 
     # --- services the routes ask for -------------------------------------------------------
 
-    def lan_for(self, queue: str) -> Any:
+    def lan_for(self, queue: str) -> LanService:
         if self.lan is None or not self.lan.has_queue(queue):
             raise NotFound(f"no queue named {queue!r}")
         return self.lan
@@ -191,11 +244,11 @@ class Node:
         return result.gcode
 
     async def set_queues(self, queues: list[dict[str, Any]]) -> None:
-        lan_names = [q["name"] for q in queues if q["name"] != LOCAL]
-        if lan_names and self.lan is None:
-            raise BadRequest("LAN queues are not enabled on this node")
+        if LOCAL not in [q["name"] for q in queues]:
+            raise BadRequest("the local queue cannot be removed")
         if self.lan is not None:
             await self.lan.configure(queues)
+            await self.discovery.async_update(queues=sorted(self.lan.queues))
         await self.store.set_queues([{k: q.get(k) for k in ("name", "strategy", "addr")} for q in queues])
 
     async def queue_uploaded_file(self, path: str) -> int:

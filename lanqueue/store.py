@@ -197,6 +197,13 @@ class Store:
             callback()
         return result
 
+    async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        """For components with their own tables: `work` runs in one durable transaction."""
+        return await self._write(work)
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        return await self._fetchall(sql, args)
+
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self._db.execute(sql, args) as cur:
             return list(await cur.fetchall())
@@ -251,6 +258,20 @@ class Store:
                 )
 
         await self._write(work)
+
+    async def ensure_queue(self, name: str) -> None:
+        """Add a queue (a joined LAN queue) after the others, if it is not there yet."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            rows = await self._fetchall("SELECT MAX(rank) AS r FROM queues")
+            await db.execute(
+                "INSERT INTO queues(name, strategy, addr, rank) VALUES (?, 'IN_ORDER', NULL, ?) "
+                "ON CONFLICT(name) DO NOTHING",
+                (name, (rows[0]["r"] or 0.0) + 1.0),
+            )
+
+        if not await self._fetchall("SELECT name FROM queues WHERE name=?", (name,)):
+            await self._write(work)
 
     async def queue_strategy(self, queue: str) -> Strategy:
         rows = await self._fetchall("SELECT strategy FROM queues WHERE name=?", (queue,))

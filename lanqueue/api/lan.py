@@ -1,0 +1,40 @@
+"""Operator routes for the farm: peers, drain, adopt (lanqueue's own, under /lanqueue/)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import BadRequest
+from .app import json_response
+from .forms import read_form
+from .keys import NODE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/lanqueue/peers")
+async def peers(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return json_response({"node_id": node.node_id, "name": node.options.name,
+                          "peers": node.discovery.snapshot() if node.discovery else []})
+
+
+@routes.post("/lanqueue/lan/drain")
+async def drain(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    if node.lan is None:
+        raise BadRequest("this node has joined no LAN queue")
+    return json_response({"moved": await node.lan.async_drain()})
+
+
+@routes.post("/lanqueue/lan/adopt")
+async def adopt(request: web.Request) -> web.Response:
+    form = await read_form(request)
+    gone = form.text("node", required=True, max_len=200)
+    node = request.app[NODE]
+    if node.lan is None:
+        raise BadRequest("this node has joined no LAN queue")
+    assert gone is not None
+    return json_response({"adopted": await node.lan.async_adopt(gone)})

@@ -1,0 +1,94 @@
+"""The LAN queues' durable state in the node's SQLite file.
+
+The core (protocol.py) says what to persist with `Persist` actions; each one becomes one
+transaction here, committed with the store's durability (WAL, synchronous=FULL) before the
+adapter performs any later action of the same list: a grant is on disk before its reply leaves
+(S2), a completion is in the outbox before it is reported (S5).
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiosqlite
+
+from ..store import Store
+from . import codec
+from .messages import HeldLease, OutboxEntry, Persist
+from .protocol import DurableState
+from .records import JobRecord
+
+__all__ = ["LanPersistence"]
+
+
+async def _v1(db: aiosqlite.Connection) -> None:
+    for statement in (
+        "CREATE TABLE lan_records (queue TEXT NOT NULL, job_id TEXT NOT NULL, body TEXT NOT NULL, "
+        "PRIMARY KEY (queue, job_id))",
+        "CREATE TABLE lan_held (queue TEXT NOT NULL, job_id TEXT NOT NULL, token INTEGER NOT NULL, "
+        "PRIMARY KEY (queue, job_id))",
+        "CREATE TABLE lan_outbox (queue TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, "
+        "PRIMARY KEY (queue, seq))",
+        "CREATE TABLE lan_meta (queue TEXT NOT NULL, key TEXT NOT NULL, value INTEGER NOT NULL, "
+        "PRIMARY KEY (queue, key))",
+    ):
+        await db.execute(statement)
+
+
+class LanPersistence:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def async_setup(self) -> None:
+        await self.store.migrate_component("lan", [_v1])
+
+    async def load(self, queue: str) -> DurableState:
+        state = DurableState()
+        for row in await self.store.fetchall("SELECT body FROM lan_records WHERE queue=?", (queue,)):
+            record = codec.decode(json.loads(row["body"]), JobRecord)
+            state.records[record.id] = record
+        for row in await self.store.fetchall("SELECT job_id, token FROM lan_held WHERE queue=?", (queue,)):
+            state.held[row["job_id"]] = HeldLease(row["job_id"], row["token"])
+        for row in await self.store.fetchall("SELECT seq, body FROM lan_outbox WHERE queue=?", (queue,)):
+            state.outbox[row["seq"]] = codec.decode(json.loads(row["body"]), OutboxEntry)
+        for row in await self.store.fetchall("SELECT key, value FROM lan_meta WHERE queue=?", (queue,)):
+            if row["key"] == "next_seq":
+                state.next_seq = row["value"]
+            elif row["key"] == "boot":
+                state.boot = row["value"]
+        return state
+
+    async def apply(self, queue: str, p: Persist) -> None:
+        """One Persist action = one committed transaction."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            for r in p.records:
+                await db.execute(
+                    "INSERT INTO lan_records(queue, job_id, body) VALUES (?, ?, ?) "
+                    "ON CONFLICT(queue, job_id) DO UPDATE SET body=excluded.body",
+                    (queue, r.id, json.dumps(codec.encode(r))),
+                )
+            for h in p.held_put:
+                await db.execute(
+                    "INSERT INTO lan_held(queue, job_id, token) VALUES (?, ?, ?) "
+                    "ON CONFLICT(queue, job_id) DO UPDATE SET token=excluded.token",
+                    (queue, h.job_id, h.token),
+                )
+            for job_id in p.held_delete:
+                await db.execute("DELETE FROM lan_held WHERE queue=? AND job_id=?", (queue, job_id))
+            for e in p.outbox_put:
+                await db.execute(
+                    "INSERT OR REPLACE INTO lan_outbox(queue, seq, body) VALUES (?, ?, ?)",
+                    (queue, e.seq, json.dumps(codec.encode(e))),
+                )
+            for seq in p.outbox_delete:
+                await db.execute("DELETE FROM lan_outbox WHERE queue=? AND seq=?", (queue, seq))
+            for key, value in (("next_seq", p.next_seq), ("boot", p.boot)):
+                if value is not None:
+                    await db.execute(
+                        "INSERT INTO lan_meta(queue, key, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT(queue, key) DO UPDATE SET value=excluded.value",
+                        (queue, key, value),
+                    )
+
+        await self.store.transaction(work)

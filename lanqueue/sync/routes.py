@@ -1,0 +1,124 @@
+"""The peer-to-peer HTTP routes (/lanqueue/peer/v1/...), authenticated with the queue secret.
+
+A request without a valid signature for a joined queue is rejected (403) and logged; nothing in
+it is read further, stored or answered with data. Answers are signed as well (transport.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from . import codec
+from .auth import AuthError, SignedRequest, Verifier
+from .errors import RemoteProtocolError
+from .service import EDIT_PATH, FILE_PATH, MESSAGE_PATH, LanService
+from .transport import RESPONSE_SIGNATURE, sign_response
+
+__all__ = ["install", "LanBox"]
+
+log = logging.getLogger(__name__)
+MAX_BODY = 4 * 1024 * 1024
+routes = web.RouteTableDef()
+
+
+class LanBox:
+    """Holds the LAN service, which starts after the application is built (it needs the open
+    store); until then peer requests get 503."""
+
+    def __init__(self) -> None:
+        self.service: LanService | None = None
+        self.verifier = Verifier({})
+
+    def get(self) -> LanService:
+        if self.service is None:
+            raise web.HTTPServiceUnavailable(text="LAN queues are starting")
+        return self.service
+
+
+LAN_BOX: web.AppKey[LanBox] = web.AppKey("lan_box", LanBox)
+
+
+def install(app: web.Application) -> LanBox:
+    box = LanBox()
+    app[LAN_BOX] = box
+    app.add_routes(routes)
+    return box
+
+
+def _reject(request: web.Request, why: str) -> web.Response:
+    log.warning("rejected peer request %s %s from %s: %s", request.method, request.path, request.remote, why)
+    return web.json_response({"error": f"not authenticated: {why}"}, status=403)
+
+
+async def _verified(request: web.Request, body: bytes) -> SignedRequest | web.Response:
+    box = request.app[LAN_BOX]
+    service, verifier = box.get(), box.verifier
+    for name, q in service.queues.items():
+        verifier.set_secret(name, q.secret)
+    try:
+        return verifier.verify(request.method, request.path_qs, body, request.headers, time.time())
+    except AuthError as e:
+        return _reject(request, e.message)
+
+
+def _signed(request: web.Request, signed: SignedRequest, data: object) -> web.Response:
+    secret = request.app[LAN_BOX].get().secret(signed.queue) or b""
+    body = json.dumps(data).encode()
+    return web.Response(body=body, content_type="application/json",
+                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.nonce, body)})
+
+
+async def _body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    return await request.read()
+
+
+@routes.post(MESSAGE_PATH)
+async def message(request: web.Request) -> web.Response:
+    body = await _body(request)
+    signed = await _verified(request, body)
+    if isinstance(signed, web.Response):
+        return signed
+    try:
+        msg = codec.loads(body)
+        replies = await request.app[LAN_BOX].get().receive(signed.queue, msg, signed.node_id)
+    except RemoteProtocolError as e:
+        log.warning("bad message from %s: %s", signed.node_id[:8], e)
+        return _signed(request, signed, {"error": str(e)})
+    return _signed(request, signed, [codec.encode(r) for r in replies])
+
+
+@routes.post(EDIT_PATH)
+async def edit(request: web.Request) -> web.Response:
+    body = await _body(request)
+    signed = await _verified(request, body)
+    if isinstance(signed, web.Response):
+        return signed
+    service = request.app[LAN_BOX].get()
+    try:
+        doc = json.loads(body)
+        if not isinstance(doc, dict) or not isinstance(doc.get("job_id"), str) or not isinstance(doc.get("fields", {}), dict):
+            raise ValueError("bad edit request")
+        record = await service.apply_edit(signed.queue, str(doc.get("op")), doc["job_id"], doc.get("fields", {}))
+    except (ValueError, KeyError) as e:
+        return _signed(request, signed, {"error": str(e)})
+    except Exception as e:  # noqa: BLE001 - LanqueueError and friends travel back as text
+        return _signed(request, signed, {"error": getattr(e, "message", str(e))})
+    return _signed(request, signed, {"record": codec.encode(record)})
+
+
+@routes.get(FILE_PATH + "{digest}")
+async def file(request: web.Request) -> web.StreamResponse:
+    signed = await _verified(request, b"")
+    if isinstance(signed, web.Response):
+        return signed
+    try:
+        path = await request.app[LAN_BOX].get().file_for_peer(request.match_info["digest"])
+    except Exception as e:  # noqa: BLE001 - NotFound/BadRequest: a plain 404 to the peer
+        return web.json_response({"error": getattr(e, "message", str(e))}, status=404)
+    return web.FileResponse(path)
