@@ -413,7 +413,7 @@ class Sim:
             if n.core is None or self.calm or not live or n.printing is not None:
                 return
             self.stats["drains"] += 1
-            self._execute(n, n.core.drain(n.clock(self.T), live))
+            self._execute(n, n.core.drain(live, n.clock(self.T)))
             self._crash(n)  # graceful shutdown: the node goes away for a while
         elif kind == "partition":
             if self.calm:

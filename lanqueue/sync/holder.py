@@ -240,6 +240,15 @@ class HolderSide:
             return []
         return [Persist(outbox_delete=(seq,)), CompletionSettled(entry.job_id, seq, accepted)]
 
+    def pending_release(self, job_id: str, home: str, now: float) -> list[Action]:
+        """Send a deferred release now that nothing blocks it (outbox empty, not printing)."""
+        lease = self.leases.get(job_id)
+        if (lease is None or lease.phase is not HolderPhase.RELEASING or lease.printing is not None
+                or self.outbox_pending(job_id)):
+            return []
+        lease.next_retry = now + self.timings.retry_every
+        return [Send(home, ReleaseRequest(self.node_id, job_id, lease.token))]
+
     # -- time ------------------------------------------------------------------------------------
     def tick(self, now: float, home_of: dict[str, str]) -> list[Action]:
         out: list[Action] = []

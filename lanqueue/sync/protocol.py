@@ -265,7 +265,7 @@ class LanNodeCore:
         self.home.drop(job_id)
         return self._finish(out, now)
 
-    def drain(self, now: float, targets: Sequence[str]) -> list[Action]:
+    def drain(self, targets: Sequence[str], now: float) -> list[Action]:
         """Graceful shutdown: hand every job this node is home of to `targets` (epoch + 1).
 
         The lease (holder and token) moves with the record; the new home treats it as restored
@@ -575,6 +575,8 @@ class LanNodeCore:
         self._merge(msg.record, now, out)
         out.add(self.holder.on_completion_ack(msg.seq, msg.accepted))
         rec = self.records.get(msg.job_id)
+        if rec is not None:
+            out.add(self.holder.pending_release(msg.job_id, rec.home, now))
         lease = self.holder.leases.get(msg.job_id)
         if rec is not None and lease is not None and lease.phase is HolderPhase.HELD and lease.printing is None \
                 and (rec.done or rec.tombstone):
