@@ -103,9 +103,13 @@ class Node:
         app.add_routes(openapi.routes)
         app.add_routes(web_routes.routes)
         app.add_routes(metrics_routes.routes)
+        app.add_routes(lan_routes.routes)
         web_routes.setup(app)  # live updates: ends open event streams on shutdown
+        self._lan_box = peer_routes.install(app)
         app.cleanup_ctx.append(self._store_ctx)
         app.cleanup_ctx.append(self._evaluator_ctx)
+        app.cleanup_ctx.append(self._discovery_ctx(app))
+        app.cleanup_ctx.append(self._lan_ctx)
         app.cleanup_ctx.append(self._printer_ctx)
         app.cleanup_ctx.append(self._driver_ctx)
         app.on_startup.append(self._announce)
