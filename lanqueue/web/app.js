@@ -21,7 +21,7 @@
     nodePeers: null,    // /lanqueue/peers, when the node has that route
     peersRoute: true,   // false once /lanqueue/peers answered 404
   };
-  const jobsByKey = new Map();   // "queue\u0000id" -> job object of the last state
+  const jobsByKey = new Map();   // keyOf(queue, id) -> job object of the last state
   const rowCache = new Map();    // same key -> {sig, el}
   let apiKey = null;
   let dragKey = null;
@@ -31,7 +31,7 @@
 
   const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
   const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ESC[c]);
-  const keyOf = (queue, id) => `${queue}\u0000${id}`;
+  const keyOf = (queue, id) => JSON.stringify([queue, String(id)]);
 
   function toast(message, kind = "info") {
     const el = document.createElement("div");
@@ -278,13 +278,14 @@
     button.dataset.active = String(s.active);
   }
 
-  $("toggle-active").addEventListener("click", async (e) => {
-    const activate = e.currentTarget.dataset.active !== "true";
-    e.currentTarget.disabled = true;
+  $("toggle-active").addEventListener("click", async () => {
+    const button = $("toggle-active");
+    const activate = button.dataset.active !== "true";
+    button.disabled = true;
     const state = await act(activate ? "Start managing" : "Stop managing",
       () => cp("set_active", { active: activate }));
     if (state) { view.state = state; renderDriver(); renderQueues(); renderActions(); }
-    e.currentTarget.disabled = false;
+    button.disabled = false;
   });
 
   const GONE = new Set(["GONE", "OFFLINE", "LOST", "DEAD", "UNREACHABLE"]);
@@ -361,7 +362,7 @@
     const badges = [];
     if (job.draft) badges.push('<span class="badge">draft</span>');
     if (done) badges.push('<span class="badge ok">done</span>');
-    if (isActive) badges.push('<span class="badge ok">printing</span>');
+    if (isActive) badges.push(done ? '<span class="badge">current</span>' : '<span class="badge ok">printing</span>');
     if (job.acquired_by_) badges.push(`<span class="badge warn" title="held by">${esc(job.acquired_by_)}</span>`);
     else if (job.acquired && !isActive) badges.push('<span class="badge warn">acquired</span>');
     if (job.peer_) badges.push(`<span class="badge" title="submitted by">from ${esc(job.peer_)}</span>`);
@@ -573,7 +574,7 @@
     const t = dropTarget(e);
     clearMark();
     const moving = jobsByKey.get(dragKey);
-    const srcQueue = dragKey.split("\u0000")[0];
+    const srcQueue = JSON.parse(dragKey)[0];
     if (!t || !moving || (t.row && t.before === null)) return;
     e.preventDefault();
     const dest = t.list.dataset.queue;
@@ -729,10 +730,10 @@
 
   function renderHistory() {
     const rows = (view.history || []).slice(0, 50).map((r) => `<tr>
-      <td>${esc(r.job_name)}<div class="muted">${esc(r.queue_name)}</div></td><td>${esc(r.set_path)}</td>
+      <td>${esc(r.job_name)}<div class="muted">${esc(r.set_path)} · ${esc(r.queue_name)}</div></td>
       <td>${esc(clock(r.start))}</td><td>${esc(r.end ? duration(r.end - r.start) : "")}</td>
       <td><span class="badge" data-result="${esc(r.result || "running")}">${esc(r.active ? "printing" : r.result || "")}</span></td></tr>`).join("");
-    $("history").innerHTML = rows || '<tr><td colspan="5" class="muted">Nothing printed yet.</td></tr>';
+    $("history").innerHTML = rows || '<tr><td colspan="4" class="muted">Nothing printed yet.</td></tr>';
   }
 
   $("history-reset").addEventListener("click", () =>
