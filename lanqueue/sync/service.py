@@ -437,7 +437,7 @@ class LanService:
                 "status": "OFFLINE" if p.get("status") != "online" else _peer_status(p),
                 "profile": {"name": p.get("profile")},
                 "active_set": None,
-                "run": (p.get("remote_status") or {}).get("current_job"),
+                "run": p.get("current_job"),
                 "acquired": [r.id for r in q.core.records.values() if r.lease_holder == p["node_id"]],
                 "online": p.get("status") == "online",
             }
@@ -681,7 +681,7 @@ class LanService:
 
 
 def _peer_status(p: dict[str, Any]) -> str:
-    status = str((p.get("remote_status") or {}).get("status", "")).lower()
+    status = str(p.get("printer_status") or "").lower()
     if "print" in status:
         return "BUSY"
     if "pause" in status:
