@@ -182,7 +182,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}; every node in a private "
         "network namespace on its loopback (real mDNS + HTTP heartbeats); "
         f"heartbeat interval {args.interval} s, background window {args.window} s after "
-        f"{args.settle} s settling.",
+        f"{args.settle} s settling. Load average before the run: {args.load:.1f} "
+        "(the machine is shared: figures under load are slower than on an idle host).",
         "",
         "| nodes | nodes/process | all READY (s) | full mesh (s) | mesh after last READY (s) "
         "| discovery traffic (kB) | background B/s per node | packets/s per node "
@@ -233,6 +234,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (a private network namespace isolates the traffic counters)")
+    args.load = os.getloadavg()[0]
     results = []
     for spec in args.scenario or ["10:5", "50:5", "50:1"]:
         n, _, per_proc = spec.partition(":")

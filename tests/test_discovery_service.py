@@ -7,6 +7,7 @@ looks only for the node ids this test made (random per test).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import uuid
@@ -110,6 +111,8 @@ async def test_two_nodes_find_each_other_with_full_info(make_node):
     assert [p.node_id for p in b.service.online_peers("shared") if p.node_id == a.id] == [a.id]
     assert not [p for p in b.service.online_peers("nope") if p.node_id == a.id]
     assert any(isinstance(e, PeerAppeared) and e.peer.node_id == a.id for e in b.events)
+    assert json.loads(json.dumps(b.service.snapshot()))  # JSON-able, as the API needs
+    assert abs(seen["last_seen"] - time.time()) < 5
 
 
 async def test_txt_update_reaches_peers(make_node):
@@ -181,3 +184,17 @@ def test_parse_peer_address():
     for bad in ["10.0.0.1", ":5000", "h:0", "h:x", "h:70000"]:
         with pytest.raises(ValueError):
             parse_peer_address(bad)
+
+
+def test_instance_names_and_interface_choice():
+    from lanqueue.discovery.mdns import instance_name, node_id_from_instance, resolve_interfaces
+
+    # the instance name comes from the stable id: unique per node even on one host
+    assert instance_name("abc") == "lanqueue-abc._lanqueue._tcp.local."
+    assert node_id_from_instance(instance_name("abc")) == "abc"
+    assert node_id_from_instance("other._lanqueue._tcp.local.") is None
+    assert resolve_interfaces(None) is None and resolve_interfaces([]) is None
+    assert resolve_interfaces(["lo"]) == ["127.0.0.1"]
+    assert resolve_interfaces(["10.1.2.3"]) == ["10.1.2.3"]
+    with pytest.raises(ValueError):
+        resolve_interfaces(["no-such-if0"])

@@ -220,9 +220,10 @@ class Peer:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"http://{host}:{self.info.api_port}"
 
-    def to_dict(self, now: float) -> dict[str, Any]:
-        """JSON-able form for the API; times as ages in seconds (monotonic times mean nothing
-        to another process)."""
+    def to_dict(self, now: float, wall_now: float | None = None) -> dict[str, Any]:
+        """JSON-able form for the API. `last_seen_age` is in seconds; `last_seen` is a Unix
+        time only if the caller passes `wall_now` (monotonic times mean nothing elsewhere)."""
+        age = max(0.0, now - self.last_seen)
         return {
             "node_id": self.info.node_id,
             "name": self.info.name,
@@ -238,7 +239,8 @@ class Peer:
             "offline_reason": self.offline_reason,
             "static": self.static,
             "missed": self.missed,
-            "last_seen_age": round(max(0.0, now - self.last_seen), 3),
+            "last_seen": None if wall_now is None else round(wall_now - age, 3),
+            "last_seen_age": round(age, 3),
             "printer_status": self.remote_status.get("status"),
             "current_job": self.remote_status.get("current_job"),
         }
@@ -347,8 +349,9 @@ class PeerTable:
     def peers(self) -> list[Peer]:
         return [self._view(e) for e in self._peers.values()]
 
-    def snapshot(self, now: float) -> list[dict[str, Any]]:
-        return [p.to_dict(now) for p in sorted(self.peers(), key=lambda p: p.info.name)]
+    def snapshot(self, now: float, wall_now: float | None = None) -> list[dict[str, Any]]:
+        peers = sorted(self.peers(), key=lambda p: (p.info.name, p.node_id))
+        return [p.to_dict(now, wall_now) for p in peers]
 
     def online_peers(self, queue: str | None = None) -> list[Peer]:
         """Trusted, online peers with a known address, optionally only members of `queue`."""

@@ -181,7 +181,7 @@ class DiscoveryService:
     def snapshot(self) -> list[dict[str, Any]]:
         """JSON-able peer list for the API (sorted by name)."""
         self._tick()
-        return self.table.snapshot(time.monotonic())
+        return self.table.snapshot(time.monotonic(), time.time())
 
     def online_peers(self, queue: str | None = None) -> list[Peer]:
         """Trusted, online peers (optionally members of `queue`); each has a `base_url`."""
