@@ -7,7 +7,7 @@ import requests
 
 from conftest import CP
 from lan_helpers import (
-    H, cluster_ports, gcode, get, lan_args, lan_jobs, no_wait, peers_online, post, upload, wait,
+    cluster_ports, gcode, get, lan_args, lan_jobs, no_wait, peers_online, post, upload, wait,
 )
 
 pytestmark = pytest.mark.slow
@@ -48,3 +48,86 @@ def test_peer_without_secret_can_neither_read_nor_change(node_process):
     r = requests.get(a.url + "/lanqueue/peer/v1/files/" + "0" * 64)
     assert r.status_code == 403
     assert len(lan_jobs(a)) == 1
+
+
+def test_switched_off_home_jobs_wait_then_adopted_jobs_print(node_process):
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    no_wait(b)
+    upload(a, "from_a.gcode", gcode("FROM_A"))
+    upload(b, "from_b.gcode", gcode("FROM_B"))
+    ja = post(a, CP + "/set/add", data={"path": "from_a.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
+    wait(lambda: any(j["id"] == ja for j in lan_jobs(b)), what="replicated")
+    # b has fetched the file ahead of time (prefetch), so it can print it after adoption
+    wait(lambda: any(f["path"].startswith("lan/") for f in get(b, "/api/files")["files"]), what="prefetched")
+    a.kill()  # the printer is switched off, not shut down: no drain
+    jb = post(b, CP + "/set/add", data={"path": "from_b.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
+    post(b, CP + "/set_active", data={"active": "true"})
+    # b keeps printing what it is home of ...
+    wait(lambda: any(j["id"] == jb and j["remaining"] == 0 for j in lan_jobs(b)), timeout=60, what="b's own job printed")
+    # ... while a's job is visible but waits for its home, and says why
+    job = wait(lambda: next((j for j in lan_jobs(b) if j["id"] == ja and not j["home_online"]), None), what="home offline")
+    assert job["remaining"] == 1 and "waiting for its home" in job["waiting_reason"]
+    adopted = post(b, "/lanqueue/lan/adopt", data={"node": job["home"]})
+    assert adopted["adopted"] == 1
+    wait(lambda: any(j["id"] == ja and j["remaining"] == 0 for j in lan_jobs(b)), timeout=60 + 10, what="adopted job printed")
+    job = next(j for j in lan_jobs(b) if j["id"] == ja)
+    assert job["epoch"] == 2 and job["home"] != a.data_dir.name
+
+
+def test_graceful_stop_drains_jobs_to_a_live_peer(node_process):
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    no_wait(b)
+    upload(a, "d.gcode", gcode("D"))
+    jid = post(a, CP + "/set/add", data={"path": "d.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
+    wait(lambda: any(j["id"] == jid for j in lan_jobs(b)), what="replicated")
+    wait(lambda: any(f["path"].startswith("lan/") for f in get(b, "/api/files")["files"]), what="prefetched")
+    a.stop()  # SIGTERM: drain before exit
+    b_id = get(b, "/lanqueue/peers")["node_id"]
+    job = wait(lambda: next((j for j in lan_jobs(b) if j["id"] == jid and j["home"] == b_id), None), what="drained")
+    assert job["epoch"] == 2 and job["home_online"]
+    post(b, CP + "/set_active", data={"active": "true"})
+    wait(lambda: any(j["id"] == jid and j["remaining"] == 0 for j in lan_jobs(b)), timeout=60, what="printed after drain")
+
+
+def test_all_nodes_restarted_queue_comes_back_complete(node_process):
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    upload(a, "x.gcode", gcode("X"))
+    upload(b, "y.gcode", gcode("Y"))
+    ids = {post(a, CP + "/set/add", data={"path": "x.gcode", "queue": "farm", "count": "3"})["job_id"],
+           post(b, CP + "/set/add", data={"path": "y.gcode", "queue": "farm"})["job_id"]}
+    wait(lambda: {j["id"] for j in lan_jobs(a)} == ids == {j["id"] for j in lan_jobs(b)}, what="replicated")
+    before = sorted((j["id"], j["name"], j["count"], j["home"]) for j in lan_jobs(a))
+    a.kill()
+    b.kill()
+    a.start()  # alone after a power cut: still shows the whole queue
+    assert sorted((j["id"], j["name"], j["count"], j["home"]) for j in lan_jobs(a)) == before
+    b.start()
+    wait(lambda: peers_online(a, 1), what="peers online again")
+    assert sorted((j["id"], j["name"], j["count"], j["home"]) for j in lan_jobs(b)) == before
+
+
+def test_tampered_file_is_rejected(node_process):
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    no_wait(b)
+    upload(a, "t.gcode", gcode("GENUINE"))
+    (a.data_dir / "files" / "t.gcode").write_text(gcode("TAMPERED"))  # corrupted after upload
+    jid = post(a, CP + "/set/add", data={"path": "t.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
+    wait(lambda: any(j["id"] == jid for j in lan_jobs(b)), what="replicated")
+    post(b, CP + "/set_active", data={"active": "true"})
+    import time
+    time.sleep(4)
+    assert get(b, CP + "/history/get") == []  # never printed the wrong bytes
+    assert not any(f["path"].startswith("lan/") for f in get(b, "/api/files")["files"])
+    assert "does not match its digest" in b.log.read_text()

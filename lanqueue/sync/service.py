@@ -653,7 +653,7 @@ class LanService:
                 log.warning("no live peer to drain %d job(s) of %s to; they wait for this node", len(mine), q.name)
                 continue
             async with q.lock:
-                actions = q.core.drain(self._clock(), targets)
+                actions = q.core.drain(targets, self._clock())
                 sends = [a for a in actions if isinstance(a, Send)]
                 await self._perform(q, [a for a in actions if not isinstance(a, Send)])
             # deliver the hand-over now, not in the background: we may be about to exit
