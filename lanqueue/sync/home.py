@@ -25,7 +25,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from .errors import LocalProtocolError
-from .records import JobRecord, Timings, next_token
+from .records import HANDOFF_RATE_SLACK, JobRecord, Timings, next_token
 
 __all__ = ["LeaseState", "LeaseInput", "Effect", "TRANSITIONS", "Grant", "Decision", "HomeLeases"]
 
@@ -96,6 +96,9 @@ class Grant:
 
     state: LeaseState = LeaseState.FREE
     deadline: float = 0.0  # LIVE: expiry; LOCKED: end of lock-delay; RESTORED: end of S6 window
+    #: The job is not freed before this, whatever renewals do: an announced window (restart,
+    #: handoff) never moves earlier, except by the holder's own release.
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,9 @@ class HomeLeases:
         date: it stays live until `restored_deadline(now)` (S6). Returns that deadline, if any.
         """
         if record.lease_holder is not None and not record.tombstone:
-            deadline = self.restored_deadline(now)
-            self._grants[record.id] = Grant(LeaseState.RESTORED, deadline)
+            # A drained record also says how long its old home would still have held the job.
+            deadline = max(self.restored_deadline(now), now + record.handoff_hold * HANDOFF_RATE_SLACK)
+            self._grants[record.id] = Grant(LeaseState.RESTORED, deadline, floor=deadline)
             return deadline
         self._grants[record.id] = Grant()
         return None
@@ -135,6 +139,14 @@ class HomeLeases:
     def restored_deadline(self, now: float) -> float:
         """S6: restart time + TTL + lock-delay."""
         return now + self.timings.ttl + self.timings.lock_delay
+
+    def hold_for(self, job_id: str, now: float) -> float:
+        """How much longer (on this clock) the job stays unavailable to other holders."""
+        g = self._grants.get(job_id)
+        if g is None or g.state is LeaseState.FREE:
+            return 0.0
+        end = g.deadline + (self.timings.lock_delay if g.state is LeaseState.LIVE else 0.0)
+        return max(0.0, end - now, g.floor - now)
 
     def drop(self, job_id: str) -> None:
         self._grants.pop(job_id, None)
@@ -171,16 +183,16 @@ class HomeLeases:
                 # Nothing to print: no grant, no write.
                 return Decision(Effect.DENY_STALE, record, False)
             new = record.bump(lease_holder=holder, lease_token=next_token(record), lease_req=req)
-            g.state, g.deadline = nxt, now + t.ttl
+            g.state, g.deadline, g.floor = nxt, now + t.ttl, 0.0  # REGRANT: the holder let go
             return Decision(effect, new, True, g.deadline)
         if effect is Effect.EXTEND:
             g.state, g.deadline = nxt, now + t.ttl
             return Decision(effect, record, False, g.deadline)
         if effect is Effect.LOCK:
-            g.state, g.deadline = nxt, g.deadline + t.lock_delay
+            g.state, g.deadline = nxt, max(g.deadline + t.lock_delay, g.floor)
             return Decision(effect, record, False)
         if effect is Effect.FREE:
-            g.state, g.deadline = nxt, 0.0
+            g.state, g.deadline, g.floor = nxt, 0.0, 0.0
             return Decision(effect, record.bump(lease_holder=None), True)
         g.state = nxt
         return Decision(effect, record, False)

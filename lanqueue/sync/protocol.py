@@ -268,8 +268,9 @@ class LanNodeCore:
     def drain(self, targets: Sequence[str], now: float) -> list[Action]:
         """Graceful shutdown: hand every job this node is home of to `targets` (epoch + 1).
 
-        The lease (holder and token) moves with the record; the new home treats it as restored
-        (S6 window), since it cannot read this node's clock.
+        The lease (holder and token) moves with the record, with how long this node would still
+        have held the job; the new home holds it at least that long (scaled for clock rates) and
+        at least its own S6 window, since it cannot read this node's clock.
         """
         if not targets:
             raise LocalProtocolError("drain needs at least one live peer")
@@ -277,8 +278,9 @@ class LanNodeCore:
         mine = [r for r in self.records.values() if r.home == self.node_id and r.id in self.home and not r.tombstone]
         for i, rec in enumerate(sorted(mine, key=lambda r: r.id)):
             target = targets[i % len(targets)]
+            hold = self.home.hold_for(rec.id, now)
             self.home.drop(rec.id)
-            self._write(replace(rec, home=target, epoch=rec.epoch + 1, version=1), out)
+            self._write(replace(rec, home=target, epoch=rec.epoch + 1, version=1, handoff_hold=hold), out)
         return self._finish(out, now)
 
     def adopt(self, gone_home: str, now: float) -> list[Action]:

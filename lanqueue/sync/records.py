@@ -30,6 +30,7 @@ __all__ = [
     "apply_completion",
     "MAX_CONFLICTS",
     "MAX_HOLDERS_TRACKED",
+    "HANDOFF_RATE_SLACK",
 ]
 
 #: Conflicts kept per record (oldest dropped first): they are for users to see, not for counting.
@@ -39,6 +40,9 @@ MAX_HOLDERS_TRACKED = 256
 #: Tokens are `epoch << TOKEN_EPOCH_SHIFT | counter`, so every token of a later epoch is larger
 #: than every token an earlier home could still hand out (adopt while the old home is cut off).
 TOKEN_EPOCH_SHIFT = 32
+#: A duration measured on one node's monotonic clock, re-measured on another's: monotonic clock
+#: rates of healthy machines differ far less than 1.1/0.9 = 1.22, so 1.25 covers it.
+HANDOFF_RATE_SLACK = 1.25
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class JobRecord:
     conflicts: tuple[ConflictEntry, ...] = ()
     #: (epoch, version) of the record an adopter started from, to detect divergent old homes.
     adopted_from: tuple[int, int] | None = None
+    #: Drain: how long (seconds of the old home's clock) the old home would still have kept the
+    #: job from anyone else. The new home holds it for that times `HANDOFF_RATE_SLACK`.
+    handoff_hold: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
