@@ -46,3 +46,11 @@ def test_kill_mid_print_records_one_aborted_run(node_process, tmp_path):
     node.start()
     history = requests.get(node.url + CP + "/history/get", headers=H).json()
     assert [h["result"] for h in history] == ["aborted"]
+
+
+def test_resume_option_restarts_managing_after_a_restart(node_process):
+    node = node_process(["--resume"])
+    requests.post(node.url + CP + "/set_active", headers=H, data={"active": "True"})
+    node.kill()
+    node.start()
+    assert requests.get(node.url + CP + "/state/get", headers=H).json()["active"] is True

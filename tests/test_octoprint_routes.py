@@ -1,0 +1,109 @@
+"""OctoPrint's printer, job and connection routes against a node with its virtual printer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from conftest import CP
+
+
+async def wait_for(predicate, timeout=20.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := await predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def job_state(api):
+    return (await (await api.get("/api/job")).json())["state"]
+
+
+async def upload(api, name, body):
+    form = aiohttp.FormData()
+    form.add_field("file", body, filename=name)
+    r = await api.post("/api/files/local", data=form)
+    assert r.status == 201
+
+
+async def operational(api, node):
+    async def ready():
+        return node.printer.state.name == "OPERATIONAL"
+    await wait_for(ready)
+
+
+async def test_printer_state_and_commands(node_factory):
+    api, node = await node_factory()
+    await operational(api, node)
+    r = await api.get("/api/printer")
+    body = await r.json()
+    assert r.status == 200 and body["state"]["text"] == "Operational"
+    assert body["state"]["flags"]["ready"] is True and "tool0" in body["temperature"]
+    r = await api.post("/api/printer/command", json={"commands": ["M104 S200", "M140 S60"]})
+    assert r.status == 204
+
+    async def heating():
+        t = (await (await api.get("/api/printer")).json())["temperature"]
+        return t["tool0"]["target"] == 200 and t["bed"]["target"] == 60
+    await wait_for(heating)
+    assert (await api.post("/api/printer/command", json={"command": 5})).status == 400
+
+
+async def test_direct_print_pause_resume_cancel(node_factory):
+    api, node = await node_factory(virtual_speed=5.0)
+    await operational(api, node)
+    body = "\n".join(["G28"] + [f"G1 X{i % 100} Y{i % 90} F1200" for i in range(300)]) + "\n"
+    await upload(api, "direct.gcode", body.encode())
+    assert (await api.post("/api/job", json={"command": "cancel"})).status == 409  # nothing printing
+    r = await api.post("/api/files/local/direct.gcode", json={"command": "select", "print": True})
+    assert r.status == 204
+
+    async def printing():
+        return await job_state(api) == "Printing"
+    await wait_for(printing)
+    job = await (await api.get("/api/job")).json()
+    assert job["job"]["file"]["name"] == "direct.gcode" and job["progress"]["filepos"] is not None
+    assert (await api.post("/api/job", json={"command": "pause", "action": "resume"})).status == 409
+    assert (await api.post("/api/job", json={"command": "pause", "action": "pause"})).status == 204
+
+    async def paused():
+        return await job_state(api) == "Paused"
+    await wait_for(paused)
+    assert (await api.post("/api/job", json={"command": "pause", "action": "toggle"})).status == 204
+    await wait_for(printing)
+    assert (await api.post("/api/job", json={"command": "cancel"})).status == 204
+
+    async def stopped():
+        return await job_state(api) == "Operational"
+    await wait_for(stopped)
+    executed = node.printer.virtual.model.executed
+    assert "M104 S0" in executed  # the cancel script ran
+    # a direct print is not a queue print: no run in history
+    assert await (await api.get(CP + "/history/get")).json() == []
+
+
+async def test_direct_print_refused_while_managing(node_factory):
+    api, node = await node_factory()
+    await operational(api, node)
+    await upload(api, "a.gcode", b"G28\n")
+    await api.post(CP + "/set_active", data={"active": "true"})
+    r = await api.post("/api/files/local/a.gcode", json={"command": "select", "print": True})
+    assert r.status == 409 and "error" in await r.json()
+
+
+async def test_connection_disconnect_and_connect(node_factory):
+    api, node = await node_factory()
+    await operational(api, node)
+    info = await (await api.get("/api/connection")).json()
+    assert info["current"]["state"] == "Operational" and info["current"]["port"] == "virtual"
+    assert (await api.post("/api/connection", json={"command": "disconnect"})).status == 204
+
+    async def offline():
+        return (await api.get("/api/printer")).status == 409
+    await wait_for(offline)
+    assert (await api.post("/api/connection", json={"command": "connect"})).status == 204
+    await operational(api, node)
+    assert (await api.post("/api/connection", json={"command": "explode"})).status == 400
