@@ -182,8 +182,10 @@ async def test_metrics_format_and_values(node_factory):
         def has_queue(self, name):
             return False
 
-    node.lan = FakeLan()
-    m = parse_metrics(await (await client.get("/metrics")).text())
+    real_lan, node.lan = node.lan, FakeLan()
+    try:
+        m = parse_metrics(await (await client.get("/metrics")).text())
+    finally:
+        node.lan = real_lan
     assert m['lanqueue_lan_events_total{event="grants"}'] == 3
     assert m['lanqueue_lan_events_total{event="conflicts"}'] == 1
-    node.lan = None

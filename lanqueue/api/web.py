@@ -5,10 +5,10 @@ browser); `/lanqueue/events` needs the key like every other data route. EventSou
 headers, so the page passes the key as `?apikey=`, which the auth middleware accepts.
 
 Live updates are server-sent events. One `LiveHub` per app fans changes out to every open stream:
-it listens to the store (every committed write), to the printer service (state, temperatures,
-prints), and polls the driver's status and the print's progress once a second, emitting only on
+it listens to the store (every committed write), the LAN queues, peer discovery and the printer
+service (state, temperatures, prints), and polls the driver's status and the print's progress once a second, emitting only on
 change. Each stream coalesces what happened into at most one event per `MIN_INTERVAL`, with the
-kinds of change (`queues`, `driver`, `printer`) as data, so the page re-fetches only what moved.
+kinds of change (`queues`, `driver`, `printer`, `peers`) as data, so the page re-fetches only what moved.
 The hub attaches to the services while at least one stream is open and detaches after the last
 one; on shutdown it ends every stream so the server does not wait for them.
 """
@@ -149,6 +149,11 @@ class LiveHub:
             self._detach.append(node.store.add_listener(lambda: self._broadcast("queues")))
         if node.printer is not None:
             self._detach.append(node.printer.add_listener(lambda event: self._broadcast("printer")))
+        # LAN queues live in their own records, and peers come and go: both when present
+        if callable(getattr(node.lan, "add_listener", None)):
+            self._detach.append(node.lan.add_listener(lambda *_: self._broadcast("queues")))
+        if callable(getattr(node.discovery, "add_listener", None)):
+            self._detach.append(node.discovery.add_listener(lambda *_: self._broadcast("peers")))
         self._poller = asyncio.create_task(self._poll(), name="web-live-poll")
 
     def _release(self) -> None:

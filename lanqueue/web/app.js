@@ -178,6 +178,11 @@
       renderQueues();
       renderPeers();
       renderActions();
+      // for bench/web_bench.py: when the queues were first on the page
+      if (!performance.getEntriesByName("lanqueue-queues-rendered").length) {
+        performance.mark("lanqueue-queues-rendered");
+        requestAnimationFrame(() => setTimeout(() => performance.mark("lanqueue-queues-painted"), 0));
+      }
     } catch (err) {
       if (err.status !== 403) $("status-text").textContent = `Cannot reach the node: ${err.message}`;
     }
@@ -224,10 +229,19 @@
 
   function connectEvents() {
     if (events) events.close();
-    if (!window.EventSource) { setLive("off", "No live updates"); startFallback(); return; }
+    if (!window.EventSource) {
+      setLive("off", "No live updates");
+      refresh("state", "history", "printer", "peers");
+      startFallback();
+      return;
+    }
     const source = new EventSource(`/lanqueue/events?apikey=${encodeURIComponent(apiKey)}`);
     events = source;
+    // The first load waits for `hello` (the stream is subscribed, so nothing can slip between
+    // the load and the first event); a reconnect loads everything again for what it missed.
+    const firstLoad = setTimeout(() => refresh("state", "history", "printer", "peers"), 1500);
     source.addEventListener("hello", () => {
+      clearTimeout(firstLoad);
       setLive("on", "Live");
       stopFallback();
       refresh("state", "history", "printer", "peers");
@@ -240,6 +254,7 @@
         if (k === "queues") { want.add("state"); want.add("history"); }
         else if (k === "driver") { want.add("state"); want.add("history"); want.add("peers"); }
         else if (k === "printer") want.add("printer");
+        else if (k === "peers") { want.add("peers"); want.add("state"); }
       }
       refresh(...want);
     });
@@ -290,16 +305,27 @@
 
   const GONE = new Set(["GONE", "OFFLINE", "LOST", "DEAD", "UNREACHABLE"]);
 
+  /** Offline nodes whose LAN jobs wait for them: their homes, or holders of leases. */
   function gonePeers() {
-    const out = [];
+    const out = new Map();
+    const add = (id, name, queue, n) => {
+      const entry = out.get(id) || { id, name: name || id, queues: new Set(), jobs: 0 };
+      entry.queues.add(queue);
+      entry.jobs += n;
+      out.set(id, entry);
+    };
     for (const q of view.state?.queues || []) {
+      for (const j of q.jobs) {
+        if (j.home && j.home_online === false && j.remaining > 0) add(j.home, j.home_name, q.name, 1);
+      }
       if (!q.peers || Array.isArray(q.peers)) continue;
       for (const [id, p] of Object.entries(q.peers)) {
-        const gone = p.gone === true || p.alive === false || GONE.has(String(p.status || "").toUpperCase());
-        if (gone) out.push({ queue: q.name, id, name: p.name || id, held: (p.acquired || []).length });
+        const gone = p.gone === true || p.online === false || GONE.has(String(p.status || "").toUpperCase());
+        const held = (p.acquired || []).length;
+        if (gone && held) add(id, p.name, q.name, held);
       }
     }
-    return out;
+    return Array.from(out.values());
   }
 
   function renderActions() {
@@ -319,8 +345,8 @@
         <button type="button" data-action="reconnect">Reconnect</button></span></li>`);
     }
     for (const p of gonePeers()) {
-      items.push(`<li data-kind="gone"><span>${esc(p.name)} is gone from ${esc(p.queue)}${p.held ? `, holding ${p.held} job(s)` : ""}.</span>
-        <span class="buttons"><button type="button" data-action="adopt" data-queue="${esc(p.queue)}" data-peer="${esc(p.id)}">Adopt its jobs</button></span></li>`);
+      items.push(`<li data-kind="gone"><span>${esc(p.name)} is offline; ${p.jobs} job(s) of ${esc(Array.from(p.queues).join(", "))} wait for it.</span>
+        <span class="buttons"><button type="button" data-action="adopt" data-node="${esc(p.id)}">Adopt its jobs</button></span></li>`);
     }
     let conflicted = 0;
     for (const q of s.queues) for (const j of q.jobs) if (Array.isArray(j.conflicts) && j.conflicts.length) conflicted++;
@@ -342,7 +368,7 @@
     else if (a === "adopt") {
       await act("Adopt", async () => {
         try {
-          return await api("POST", "/lanqueue/lan/adopt", { form: { queue: button.dataset.queue, peer: button.dataset.peer } });
+          return await api("POST", "/lanqueue/lan/adopt", { form: { node: button.dataset.node } });
         } catch (err) {
           if (err.status === 404) throw new ApiError(404, "this node cannot adopt jobs yet (no LAN adoption route)");
           throw err;
@@ -355,6 +381,30 @@
 
   // --- queues ----------------------------------------------------------------------------------
 
+  /** A node's name from its id, as far as this page knows it. */
+  function nodeName(id) {
+    if (view.nodePeers && id === view.nodePeers.node_id) return "this node";
+    for (const q of view.state?.queues || []) {
+      if (q.peers && !Array.isArray(q.peers) && q.peers[id] && q.peers[id].name) return q.peers[id].name;
+    }
+    const p = peerList(view.nodePeers).find((x) => x.node_id === id);
+    return (p && p.name) || String(id).slice(0, 8);
+  }
+
+  const CONFLICT_TEXT = {
+    stale_token: "a print was reported under a lease that had expired",
+    over_completion: "a print was reported when nothing was left to count",
+    deleted: "a print was reported after the job was deleted",
+    diverged: "its old home accepted work after another node adopted the job",
+  };
+
+  function conflictText(c) {
+    if (typeof c === "string") return c;
+    if (!c || typeof c !== "object") return String(c);
+    const what = CONFLICT_TEXT[c.kind] || c.kind || "conflict";
+    return `${what}${c.holder ? ` (by ${nodeName(c.holder)})` : ""}${c.detail ? `: ${c.detail}` : ""}`;
+  }
+
   function jobRow(job, queue, activeSet, queueNames) {
     const done = job.remaining <= 0;
     const runsDone = job.count - job.remaining;
@@ -363,9 +413,9 @@
     if (job.draft) badges.push('<span class="badge">draft</span>');
     if (done) badges.push('<span class="badge ok">done</span>');
     if (isActive) badges.push(done ? '<span class="badge">current</span>' : '<span class="badge ok">printing</span>');
-    if (job.acquired_by_) badges.push(`<span class="badge warn" title="held by">${esc(job.acquired_by_)}</span>`);
+    if (job.acquired_by_ && !isActive) badges.push(`<span class="badge warn" title="printing it">on ${esc(nodeName(job.acquired_by_))}</span>`);
     else if (job.acquired && !isActive) badges.push('<span class="badge warn">acquired</span>');
-    if (job.peer_) badges.push(`<span class="badge" title="submitted by">from ${esc(job.peer_)}</span>`);
+    if (job.home_name || job.peer_) badges.push(`<span class="badge" title="its home node">home: ${esc(job.home_name || nodeName(job.peer_))}</span>`);
     if (Array.isArray(job.conflicts) && job.conflicts.length) badges.push(`<span class="badge bad">${job.conflicts.length} conflict(s)</span>`);
     const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}">
         <span class="path">${esc(s.path)}</span>
@@ -376,8 +426,9 @@
         ${s.profiles && s.profiles.length ? `<span class="badge">${esc(s.profiles.join(", "))}</span>` : ""}
       </li>`).join("");
     const conflicts = Array.isArray(job.conflicts) && job.conflicts.length
-      ? `<div class="conflicts"><strong>Conflicting edits</strong><ul>${job.conflicts.map((c) =>
-        `<li>${esc(typeof c === "string" ? c : JSON.stringify(c))}</li>`).join("")}</ul></div>` : "";
+      ? `<div class="conflicts"><strong>Reports the queue could not count</strong><ul>${job.conflicts.map((c) =>
+        `<li>${esc(conflictText(c))}</li>`).join("")}</ul></div>` : "";
+    const waiting = job.waiting_reason ? `<div class="note">${esc(job.waiting_reason)}</div>` : "";
     const moves = queueNames.filter((n) => n !== queue).map((n) => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
     const classes = ["job", job.draft ? "draft" : "", done ? "done" : "", isActive ? "active" : ""].filter(Boolean).join(" ");
     return `<li class="${classes}" draggable="true" data-key="${esc(keyOf(queue, job.id))}" data-queue="${esc(queue)}" data-id="${esc(job.id)}">
@@ -387,7 +438,7 @@
         <div class="job-progress"><progress max="${Math.max(1, job.count)}" value="${Math.max(0, runsDone)}"></progress>
           <span class="job-runs">${done ? "all runs done" : `run ${runsDone + 1} of ${job.count}`}</span></div>
         <ul class="sets">${sets}</ul>
-        ${conflicts}
+        ${waiting}${conflicts}
       </div>
       <div class="job-actions">
         <label>runs <input type="number" class="job-count" min="0" max="100000" value="${esc(job.count)}" aria-label="Runs of ${esc(job.name)}"></label>
@@ -716,10 +767,23 @@
     }
     const nodes = peerList(view.nodePeers);
     if (nodes.length) {
-      const rows = nodes.map((p) => `<tr><td>${esc(p.name || p.id || p.node_id || "?")}</td>
-        <td>${esc(p.status || p.state || (p.alive === false ? "gone" : p.alive ? "alive" : ""))}</td>
-        <td>${esc(currentJobText(p))}</td><td class="muted">${esc(p.addr || p.address || p.url || "")}</td></tr>`).join("");
+      const rows = nodes.map((p) => {
+        const status = String(p.status || p.state || "");
+        const online = status.toLowerCase() === "online";
+        const printer = p.printer_status ? ` · ${p.printer_status}` : "";
+        const where = p.address ? `${p.address}${p.port ? `:${p.port}` : ""}` : (p.base_url || p.addr || "");
+        return `<tr data-node="${esc(p.node_id || p.id || "")}"><td>${esc(p.name || p.node_id || p.id || "?")}</td>
+          <td><span class="badge ${online ? "ok" : "bad"}">${esc(status || "?")}</span>${esc(printer)}</td>
+          <td>${esc(currentJobText(p)) || '<span class="muted">–</span>'}</td><td class="muted">${esc(where)}</td></tr>`;
+      }).join("");
       blocks.push(`<h3>Nodes on the LAN</h3><table><thead><tr><th>Node</th><th>State</th><th>Current job</th><th>Address</th></tr></thead><tbody>${rows}</tbody></table>`);
+    }
+    if (view.nodePeers && view.nodePeers.name) {
+      const label = `${view.nodePeers.name} · ${location.host}`;
+      if ($("node-host").textContent !== label) {
+        $("node-host").textContent = label;
+        document.title = `lanqueue · ${view.nodePeers.name}`;
+      }
     }
     const html = blocks.length ? blocks.join("") : '<p class="muted">No LAN queues on this node.</p>';
     const el = $("peers");
@@ -744,7 +808,6 @@
   function start() {
     $("node-host").textContent = location.host;
     document.title = `lanqueue · ${location.host}`;
-    refresh("state", "history", "printer", "peers");
     connectEvents();
   }
 
