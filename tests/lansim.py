@@ -38,7 +38,6 @@ from lanqueue.sync.messages import (
     Event,
     GrantEnded,
     GrantLive,
-    Message,
     Persist,
     Send,
 )
