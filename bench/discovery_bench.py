@@ -54,11 +54,17 @@ def peers(control: str) -> list[dict[str, Any]]:
     conn = _UnixHTTP(control)
     try:
         conn.request("GET", "/peers")
-        return json.loads(conn.getresponse().read())["peers"]
+        found: list[dict[str, Any]] = json.loads(conn.getresponse().read())["peers"]
+        return found
     except OSError:
         return []
     finally:
         conn.close()
+
+
+def _pump(stream: Any, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
 
 
 def lo_counters(pid: int) -> tuple[int, int]:
@@ -108,7 +114,7 @@ def scenario(nodes: int, per_proc: int, interval: float, settle: float, window: 
         lines: queue.Queue[str] = queue.Queue()
         for proc in procs:
             # a thread per pipe: one process prints several READY lines at once
-            threading.Thread(target=lambda f=proc.stdout: [lines.put(x) for x in f], daemon=True).start()
+            threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + 120
         while len(ids) < nodes and time.monotonic() < deadline:
             try:

@@ -268,3 +268,12 @@ def test_events_agree_with_status_and_table_stays_bounded(ops):
                 assert e.old != e.peer.info
         if op == "ok" and before is not None and not before.online and t.get(node) is not None:
             assert t.get(node).online
+
+
+def test_static_peer_behind_a_port_mapping_is_reached_where_it_answered():
+    t = table()
+    t.add_static("192.168.1.9", 8080)  # container publishes its 5000 as 8080
+    t.heartbeat_ok("", info("s", port=5000, addr=None), 1.0, address="192.168.1.9", port=8080)
+    assert [(x.host, x.port, x.node_id) for x in t.targets()] == [("192.168.1.9", 8080, "s")]
+    peer = t.get("s")
+    assert peer.base_url == "http://192.168.1.9:8080" and peer.info.api_port == 5000

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -74,8 +75,14 @@ async def make_node():
         stack.push_async_callback(service.async_close)
         return node
 
+    threads_before = threading.active_count()
     yield make
     await stack.aclose()
+    # guard: closing every service leaves no task or thread of ours behind
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert leftover == [], leftover
+    assert threading.active_count() <= threads_before
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 8.0) -> float:

@@ -196,6 +196,8 @@ class Peer:
     static: bool
     address: str | None
     """The address that last answered a heartbeat (else the first advertised one)."""
+    port: int
+    """The port that last answered (differs from `info.api_port` behind a port mapping)."""
     first_seen: float
     last_seen: float
     """Monotonic time of the last sign of life (heartbeat answer, or mDNS announcement)."""
@@ -218,7 +220,7 @@ class Peer:
         if self.address is None:
             return None
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.info.api_port}"
+        return f"http://{host}:{self.port}"
 
     def to_dict(self, now: float, wall_now: float | None = None) -> dict[str, Any]:
         """JSON-able form for the API. `last_seen_age` is in seconds; `last_seen` is a Unix
@@ -229,7 +231,8 @@ class Peer:
             "name": self.info.name,
             "addresses": list(self.info.addresses),
             "address": self.address,
-            "port": self.info.api_port,
+            "port": self.port,
+            "api_port": self.info.api_port,
             "base_url": self.base_url,
             "profile": self.info.profile,
             "queues": list(self.info.queues),
@@ -292,6 +295,7 @@ class _Entry:
     status: PeerStatus
     static: bool
     address: str | None
+    port: int
     first_seen: float
     last_seen: float
     missed: int = 0
@@ -371,8 +375,8 @@ class PeerTable:
         covered: set[tuple[str, int]] = set()
         for e in self._peers.values():
             if e.address is not None:
-                out.append(HeartbeatTarget(e.address, e.info.api_port, e.info.node_id))
-                covered.add((e.address, e.info.api_port))
+                out.append(HeartbeatTarget(e.address, e.port, e.info.node_id))
+                covered.add((e.address, e.port))
         for (host, port), node_id in self._static.items():
             if (host, port) not in covered:
                 out.append(HeartbeatTarget(host, port, None))
@@ -409,6 +413,7 @@ class PeerTable:
         if entry is None:
             return self._add(info, now, static=False, address=_first(info.addresses))
         events = self._update_info(entry, info)
+        entry.port = info.api_port  # a restarted peer may listen elsewhere now
         if entry.address not in entry.info.addresses and entry.info.addresses:
             entry.address = entry.info.addresses[0]
         if entry.status is PeerStatus.ONLINE:
@@ -449,7 +454,7 @@ class PeerTable:
         entry = self._peers.get(info.node_id)
         if entry is None:
             merged = replace(info, addresses=(address,))
-            events += self._add(merged, now, static=is_static, address=address)
+            events += self._add(merged, now, static=is_static, address=address, port=static_key[1])
             entry = self._peers.get(info.node_id)
             if entry is None:
                 return events
@@ -460,6 +465,7 @@ class PeerTable:
             events += self._update_info(entry, replace(info, addresses=addresses))
             entry.static = entry.static or is_static
         entry.address = address
+        entry.port = static_key[1]
         entry.missed = 0
         entry.last_seen = max(entry.last_seen, now)
         if remote_status is not None:
@@ -512,6 +518,7 @@ class PeerTable:
             trusted=e.info.protocol == self.protocol_version,
             static=e.static,
             address=e.address,
+            port=e.port,
             first_seen=e.first_seen,
             last_seen=e.last_seen,
             missed=e.missed,
@@ -520,7 +527,13 @@ class PeerTable:
         )
 
     def _add(
-        self, info: PeerInfo, now: float, *, static: bool, address: str | None
+        self,
+        info: PeerInfo,
+        now: float,
+        *,
+        static: bool,
+        address: str | None,
+        port: int | None = None,
     ) -> list[PeerEvent]:
         events: list[PeerEvent] = []
         if len(self._peers) >= self.max_peers:
@@ -535,6 +548,7 @@ class PeerTable:
             status=PeerStatus.ONLINE,
             static=static,
             address=address,
+            port=info.api_port if port is None else port,
             first_seen=now,
             last_seen=now,
         )

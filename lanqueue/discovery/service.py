@@ -57,6 +57,8 @@ class DiscoveryService:
         forget_after: float = 3600.0,
         max_peers: int = 256,
     ) -> None:
+        if not 0 < api_port < 65536:
+            raise ValueError(f"api_port must be the port the API is bound to, got {api_port}")
         self._own = PeerInfo(
             node_id=node_id,
             name=name,
