@@ -233,3 +233,54 @@ def test_key_is_asked_once_and_kept(node_process, browser_page):
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "08-phone")
     assert errors == [], errors
+
+
+def test_lan_queue_peers_move_and_adopt(node_process, tmp_path, browser_page):
+    """Two nodes sharing the LAN queue `farm`; the page of node B shows the queue and its peer,
+    moves a local job into the LAN queue, and adopts node A's jobs after A is switched off."""
+    from lan_helpers import cluster_ports, lan_args, lan_jobs, peers_online, post, upload, wait
+
+    page, errors = browser_page
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    a_id = requests.get(a.url + "/lanqueue/peers", headers=H, timeout=5).json()["node_id"]
+
+    page.goto(f"{b.url}/?apikey={API_KEY}")
+    expect(page.locator("#live")).to_have_attribute("data-state", "on", timeout=10_000)
+    farm = page.locator('section.queue[data-queue="farm"]')
+    expect(farm).to_be_visible(timeout=10_000)
+    expect(page.locator(f'#peers tr[data-node="{a_id}"]')).to_contain_text("online", timeout=10_000)
+
+    # a local job moved into the LAN queue with the row's "Move to" picker
+    page.set_input_files("#add-file", str(gcode_file(tmp_path / "shared.gcode", moves=4)))
+    page.fill("#add-name", "Shared")
+    page.check("#add-draft")
+    page.click("#add-submit")
+    expect(row(page, "Shared")).to_have_count(1, timeout=10_000)
+    row(page, "Shared").locator("select.job-move").select_option("farm")
+    expect(farm.locator("li.job")).to_have_count(1, timeout=10_000)
+    expect(farm.locator('input.job-name[value="Shared"]')).to_have_count(1)
+    wait(lambda: any(j["name"] == "Shared" for j in lan_jobs(a)), what="moved job replicated to a")
+
+    # a job submitted on node A shows up on B's page
+    upload(a, "from_a.gcode", gcode_file(tmp_path / "from_a.gcode", moves=4).read_bytes())
+    post(a, CP + "/set/add", data={"path": "from_a.gcode", "queue": "farm", "jobName": "FromA", "jobDraft": "false"})
+    expect(farm.locator("li.job")).to_have_count(2, timeout=10_000)
+    expect(row(page, "FromA")).to_contain_text("home:")
+    shot(page, "09-lan")
+
+    # A is switched off: its job waits, the page says so and offers adoption
+    a.kill()
+    adopt = page.locator('#needs-action button[data-action="adopt"]')
+    expect(adopt).to_be_visible(timeout=60_000)
+    expect(page.locator("#needs-action")).to_contain_text("offline")
+    expect(row(page, "FromA")).to_contain_text("waiting for its home")
+    shot(page, "10-adopt")
+    adopt.click()
+    expect(page.locator(".toast").last).to_contain_text("adopted", timeout=10_000)
+    expect(adopt).to_have_count(0, timeout=20_000)
+    job = next(j for j in lan_jobs(b) if j["name"] == "FromA")
+    assert job["home"] != a_id and job["home_online"]
+    assert errors == [], errors

@@ -474,7 +474,9 @@
       const section = queueSection(q);
       if (container.children[i] !== section) container.insertBefore(section, container.children[i] || null);
       const pending = q.jobs.filter((j) => !j.draft && j.remaining > 0).length;
-      const meta = `${q.jobs.length} job(s), ${pending} to print · ${q.strategy}${q.addr ? ` · ${q.addr}` : ""}`;
+      const peers = q.peers && !Array.isArray(q.peers) ? Object.values(q.peers) : null;
+      const online = peers ? peers.filter((p) => p.online !== false && String(p.status).toUpperCase() !== "OFFLINE").length : 0;
+      const meta = `${q.jobs.length} job(s), ${pending} to print · ${q.strategy}${peers ? ` · ${online} of ${peers.length} peer(s) online` : ""}`;
       const metaEl = section.querySelector(".meta");
       if (metaEl.textContent !== meta) metaEl.textContent = meta;
       const list = section.querySelector("ol.jobs");
