@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import BadRequest, LanqueueError, NotFound, PayloadTooLarge
+from .errors import BadRequest, Conflict, LanqueueError, NotFound, PayloadTooLarge
 
-__all__ = ["FileStore", "StoredFile", "UnsupportedFileType", "sanitize_path", "ALLOWED_SUFFIXES"]
+__all__ = ["FileStore", "StoredFile", "StagedFile", "UnsupportedFileType", "sanitize_path", "ALLOWED_SUFFIXES"]
 
 ALLOWED_SUFFIXES = (".gcode", ".gco", ".g", ".gjob")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-+()]")
@@ -67,6 +67,16 @@ def sanitize_path(raw: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """An upload written and synced to the store's temporary folder, not yet in place."""
+
+    path: str
+    size: int
+    sha256: str
+    tmp: Path
+
+
 class FileStore:
     """Files on disk under `root`; the caller records (path, digest, size) in the Store."""
 
@@ -99,12 +109,44 @@ class FileStore:
 
     async def save(self, path: str, chunks: AsyncIterator[bytes]) -> StoredFile:
         """Stream `chunks` into the store at `path`; PayloadTooLarge past the size limit."""
+        return self.commit(await self.stage(path, chunks))
+
+    def commit(self, staged: StagedFile) -> StoredFile:
+        """Move a staged file into place (atomic rename); it replaces a file of the same path."""
+        target = self.location(staged.path)
+        try:
+            self._check_target(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged.tmp, target)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):  # raced a folder/file
+                raise Conflict(f"{staged.path!r} clashes with a file or folder of the same name") from None
+        finally:
+            staged.tmp.unlink(missing_ok=True)
+        return StoredFile(staged.path, staged.size, staged.sha256)
+
+    def _check_target(self, target: Path) -> None:
+        """A file cannot be stored where a folder is, nor below a file."""
+        if target.is_dir():
+            raise Conflict(f"{target.relative_to(self.root.resolve())} is a folder")
+        for parent in target.parents:
+            if parent == self.root.resolve():
+                break
+            if parent.exists() and not parent.is_dir():
+                raise Conflict(f"{parent.relative_to(self.root.resolve())} is a file, not a folder")
+
+    def discard(self, staged: StagedFile) -> None:
+        staged.tmp.unlink(missing_ok=True)
+
+    async def stage(self, path: str, chunks: AsyncIterator[bytes]) -> StagedFile:
+        """Stream `chunks` to a synced temporary file, not yet visible in the store: a request
+        that turns out bad after its file part can still `discard` it and change nothing."""
         safe = sanitize_path(path)
         if not safe.lower().endswith(ALLOWED_SUFFIXES):
             raise UnsupportedFileType(
                 f"only {', '.join(ALLOWED_SUFFIXES)} files are accepted, not {safe!r}"
             )
-        target = self.location(safe)
+        self._check_target(self.location(safe))  # before any byte is written
         tmp = self._tmp / secrets.token_hex(8)
         digest = hashlib.sha256()
         size = 0
@@ -119,11 +161,10 @@ class FileStore:
                     digest.update(chunk)
                     out.write(chunk)
                 await asyncio.get_running_loop().run_in_executor(None, _flush_and_sync, out)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
-        return StoredFile(safe, size, digest.hexdigest())
+            raise
+        return StagedFile(safe, size, digest.hexdigest(), tmp)
 
     def delete(self, path: str) -> str:
         full = self.resolve(path)

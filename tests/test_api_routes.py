@@ -427,6 +427,30 @@ async def test_upload_refusals_leave_nothing(node_factory):
     assert await local_jobs(api) == []
 
 
+async def test_upload_refused_after_its_file_part_leaves_nothing(node_factory):
+    api, node = await node_factory()
+    two = aiohttp.FormData()
+    two.add_field("file", GCODE, filename="one.gcode")
+    two.add_field("file", GCODE, filename="two.gcode")
+    await err(await api.post("/api/files/local", data=two), 400)
+    long_field = aiohttp.FormData()
+    long_field.add_field("file", GCODE, filename="one.gcode")
+    long_field.add_field("select", "x" * 10_000)
+    await err(await api.post("/api/files/local", data=long_field), 400)
+    # a control character in a part's headers: aiohttp refuses the header; a 400, not a 500
+    raw = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\x1f.gcode\"\r\n\r\nG28\r\n--b--\r\n")
+    await err(await api.post("/api/files/local", data=raw, headers={"Content-Type": "multipart/form-data; boundary=b"}), 400)
+    assert (await ok_json(await api.get("/api/files")))["files"] == []
+    assert [p for p in node.files.root.rglob("*") if p.is_file()] == []
+    # a file where a folder is wanted, and a folder where a file is wanted: 409, nothing written
+    assert (await upload(api, "a.gcode")).status == 201
+    assert (await upload(api, "b.gcode", path="dir.gcode")).status == 201
+    await err(await upload(api, "x.gcode", path="a.gcode"), 409)
+    await err(await upload(api, "dir.gcode"), 409)
+    listing = (await ok_json(await api.get("/api/files")))["files"]
+    assert sorted(f["path"] for f in listing) == ["a.gcode", "dir.gcode/b.gcode"]
+
+
 async def test_file_get_delete_and_missing_flag(api):
     assert (await upload(api, "a.gcode")).status == 201
     added = await add_set(api, "a.gcode")

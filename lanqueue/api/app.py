@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import LanqueueError
 from .keys import NODE
@@ -53,6 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         reason = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
         return _error(e.status, reason)
+    except HttpProcessingError as e:  # a malformed body part (multipart headers, encodings)
+        status = e.code if 400 <= e.code < 500 else 400
+        return _error(status, f"malformed request body: {e.message}"[:300])
     except (ConnectionResetError, TimeoutError):
         raise
     except Exception:

@@ -16,13 +16,14 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, web
 
 from ..errors import BadRequest, Conflict
-from ..files import StoredFile, sanitize_path
+from ..files import StagedFile, sanitize_path
 from .app import json_response
 from .keys import NODE
 
 __all__ = ["routes", "file_entry"]
 
 routes = web.RouteTableDef()
+MAX_FIELD = 4096  # bytes of one non-file form field of an upload
 
 
 def file_entry(request: web.Request, path: str, size: int | None, sha256: str | None, date: float | None) -> dict[str, Any]:
@@ -65,28 +66,35 @@ async def upload(request: web.Request) -> web.Response:
     except (ValueError, AssertionError, KeyError):
         raise BadRequest("malformed multipart body") from None
     fields: dict[str, str] = {}
-    stored: StoredFile | None = None
-    try:
+    staged: StagedFile | None = None
+    try:  # the file is staged, and only put in place once the whole body proved good
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("nested multipart bodies are not accepted")
             if part.name == "file":
-                if stored is not None:
+                if staged is not None:
                     raise BadRequest("one file per upload")
                 # aiohttp and some other clients percent-encode the name in Content-Disposition
                 filename = unquote(part.filename or fields.get("filename") or "")
                 folder = fields.get("path", "").strip("/")
                 target = sanitize_path(f"{folder}/{filename}" if folder else filename)
-                stored = await node.files.save(target, _chunks(part))
+                staged = await node.files.stage(target, _chunks(part))
             elif part.name:
-                value = await part.read(decode=True)
-                if len(value) > 4096:
-                    raise BadRequest(f"form field {part.name!r} too long")
-                fields[part.name] = value.decode("utf-8", "replace")
-    except ValueError as e:  # malformed multipart framing
-        raise BadRequest(f"malformed multipart body: {e}") from None
-    if stored is None:
-        raise BadRequest("no file in the upload (field 'file')")
+                value = bytearray()
+                while chunk := await part.read_chunk(MAX_FIELD):
+                    value += chunk
+                    if len(value) > MAX_FIELD:
+                        raise BadRequest(f"form field {part.name!r} too long")
+                fields[part.name] = part.decode(bytes(value)).decode("utf-8", "replace")
+        if staged is None:
+            raise BadRequest("no file in the upload (field 'file')")
+    except BaseException as e:
+        if staged is not None:
+            node.files.discard(staged)
+        if isinstance(e, ValueError):  # malformed multipart framing
+            raise BadRequest(f"malformed multipart body: {e}") from None
+        raise
+    stored = node.files.commit(staged)
     await node.store.record_file(stored.path, stored.sha256, stored.size)
     queued = None
     if _flag(fields.get("print")):

@@ -541,7 +541,7 @@ describe(
 describe(
     "post", CP + "/job/import", "Create a draft job from a .gjob in the file store", tag=T_CPI,
     body=form({"queue": text("Queue (only local)", max_length=100), "path": text("Path of the .gjob", max_length=255)}, ("path",)),
-    responses=ok(_ref("Job")), errors=("400", "404", "413"),
+    responses=ok(_ref("Job")), errors=("400", "404", "409", "413", "415"),
 )
 describe("get", CP + "/history/get", "The newest 100 runs, newest first", tag=T_CPI,
          responses=ok({"type": "array", "items": _ref("Run")}), errors=(), mutates=False)
@@ -606,7 +606,7 @@ describe(
     },
     responses=ok(_ref("UploadResult"), "Stored", "201",
                  headers={"Location": {"schema": {"type": "string"}, "description": "URL of the file's resource"}}),
-    errors=("400", "413", "415"),
+    errors=("400", "409", "413", "415"),
 )
 describe("get", "/api/files", "Every stored file", tag=T_FILES, responses=ok(_ref("FileList")), errors=(), mutates=False)
 describe("get", "/api/files/local", "Every stored file", tag=T_FILES, responses=ok(_ref("FileList")), errors=(), mutates=False)
@@ -672,6 +672,36 @@ describe("get", "/lanqueue/events", "Live updates (server-sent events)", tag=T_N
          description="Event `hello` on connect, then `change` events with data `{\"kinds\": [...]}` "
          "(queues, driver, printer). EventSource cannot send headers: pass the key as ?apikey=.",
          responses=ok_content("text/event-stream", "An endless event stream"))
+
+describe("get", "/lanqueue/peers", "This node and the peers it knows", tag=T_NODE, errors=(), mutates=False,
+         responses=ok({"type": "object", "required": ["node_id", "name", "peers"],
+                       "properties": {"node_id": _str, "name": _str, "peers": {"type": "array", "items": {"type": "object"}}}}))
+describe("post", "/lanqueue/lan/drain", "Hand this node's LAN jobs over to other nodes before it goes away", tag=T_NODE,
+         responses=ok({"type": "object", "properties": {"moved": {"description": "what was handed over"}}}), errors=("400", "409", "503"))
+describe("post", "/lanqueue/lan/adopt", "Take over the LAN jobs homed on a node that is gone for good", tag=T_NODE,
+         body=form({"node": text("Id or name of the node that is gone", max_length=200)}, ("node",)),
+         responses=ok({"type": "object", "properties": {"adopted": {"description": "what was adopted"}}}),
+         errors=("400", "404", "409", "503"))
+
+# --- node to node (no API key: every request is signed with the LAN queue's secret) -------------
+
+_PEER = ("Node-to-node protocol (design/lan-protocol.md). No API key: requests and answers are "
+         "signed with the LAN queue's shared secret; an unsigned or badly signed request is a 403.")
+describe("get", "/lanqueue/peer/v1/hello", "Who this node is (discovery heartbeat)", tag="peer", public=True, errors=(),
+         mutates=False, description="Unsigned: names and addresses only.", responses=ok({"type": "object"}))
+describe("post", "/lanqueue/peer/v1/message", "One LAN protocol message; the answer lists the replies", tag="peer",
+         public=True, errors=("400", "403", "413", "503"), description=_PEER,
+         body=json_body({"type": "object", "description": "an encoded protocol message"}),
+         responses=ok({"oneOf": [{"type": "array", "items": {"type": "object"}}, _ref("Error")]}))
+describe("post", "/lanqueue/peer/v1/edit", "Ask a job's home node to change the job", tag="peer", public=True,
+         errors=("400", "403", "413", "503"), description=_PEER,
+         body=json_body({"type": "object", "required": ["job_id"],
+                         "properties": {"op": _str, "job_id": _str, "fields": {"type": "object"}}}),
+         responses=ok({"type": "object", "properties": {"record": {"type": "object"}, "error": _str}}))
+describe("get", "/lanqueue/peer/v1/files/{digest}", "A file by its sha256, for a peer that prints it", tag="peer",
+         public=True, errors=("403", "404", "503"), description=_PEER, mutates=False,
+         parameters=[{"name": "digest", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+         responses=ok_content("application/octet-stream", "The file's bytes"))
 
 # --- the web page (public: the page asks for the key itself) ------------------------------------
 
