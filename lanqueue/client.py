@@ -62,15 +62,11 @@ class NodeClient:
         return await self.request("POST", "/api/files/local", data=mp)
 
     async def add(self, file_path: str, count: int, queue: str, job: str | None) -> dict[str, Any]:
-        form = {"path": file_path, "count": "1", "jobDraft": "false", "queue": queue}
+        """Queue an uploaded file as a new, ready job printing `count` copies."""
+        form = {"path": file_path, "count": str(count), "jobDraft": "false", "queue": queue}
         if job:
             form["jobName"] = job
-        added = await self.request("POST", CP + "/set/add", data=form)
-        if count != 1 and queue == "local":
-            await self.request("POST", CP + "/job/edit", data={"json": json.dumps({"id": added["job_id"], "count": count, "remaining": count})})
-        elif count != 1:
-            await self.request("POST", CP + "/job/edit", data={"json": json.dumps({"queue": queue, "id": added["job_id"], "count": count, "remaining": count})})
-        return added
+        return await self.request("POST", CP + "/set/add", data=form)
 
 
 async def run(command: str, url: str, key: str, args: argparse.Namespace) -> int:
