@@ -196,7 +196,10 @@ def test_three_processes_on_loopback(nodes, workdir):
 
     b.signal(signal.SIGTERM)
     took = wait_for(lambda: a.status_of(b) == "offline", 2.5, "SIGTERM seen")
-    print(f"SIGTERM -> offline in {took:.2f} s, reason {a.peers()[b.id]['offline_reason']}")
+    print(f"SIGTERM -> offline in {took:.2f} s")
+    time.sleep(3 * INTERVAL)  # and it stays so (no flap while b's HTTP was still up)
+    assert a.peers()[b.id]["status"] == "offline"
+    assert a.peers()[b.id]["offline_reason"] == "goodbye"
 
 
 def test_sigterm_says_goodbye(nodes, workdir):

@@ -142,6 +142,17 @@ async def test_clean_close_is_seen_as_goodbye_at_once(make_node):
     assert b.peer(a.id)["offline_reason"] == "goodbye"
 
 
+async def test_no_flap_back_online_while_a_closing_node_still_serves_http(make_node):
+    a = await make_node()
+    b = await make_node()
+    await until(lambda: online(b, a))
+    await a.service.async_close()  # its HTTP server keeps running: hello must answer 503
+    await until(lambda: offline(b, a), 2.0)
+    await asyncio.sleep(5 * INTERVAL)
+    assert offline(b, a) and b.peer(a.id)["offline_reason"] == "goodbye"
+    assert not any(isinstance(e, PeerOnline) and e.peer.node_id == a.id for e in b.events)
+
+
 async def test_stopped_http_goes_offline_then_online(make_node):
     a = await make_node()
     b = await make_node()

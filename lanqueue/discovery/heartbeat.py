@@ -45,6 +45,9 @@ MAX_HELLO_BYTES = 16 * 1024
 class HelloSource(Protocol):
     """What the hello route needs from the node (DiscoveryService implements it)."""
 
+    @property
+    def leaving(self) -> bool: ...
+
     def hello(self) -> dict[str, Any]: ...
 
     def observe_contact(self, node_id: str, host: str, port: int) -> None: ...
@@ -59,6 +62,10 @@ routes = web.RouteTableDef()
 async def hello_handler(request: web.Request) -> web.Response:
     """Answer who this node is; note who asked, so one-sided static configuration works."""
     source = request.app[HELLO_SOURCE]
+    if source.leaving:
+        # Between our mDNS goodbye and the server stopping, answering would make peers
+        # take us back online for a moment.
+        return web.json_response({"error": "node is shutting down"}, status=503)
     caller = request.headers.get(NODE_HEADER)
     port = request.headers.get(PORT_HEADER, "")
     if caller and port.isdigit() and request.remote:

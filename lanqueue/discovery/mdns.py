@@ -160,6 +160,7 @@ class MdnsAdapter:
     ) -> None:
         if self._closed:
             return
+        log.debug("mDNS %s %s", state_change.name, name)
         if state_change is ServiceStateChange.Removed:
             node_id = node_id_from_instance(name)
             if node_id is not None:

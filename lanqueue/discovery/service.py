@@ -127,7 +127,7 @@ class DiscoveryService:
         """Unregister from mDNS (awaited, so peers see us go), stop heartbeats. Idempotent."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = True  # also makes the hello route answer 503 from now on
         if self._mdns is not None:
             await self._mdns.async_close()
         if self._task is not None:
@@ -201,6 +201,10 @@ class DiscoveryService:
         return unsubscribe
 
     # -- HelloSource --
+
+    @property
+    def leaving(self) -> bool:
+        return self._closed
 
     def hello(self) -> dict[str, Any]:
         status: dict[str, Any] = {}
