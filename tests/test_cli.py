@@ -1,0 +1,77 @@
+"""The command line as a user runs it: real `lanqueue` subprocesses against a real node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from conftest import API_KEY, CP
+
+
+def lanqueue(node, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lanqueue.cli", *args, "--url", node.url, "--api-key", API_KEY],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_add_status_start_stop(node_process, tmp_path):
+    node = node_process()
+    gcode = tmp_path / "benchy.gcode"
+    gcode.write_text("G28\nG1 X10 Y10\n" * 200)
+    r = lanqueue(node, "add", str(gcode), "--count", "3", "--job", "Benchies")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "queued benchy.gcode x3" in r.stdout
+    state = requests.get(node.url + CP + "/state/get", headers={"X-Api-Key": API_KEY}).json()
+    job = state["queues"][0]["jobs"][0]
+    assert job["name"] == "Benchies" and job["draft"] is False and job["sets"][0]["count"] == 3
+    r = lanqueue(node, "status")
+    assert r.returncode == 0 and "Benchies" in r.stdout and "queue local" in r.stdout
+    r = lanqueue(node, "start")
+    assert r.returncode == 0 and r.stdout.startswith("managing")
+    r = lanqueue(node, "stop")
+    assert r.returncode == 0 and r.stdout.startswith("not managing")
+
+
+def test_errors_are_readable(node_process, tmp_path):
+    node = node_process()
+    r = lanqueue(node, "add", str(tmp_path / "missing.gcode"))
+    assert r.returncode == 1 and "no such file" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "lanqueue.cli", "status", "--url", node.url, "--api-key", "wrong"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "403" in r.stdout
+    r = lanqueue(node, "continue")
+    assert r.returncode == 1 and "nothing is waiting" in r.stdout
+
+
+def test_serve_rejects_bad_options(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "lanqueue.cli", "serve", "--port", "99999", "--data-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "out of range" in r.stderr
+
+
+def test_generated_key_is_private_and_printed_once(tmp_path):
+    from conftest import free_port
+
+    port = free_port()
+    cmd_key = tmp_path / "d" / "api_key"
+    proc = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--data-dir", str(tmp_path / "d"), "--no-mdns"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline() + proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    key = cmd_key.read_text().strip()
+    assert key in first
+    assert (cmd_key.stat().st_mode & 0o777) == 0o600
+    proc = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--data-dir", str(tmp_path / "d"), "--no-mdns"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        again = proc.stdout.readline()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert key not in again and cmd_key.read_text().strip() == key
