@@ -7,7 +7,7 @@ import requests
 
 from conftest import CP
 from lan_helpers import (
-    cluster_ports, gcode, get, lan_args, lan_jobs, no_wait, peers_online, post, upload, wait,
+    H, cluster_ports, gcode, get, lan_args, lan_jobs, no_wait, peers_online, post, upload, wait,
 )
 
 pytestmark = pytest.mark.slow
@@ -131,3 +131,35 @@ def test_tampered_file_is_rejected(node_process):
     assert get(b, CP + "/history/get") == []  # never printed the wrong bytes
     assert not any(f["path"].startswith("lan/") for f in get(b, "/api/files")["files"])
     assert "does not match its digest" in b.log.read_text()
+
+
+def test_lan_jobs_are_edited_from_any_node_and_move_between_queues(node_process):
+    import json
+
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa), port=pa)
+    b = node_process(lan_args([pa, pb], pb), port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    upload(a, "m.gcode", gcode("M"))
+    local = post(a, CP + "/set/add", data={"path": "m.gcode", "count": "2", "jobName": "Mover"})
+    # local -> LAN, as the original's page does it
+    post(a, CP + "/job/mv", data={"id": str(local["job_id"]), "after_id": "", "src_queue": "local", "dest_queue": "farm"})
+    assert all(j["name"] != "Mover" for j in get(a, CP + "/state/get")["queues"][0]["jobs"])
+    job = wait(lambda: next((j for j in lan_jobs(b) if j["name"] == "Mover"), None), what="replicated")
+    assert job["sets"][0]["count"] == 2 and job["draft"] is True
+    # b is not the home: its edits are forwarded to a
+    post(b, CP + "/job/edit", data={"json": json.dumps({"queue": "farm", "id": job["id"], "name": "Renamed", "draft": False})})
+    wait(lambda: any(j["name"] == "Renamed" and not j["draft"] for j in lan_jobs(a)), what="edit at home")
+    r = requests.post(b.url + CP + "/job/edit", headers=H, data={"json": json.dumps({"queue": "farm", "id": job["id"], "count": 5})})
+    assert r.status_code == 400 and "error" in r.json()
+    # LAN -> local on b: the file comes along, the LAN job is gone everywhere
+    post(b, CP + "/job/mv", data={"id": job["id"], "after_id": "", "src_queue": "farm", "dest_queue": "local"})
+    wait(lambda: not lan_jobs(a) and not lan_jobs(b), what="removed from the LAN queue")
+    moved = get(b, CP + "/state/get")["queues"][0]["jobs"]
+    assert [(j["name"], j["sets"][0]["count"], j["sets"][0]["missing_file"]) for j in moved] == [("Renamed", 2, False)]
+    # delete from a non-home node
+    upload(a, "r.gcode", gcode("R"))
+    rid = post(a, CP + "/set/add", data={"path": "r.gcode", "queue": "farm"})["job_id"]
+    wait(lambda: any(j["id"] == rid for j in lan_jobs(b)), what="replicated")
+    assert post(b, CP + "/job/rm", data={"queue": "farm", "job_ids[]": rid}) == {"jobs_deleted": 1}
+    wait(lambda: not lan_jobs(a), what="deleted at home")
