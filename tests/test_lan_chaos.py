@@ -1,0 +1,463 @@
+"""Chaos test of the LAN queues with real processes (issue 6).
+
+Three `lanqueue serve` nodes, each in its own network namespace on one bridge (tests/netns.py),
+share the LAN queue `farm` through static peers. Twenty jobs (counts 1-3) are submitted at the
+three nodes and every printer prints. While they print, one node is killed (SIGKILL) and
+restarted from its data dir, one is frozen (SIGSTOP) for longer than TTL + lock-delay, and one
+loses its link for as long. Once the network has healed and the work is done, the guarantees are
+checked from what the nodes wrote down (`<data-dir>/lan-history.jsonl`, the home's decisions,
+with wall times that are comparable since all namespaces share the machine's clock) and from
+their APIs:
+
+1. exactly-once accounting (S5): accepted completions of each job, deduplicated by (holder,
+   seq), equal its requested prints, and every node's view says remaining == 0;
+2. at most one live grant (S1): for each job, the live intervals of grants with different tokens
+   never overlap, and tokens increase (S2);
+3. every recorded conflict is explained by a disturbance of its holder or of the job's home while
+   the conflicting token was in use;
+4. no job lost (S4): every submitted job is on every node;
+5. the printers printed at least as many successful prints as were counted.
+
+The test process stays in the machine's namespace: it talks to the nodes through one small HTTP
+client process per namespace (tests/nshttp.py), so no traffic goes anywhere but to the addresses
+of the namespaces this test made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import API_KEY, CP
+from lan_helpers import NO_WAIT
+from netns import Segment, netns_unavailable
+from nshttp import NsHttp, NsHttpError
+
+_why_not = netns_unavailable()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.netns,
+    pytest.mark.timeout(330),
+    pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
+]
+
+H = {"X-Api-Key": API_KEY}
+PORT = 5000
+SECRET = "chaos-farm-secret-7"
+TTL = 6.0
+LOCK_DELAY = TTL  # the node's default: one TTL
+SPEED = 100.0  # G4 S50 dwells 0.5 s at this speed
+DWELLS = 9  # a print takes about DWELLS * 0.5 s
+OUTAGE = TTL + LOCK_DELAY + 3.0  # long enough for the home to expire AND free the grant
+N_JOBS = 20
+DONE_TIMEOUT = 150.0
+
+
+# ----------------------------------------------------------------------------------- nodes
+@dataclass
+class ChaosNode:
+    name: str
+    host: Any
+    tmp: Path
+    peers: list[str]
+    proc: subprocess.Popen | None = None
+    node_id: str = ""
+    http: NsHttp | None = None
+    starts: int = 0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / self.name
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / f"{self.name}.log"
+
+    @property
+    def history_file(self) -> Path:
+        return self.data_dir / "lan-history.jsonl"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host.address}:{PORT}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "lanqueue.cli", "serve", "--host", self.host.address, "--port", str(PORT),
+               "--data-dir", str(self.data_dir), "--api-key", API_KEY, "--name", self.name,
+               "--lan", f"farm={SECRET}", "--no-mdns", "--virtual-speed", str(SPEED),
+               "--lease-ttl", str(TTL)]
+        for p in self.peers:
+            cmd += ["--peer", f"{p}:{PORT}"]
+        self.starts += 1
+        with open(self.log, "ab") as out:
+            out.write(f"\n===== start #{self.starts} at {time.time():.3f} =====\n".encode())
+            out.flush()
+            self.proc = self.host.popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # `ip netns exec` execs the command: the pid we got is python's, so signals reach the node
+        # itself (SIGSTOP on a wrapper would freeze nothing). Checked, not assumed.
+        deadline = time.monotonic() + 5
+        while True:
+            cmdline = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().split(b"\0")
+            if b"lanqueue.cli" in cmdline:
+                break
+            assert time.monotonic() < deadline, f"pid {self.proc.pid} is not the node: {cmdline}"
+            time.sleep(0.01)
+        if self.http is None:
+            self.http = NsHttp(self.host)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}")
+            status, _ = self.request("GET", "/api/version", timeout=1.0)
+            if status == 200:
+                self.node_id = self.get("/lanqueue/peers")["node_id"]
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} did not start in {timeout} s")
+
+    def request(self, method: str, path: str, timeout: float = 5.0, **kw: Any) -> tuple[int, bytes]:
+        assert self.http is not None
+        return self.http.send(method, self.base + path, headers=H, timeout=timeout, **kw)
+
+    def get(self, path: str, timeout: float = 5.0) -> Any:
+        status, body = self.request("GET", path, timeout=timeout)
+        assert status == 200, f"{self.name} GET {path}: {status} {body[:300]!r}"
+        return json.loads(body)
+
+    def post(self, path: str, timeout: float = 10.0, **kw: Any) -> Any:
+        status, body = self.request("POST", path, timeout=timeout, **kw)
+        assert 200 <= status < 300, f"{self.name} POST {path}: {status} {body[:300]!r}"
+        return json.loads(body) if body else None
+
+    def lan_jobs(self) -> list[dict[str, Any]]:
+        state = self.get(CP + "/state/get")
+        q = next((q for q in state["queues"] if q["name"] == "farm"), None)
+        return q["jobs"] if q else []
+
+    def printing(self) -> bool:
+        status, body = self.request("GET", "/api/job", timeout=2.0)
+        return status == 200 and json.loads(body)["state"] == "Printing"
+
+    def online_peers(self) -> int:
+        return sum(1 for p in self.get("/lanqueue/peers")["peers"] if p.get("status") == "online")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError as e:
+            return f"(no log: {e})"
+
+
+@dataclass
+class Disturbance:
+    kind: str  # kill, freeze, link-down
+    node: str  # node id
+    name: str
+    start: float  # wall time
+    end: float = float("inf")
+
+
+def wait_until(predicate, timeout: float, what: str, step: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (AssertionError, NsHttpError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what}: not reached in {timeout} s")
+
+
+def gcode(tag: str) -> str:
+    """A print of about DWELLS * 0.5 s at SPEED, in several lines (progress is reported)."""
+    lines = [f"M117 {tag}", "G28"]
+    for i in range(DWELLS):
+        lines += [f"G1 X{i} Y{i} F6000", "G4 S50"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------- histories
+def read_history(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Rows of one node's history; a line cut by SIGKILL is counted, not trusted."""
+    rows, bad = [], 0
+    if not path.exists():
+        return rows, bad
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            bad += 1
+    return rows, bad
+
+
+@dataclass
+class Segment_:
+    start: float
+    end: float
+    closed: bool = False
+
+
+@dataclass
+class TokenLife:
+    holder: str
+    home: str
+    segments: list[Segment_] = field(default_factory=list)
+
+    @property
+    def first(self) -> float:
+        return self.segments[0].start
+
+
+def grant_lives(rows: list[dict[str, Any]]) -> dict[str, dict[int, TokenLife]]:
+    """job -> token -> when the home counted that grant as live, rebuilt from GrantLive/GrantEnded.
+
+    A GrantLive opens a live segment [t, t + live_for] or, with the same token while one is open
+    (renewal, or the restart rule S6 re-announcing it after a restart), extends it to the latest
+    end; a GrantEnded (release, regrant, lock-delay over, delete) closes it at its time. Ends are
+    kept at their maximum, never moved earlier, so the check errs towards finding overlaps: a
+    renewal of a restored grant may shorten the home's deadline, but the floor of the restored
+    window (home.py) keeps the job from anyone else until then anyway.
+    """
+    lives: dict[str, dict[int, TokenLife]] = {}
+    for r in sorted((r for r in rows if r["event"] in ("GrantLive", "GrantEnded")), key=lambda r: r["t"]):
+        tokens = lives.setdefault(r["job_id"], {})
+        tok = r["token"]
+        if r["event"] == "GrantLive":
+            life = tokens.setdefault(tok, TokenLife(r["holder"], r["node"]))
+            assert life.holder == r["holder"], f"token {tok} of {r['job_id']} names two holders"
+            end = r["t"] + r["live_for"]
+            if life.segments and not life.segments[-1].closed:
+                seg = life.segments[-1]
+                seg.end = max(seg.end, end)
+            else:
+                life.segments.append(Segment_(r["t"], end))
+        else:
+            life = tokens.get(tok)
+            if life is not None and life.segments and not life.segments[-1].closed:
+                seg = life.segments[-1]
+                seg.end = min(seg.end, r["t"])
+                seg.closed = True
+    return lives
+
+
+def overlaps(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
+    found = []
+    for job, tokens in lives.items():
+        items = [(tok, seg) for tok, life in tokens.items() for seg in life.segments]
+        for i, (ta, a) in enumerate(items):
+            for tb, b in items[i + 1:]:
+                if ta != tb and a.start < b.end and b.start < a.end:
+                    found.append(f"job {job[:8]}: token {ta} live [{a.start:.3f}, {a.end:.3f}] overlaps "
+                                 f"token {tb} live [{b.start:.3f}, {b.end:.3f}]")
+    return found
+
+
+def tokens_out_of_order(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
+    found = []
+    for job, tokens in lives.items():
+        by_first = sorted(tokens.items(), key=lambda kv: kv[1].first)
+        order = [tok for tok, _ in by_first]
+        if order != sorted(order):
+            found.append(f"job {job[:8]}: tokens granted in the order {order}")
+    return found
+
+
+# ----------------------------------------------------------------------------------- the test
+def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
+    t_begin = time.monotonic()
+    with Segment(3) as seg:
+        addrs = [h.address for h in seg.hosts]
+        nodes = [ChaosNode(name, host, tmp_path, [a for a in addrs if a != host.address])
+                 for name, host in zip(("alpha", "bravo", "charlie"), seg.hosts)]
+        a, b, c = nodes
+        disturbances: list[Disturbance] = []
+        frozen: ChaosNode | None = None
+        down: ChaosNode | None = None
+        try:
+            for n in nodes:
+                n.start()
+            for n in nodes:
+                n.wait_ready()
+            names = {n.node_id: n.name for n in nodes}
+            wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 30, "all peers online")
+
+            # --- the work: 20 LAN jobs submitted at the three nodes
+            for n in nodes:
+                n.post(CP + "/automation/edit", data={"json": json.dumps(NO_WAIT)})
+            submitted: dict[str, int] = {}  # job id -> requested prints
+            for i in range(N_JOBS):
+                n = nodes[i % 3]
+                path = f"chaos{i:02d}.gcode"
+                n.post("/api/files/local", timeout=20, files={"file": (path, gcode(f"JOB{i}"))})
+                count = 1 + (i * 7) % 3
+                added = n.post(CP + "/set/add", data={"path": path, "queue": "farm", "count": str(count),
+                                                      "jobDraft": "false"})
+                submitted[added["job_id"]] = count
+            wanted = sum(submitted.values())
+            wait_until(lambda: all({j["id"] for j in n.lan_jobs()} == set(submitted) for n in nodes), 30,
+                       "every job replicated to every node")
+            for n in nodes:
+                n.post(CP + "/set_active", data={"active": "true"})
+            t_active = time.monotonic()
+            print(f"\n{N_JOBS} jobs, {wanted} prints requested; active after {t_active - t_begin:.1f} s")
+
+            # --- 1: kill -9 a node while it prints (and, if possible, while it is the home of a
+            # job another node holds: its restart must apply the restart rule S6), then restart it
+            def alpha_busy() -> bool:
+                held_elsewhere = any(j["home"] == a.node_id and j["acquired"] and j["acquired_by_"] != a.node_id
+                                     for j in a.lan_jobs())
+                return a.printing() and held_elsewhere
+
+            try:
+                wait_until(alpha_busy, 20, "alpha printing while home of a job held elsewhere")
+            except AssertionError:
+                wait_until(a.printing, 20, "alpha printing")
+            d = Disturbance("kill", a.node_id, a.name, time.time())
+            disturbances.append(d)
+            a.kill()
+            a.start()
+            a.wait_ready()
+            d.end = time.time()
+            a.post(CP + "/set_active", data={"active": "true"})  # not resumed by itself (no --resume)
+            print(f"killed and restarted {a.name} ({d.end - d.start:.1f} s)")
+
+            # --- 2: freeze a node while it prints, longer than TTL + lock-delay
+            wait_until(b.printing, 30, "bravo printing")
+            assert b.proc is not None
+            d = Disturbance("freeze", b.node_id, b.name, time.time())
+            disturbances.append(d)
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            frozen = b
+            time.sleep(OUTAGE)  # the outage itself, not a wait for a condition
+            os.kill(b.proc.pid, signal.SIGCONT)
+            frozen = None
+            d.end = time.time()
+            print(f"froze {b.name} for {d.end - d.start:.1f} s")
+
+            # --- 3: cut a node's link while it prints, as long
+            wait_until(c.printing, 30, "charlie printing")
+            d = Disturbance("link-down", c.node_id, c.name, time.time())
+            disturbances.append(d)
+            c.host.link_down()
+            down = c
+            time.sleep(OUTAGE)
+            c.host.link_up()
+            down = None
+            d.end = time.time()
+            print(f"cut {c.name}'s link for {d.end - d.start:.1f} s")
+
+            # --- healed: the work gets done
+            wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 30, "all peers online again")
+
+            def all_done() -> bool:
+                views = [n.lan_jobs() for n in nodes]
+                return all(len(v) == len(submitted) and all(j["remaining"] == 0 for j in v) for v in views)
+
+            wait_until(all_done, DONE_TIMEOUT, "every job done on every node's view", step=0.5)
+            t_done = time.monotonic()
+            print(f"all done {t_done - t_active:.1f} s after activation")
+
+            # --- checks
+            views = {n.name: {j["id"]: j for j in n.lan_jobs()} for n in nodes}
+            successes = {n.name: sum(1 for r in n.get(CP + "/history/get") if r["result"] == "success")
+                         for n in nodes}
+            rows: list[dict[str, Any]] = []
+            for n in nodes:
+                got, bad = read_history(n.history_file)
+                rows += got
+                print(f"{n.name} ({n.node_id[:8]}): {len(got)} history rows, {bad} cut lines, "
+                      f"{successes[n.name]} successful prints")
+            failures: list[str] = []
+
+            # (4) no job lost, and (1) with the views: every node shows every job, all done
+            for name, view in views.items():
+                missing = set(submitted) - set(view)
+                if missing:
+                    failures.append(f"{name} lost jobs {sorted(m[:8] for m in missing)}")
+                for jid, job in view.items():
+                    done = sum(s["completed"] for s in job["sets"]) if job["count"] == 1 else None
+                    if job["remaining"] != 0 or (done is not None and done != submitted[jid]):
+                        failures.append(f"{name} shows job {jid[:8]} remaining={job['remaining']} "
+                                        f"completed={done} of {submitted[jid]}")
+
+            # (1) exactly-once accounting from the homes' histories
+            applied: dict[str, set[tuple[str, int]]] = {jid: set() for jid in submitted}
+            for r in rows:
+                if r["event"] == "CompletionApplied":
+                    applied.setdefault(r["job_id"], set()).add((r["holder"], r["seq"]))
+            for jid, want in submitted.items():
+                if len(applied[jid]) != want:
+                    failures.append(f"job {jid[:8]}: {len(applied[jid])} completions applied, {want} requested")
+            total_applied = sum(len(v) for v in applied.values())
+
+            # (2) at most one live grant per job; tokens increase
+            lives = grant_lives(rows)
+            failures += overlaps(lives)
+            failures += tokens_out_of_order(lives)
+            n_grants = sum(len(t) for t in lives.values())
+
+            # (3) every conflict explained by a disturbance of its holder or of the job's home
+            # while the conflicting token was in use
+            conflicts = {}
+            for r in rows:
+                if r["event"] == "ConflictRecorded":
+                    e = r["entry"]
+                    conflicts.setdefault((r["job_id"], e["holder"], e["seq"], e["kind"]), r)
+            print(f"{len(conflicts)} conflict(s) recorded:")
+            for (jid, holder, seq, kind), r in sorted(conflicts.items(), key=lambda kv: kv[1]["t"]):
+                e = r["entry"]
+                life = lives.get(jid, {}).get(e["token"])
+                since = life.first if life else float("-inf")
+                involved = {holder, r["node"]}
+                why = [d for d in disturbances if d.node in involved and d.start <= r["t"] and since <= d.end]
+                print(f"  job {jid[:8]} home {names.get(r['node'], r['node'][:8])}: {kind} by "
+                      f"{names.get(holder, holder[:8])} token {e['token']} seq {seq} ({e['detail']}) "
+                      f"explained by {[f'{d.kind} {d.name}' for d in why] or 'NOTHING'}")
+                if holder not in {d.node for d in disturbances}:
+                    failures.append(f"conflict on {jid[:8]} by undisturbed holder {names.get(holder, holder)}")
+                elif not why:
+                    failures.append(f"conflict on {jid[:8]} by {names.get(holder)} token {e['token']} "
+                                    f"matches no disturbance of its holder or home")
+
+            # (5) every counted completion was a real, successful print
+            if sum(successes.values()) < total_applied:
+                failures.append(f"{sum(successes.values())} successful prints < {total_applied} completions counted")
+
+            print(f"{n_grants} grants, {total_applied} completions applied of {wanted} requested, "
+                  f"{sum(successes.values())} successful prints; disturbances: "
+                  + ", ".join(f"{d.kind} {d.name} {d.end - d.start:.1f} s" for d in disturbances))
+            assert not failures, "\n".join(failures)
+            print(f"test took {time.monotonic() - t_begin:.1f} s")
+        except BaseException:
+            for n in nodes:
+                print(f"\n----- {n.name} ({n.node_id[:8]}) log tail: {n.log}")
+                print(n.tail())
+            raise
+        finally:
+            if frozen is not None and frozen.proc is not None and frozen.proc.poll() is None:
+                os.kill(frozen.proc.pid, signal.SIGCONT)
+            if down is not None:
+                down.host.link_up()
+            for n in nodes:
+                if n.http is not None:
+                    n.http.close()
