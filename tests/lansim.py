@@ -70,6 +70,7 @@ class SimConfig:
     partition_rate: float = 0.02
     partition_time: tuple[float, float] = (1.0, 30.0)
     drain_rate: float = 0.002  # graceful shutdowns per node per second
+    adopt_rate: float = 0.0  # a user adopts the jobs of a crashed home (per second, cluster-wide)
     delete_rate: float = 0.001
     rate_range: tuple[float, float] = (0.9, 1.1)
     print_time: tuple[float, float] = (0.3, 12.0)
@@ -106,6 +107,7 @@ class _Grant:
     holder: str
     start: float
     end: float
+    epoch: int  # epoch of the home that granted it
 
 
 @dataclass
@@ -133,14 +135,14 @@ class Sim:
         self.nodes = {i: SimNode(i, self.rng.uniform(*cfg.rate_range)) for i in ids}
         self.group: dict[str, int] = {i: 0 for i in ids}  # partition side of each node
         # Checker state.
-        self.grants: dict[str, dict[int, _Grant]] = {}
-        self.max_token: dict[str, int] = {}
+        self.grants: dict[str, dict[tuple[int, int], _Grant]] = {}  # job -> (home epoch, token) -> grant
+        self.adopted: set[str] = set()
         self.applied: dict[str, int] = {}
         self.requested: dict[str, int] = {}
         self.deleted: set[str] = set()
         self.conflicts = 0
         self.violations: list[str] = []
-        self.stats = {"msgs": 0, "dropped": 0, "crashes": 0, "prints": 0, "drains": 0, "grants": 0}
+        self.stats = {"msgs": 0, "dropped": 0, "crashes": 0, "prints": 0, "drains": 0, "grants": 0, "adopts": 0}
         for n in self.nodes.values():
             self._boot(n, fresh=True)
 
@@ -239,7 +241,8 @@ class Sim:
     def _check_record_write(self, n: SimNode, prev: JobRecord | None, r: JobRecord, applied_jobs: list[str]) -> None:
         if prev is not None and prev.key > r.key:
             self._fail(f"S4/replication: {n.id} overwrote {r.id} {prev.key} with older {r.key}")
-        if r.done and not r.tombstone and self.applied.get(r.id, 0) + applied_jobs.count(r.id) != requested_prints(r):
+        if r.done and not r.tombstone and r.id not in self.adopted and \
+                self.applied.get(r.id, 0) + applied_jobs.count(r.id) != requested_prints(r):
             self._fail(f"S4: {r.id} done with {self.applied.get(r.id, 0)} applied of {requested_prints(r)}")
         if r.tombstone and r.id not in self.deleted:
             self._fail(f"S4: {r.id} tombstoned but never deleted")
@@ -260,41 +263,64 @@ class Sim:
             if isinstance(e, GrantLive):
                 self._on_grant(n, e, self.T + (e.live_until - now) / n.rate)
             elif isinstance(e, GrantEnded):
-                g = self.grants.get(e.job_id, {}).get(e.token)
-                if g is not None and e.released:
-                    g.end = min(g.end, self.T)
+                if e.released:  # the holder gave it back: it ends wherever it was inherited
+                    for (_, tok), g in self.grants.get(e.job_id, {}).items():
+                        if tok == e.token:
+                            g.end = min(g.end, self.T)
             elif isinstance(e, CompletionApplied):
-                if e.token != self.max_token.get(e.job_id):
+                epoch = self._epoch(n, e.job_id)
+                latest = self._latest_token(e.job_id, epoch)
+                if latest is not None and e.token != latest:
                     self._fail(f"S3: completion of {e.job_id} applied with token {e.token}, "
-                               f"latest granted is {self.max_token.get(e.job_id)}")
+                               f"latest granted is {latest}")
                 self.applied[e.job_id] = self.applied.get(e.job_id, 0) + 1
-                if self.applied[e.job_id] > self.requested[e.job_id]:
+                if self.applied[e.job_id] > self.requested[e.job_id] and e.job_id not in self.adopted:
                     self._fail(f"S5: {e.job_id} over-counted: {self.applied[e.job_id]} > {self.requested[e.job_id]}")
             elif isinstance(e, ConflictRecorded):
                 self.conflicts += 1
 
+    def _epoch(self, n: SimNode, job_id: str) -> int:
+        assert n.core is not None
+        return n.core.records[job_id].epoch
+
+    def _rivals(self, job_id: str, epoch: int) -> list[tuple[int, _Grant]]:
+        """Grants that must not overlap one of `epoch`: all of them, unless a user adopted the
+        job; then an old home may be stale (the design's documented limit) and only grants of
+        the same home epoch are compared."""
+        same = job_id in self.adopted
+        return [(tok, g) for (ep, tok), g in self.grants.get(job_id, {}).items() if not same or ep == epoch]
+
+    def _latest_token(self, job_id: str, epoch: int) -> int | None:
+        toks = [tok for tok, g in self._rivals(job_id, epoch) if g.epoch <= epoch]
+        return max(toks) if toks else None
+
     def _on_grant(self, n: SimNode, e: GrantLive, true_end: float) -> None:
         self.stats["grants"] += 1
+        epoch = self._epoch(n, e.job_id)
         tokens = self.grants.setdefault(e.job_id, {})
-        g = tokens.get(e.token)
-        if g is not None:
+        same_token = [g for (ep, tok), g in tokens.items() if tok == e.token]
+        for g in same_token:
             if g.holder != e.holder:
                 self._fail(f"S2: token {e.token} of {e.job_id} granted to {g.holder} and {e.holder}")
+        g = tokens.get((epoch, e.token))
+        if g is None and same_token:  # inherited by drain or adopt: the same grant, a new home
+            g = tokens[(epoch, e.token)] = _Grant(e.holder, min(x.start for x in same_token), self.T, epoch)
+        if g is not None:
             if true_end > g.end:
                 g.end = true_end
-                for tok, other in tokens.items():  # a renewal must not reach into a later grant
+                for tok, other in self._rivals(e.job_id, epoch):  # must not reach into a later grant
                     if tok != e.token and g.start < other.end and other.start < g.end:
                         self._fail(f"S1: {n.id} extended {e.job_id} token {e.token} of {e.holder} to "
                                    f"T={g.end:.3f}, overlapping token {tok} of {other.holder}")
             return
-        if e.token <= self.max_token.get(e.job_id, 0):
-            self._fail(f"S2: new token {e.token} of {e.job_id} not above {self.max_token.get(e.job_id)}")
-        for tok, other in tokens.items():
+        latest = self._latest_token(e.job_id, epoch)
+        if latest is not None and e.token <= latest:
+            self._fail(f"S2: new token {e.token} of {e.job_id} not above {latest}")
+        for tok, other in self._rivals(e.job_id, epoch):
             if other.end > self.T:
                 self._fail(f"S1: {n.id} granted {e.job_id} token {e.token} to {e.holder} while token {tok} "
                            f"of {other.holder} is live until T={other.end:.3f}")
-        tokens[e.token] = _Grant(e.holder, self.T, true_end)
-        self.max_token[e.job_id] = e.token
+        tokens[(epoch, e.token)] = _Grant(e.holder, self.T, true_end, epoch)
 
     # ------------------------------------------------------------------ the printer driver
     def _drive(self, n: SimNode) -> None:
@@ -311,9 +337,9 @@ class Sim:
                 return
             if core.lease_valid(job_id, now) and not core.holder.outbox_pending(job_id):
                 core.start_print(job_id, now)
-                g = self.grants.get(job_id, {}).get(lease.token)
-                if g is None or g.holder != n.id or not (g.start <= self.T < g.end):
-                    self._fail(f"S7: {n.id} starts {job_id} under token {lease.token} outside the home's grant {g}")
+                gs = [g for (_, tok), g in self.grants.get(job_id, {}).items() if tok == lease.token]
+                if not any(g.holder == n.id and g.start <= self.T < g.end for g in gs):
+                    self._fail(f"S7: {n.id} starts {job_id} under token {lease.token} outside the home's grant {gs}")
                 n.printing = (job_id, lease.token)
                 self.stats["prints"] += 1
                 self._at(self.T + self.rng.uniform(*self.cfg.print_time), "print_done", (n.id, n.boot, job_id))
@@ -363,6 +389,12 @@ class Sim:
             if T >= cfg.chaos_time:
                 break
             self._at(T, "partition", None)
+        T = 0.0
+        while cfg.adopt_rate > 0:
+            T += rng.expovariate(cfg.adopt_rate)
+            if T >= cfg.chaos_time:
+                break
+            self._at(T, "adopt", None)
         T = 0.0
         while cfg.delete_rate > 0:
             T += rng.expovariate(cfg.delete_rate)
@@ -431,6 +463,8 @@ class Sim:
                 self.deleted.add(r.id)
                 assert n.core is not None
                 self._execute(n, n.core.delete_job(r.id, n.clock(self.T)))
+        elif kind == "adopt":
+            self._adopt()
         elif kind == "submit":
             up = [n for n in self.nodes.values() if n.up]
             if up:
@@ -444,6 +478,30 @@ class Sim:
                     self._boot(n)
         else:  # pragma: no cover
             raise AssertionError(kind)
+
+    def _adopt(self) -> None:
+        """A user tells an up node to adopt the jobs of a crashed home. The user is assumed to
+        look at current records: the adopter must have the newest epoch of each job it takes
+        (two concurrent adoptions of one job are a user error the protocol cannot resolve)."""
+        if self.calm:
+            return
+        down = [n.id for n in self.nodes.values() if not n.up]
+        up = [n for n in self.nodes.values() if n.up]
+        if not down or not up:
+            return
+        gone = self.rng.choice(down)
+        adopter = self.rng.choice(up)
+        assert adopter.core is not None
+        newest: dict[str, tuple[int, int]] = {}
+        for n in self.nodes.values():
+            for r in n.store.records.values():
+                newest[r.id] = max(newest.get(r.id, (0, 0)), (r.epoch, 0))
+        jobs = [r.id for r in adopter.core.records.values() if r.home == gone and not r.tombstone]
+        if not jobs or any(adopter.core.records[j].epoch < newest[j][0] for j in jobs):
+            return
+        self.stats["adopts"] += 1
+        self.adopted.update(jobs)
+        self._execute(adopter, adopter.core.adopt(gone, adopter.clock(self.T)))
 
     def _midway(self) -> bool:
         return not self.calm and self.rng.random() < self.cfg.mid_crash_p
@@ -490,7 +548,9 @@ class Sim:
             if j in self.deleted:
                 continue
             got = self.applied.get(j, 0)
-            if got != want:
+            if got != want and not (j in self.adopted and got > want):
+                # After an adopt, an old home may have counted prints the adopter never saw:
+                # those are extra prints (reported as conflicts), never fewer.
                 self._fail(f"S5: {j} has {got} accepted completions, {want} requested")
             for n in self.nodes.values():
                 assert n.core is not None

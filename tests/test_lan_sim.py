@@ -31,6 +31,7 @@ CHUNK = 250
 
 SHORT = SimConfig(n_nodes=3, n_jobs=3, chaos_time=120.0)
 LONG = SimConfig(n_nodes=5, n_jobs=12, chaos_time=900.0, print_time=(0.3, 20.0))
+ADOPT = SimConfig(n_nodes=4, n_jobs=4, chaos_time=150.0, adopt_rate=0.02)
 
 
 def _failures(seeds: range, config: SimConfig) -> list[str]:
@@ -60,6 +61,13 @@ def test_harsh_network_keeps_every_guarantee() -> None:
     assert _failures(range(2_000_000, 2_000_000 + max(20, SEEDS // 10)), harsh) == []
 
 
+@pytest.mark.timeout(300)
+def test_adopting_crashed_homes_keeps_the_guarantees_that_survive_adoption() -> None:
+    """Adopt is a user's override: a stale old home may grant in its old epoch, so S1 holds per
+    home epoch, and prints counted by a stale home are extra (never missing) prints."""
+    assert _failures(range(3_000_000, 3_000_000 + max(20, SEEDS // 10)), ADOPT) == []
+
+
 def test_simulation_is_deterministic() -> None:
     a, b = run_seed(7, SHORT), run_seed(7, SHORT)
     assert (a.T, a.steps, a.applied, a.stats) == (b.T, b.steps, b.applied, b.stats)
@@ -75,6 +83,7 @@ def test_the_faults_actually_happen() -> None:
         for k, v in r.stats.items():
             totals[k] = totals.get(k, 0) + v
     assert totals["crashes"] > 100 and totals["drains"] > 10 and totals["prints"] > 500
+    assert sum(run_seed(s, ADOPT).stats["adopts"] for s in range(20)) > 5
     assert totals["dropped"] > 1000
     assert conflicts > 0  # fencing had something to reject
 
