@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ CHUNK = 250
 SHORT = SimConfig(n_nodes=3, n_jobs=3, chaos_time=120.0)
 LONG = SimConfig(n_nodes=5, n_jobs=12, chaos_time=900.0, print_time=(0.3, 20.0))
 ADOPT = SimConfig(n_nodes=4, n_jobs=4, chaos_time=150.0, adopt_rate=0.02)
+#: Lossy links and short prints: renewals get lost while completions get through, so holders
+#: often decide whether to start a print near the end of their lease (S7 and its margin).
+LOSSY = SimConfig(n_nodes=4, n_jobs=6, chaos_time=150.0, drop=0.3, dup=0.2, crash_rate=0.0, mid_crash_p=0.0,
+                  partition_rate=0.0, drain_rate=0.0, long_delay_p=0.0, print_time=(0.3, 2.0))
 
 
 def _failures(seeds: range, config: SimConfig) -> list[str]:
@@ -66,6 +71,11 @@ def test_adopting_crashed_homes_keeps_the_guarantees_that_survive_adoption() -> 
     """Adopt is a user's override: a stale old home may grant in its old epoch, so S1 holds per
     home epoch, and prints counted by a stale home are extra (never missing) prints."""
     assert _failures(range(3_000_000, 3_000_000 + max(20, SEEDS // 10)), ADOPT) == []
+
+
+@pytest.mark.timeout(300)
+def test_lossy_links_keep_every_guarantee() -> None:
+    assert _failures(range(4_000_000, 4_000_000 + max(20, SEEDS // 20)), LOSSY) == []
 
 
 def test_simulation_is_deterministic() -> None:
@@ -127,8 +137,9 @@ def _first_violation(config: SimConfig, seeds: int) -> str | None:
         ("no fencing (S3)", SimConfig(core_cls=_CoreWithoutFencing), "S3"),
         ("grants not persisted (S2)", SimConfig(skip_grant_persist=True), "S"),
         ("reply sent before persist (S2)", SimConfig(send_before_persist=True, mid_crash_p=0.05), "S"),
+        ("holder without margin (S7)", replace(LOSSY, timings=replace(SIM_TIMINGS, holder_margin=0.0)), "S7"),
     ],
-    ids=["no-restart-rule", "no-fencing", "no-grant-persist", "send-before-persist"],
+    ids=["no-restart-rule", "no-fencing", "no-grant-persist", "send-before-persist", "no-holder-margin"],
 )
 def test_broken_variant_is_caught(variant: str, config: SimConfig, expect: str) -> None:
     found = _first_violation(config, 300)
