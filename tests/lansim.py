@@ -217,6 +217,9 @@ class Sim:
         for p in persists:
             self._persist(n, p, events)
         self._observe(n, events)
+        if persists and not self.cfg.skip_grant_persist and n.core is not None \
+                and n.core.durable_state() != n.store:
+            self._fail(f"{n.id}: what the core persisted differs from its durable_state()")
         cut = self.rng.randint(0, len(sends)) if crash_midway else len(sends)
         for s in sends[:cut]:
             self._send(n, s)
@@ -557,8 +560,10 @@ class Sim:
                 r = n.core.records[j]
                 if any(s.completed != s.count * r.count or s.remaining != 0 for s in r.sets):
                     self._fail(f"S5: {j} sets on {n.id} do not add up: {r.sets}")
-                if n.core.durable_state().records != n.store.records:
-                    self._fail(f"durable_state() of {n.id} differs from what it persisted")
+        for n in self.nodes.values():
+            assert n.core is not None
+            if n.core.durable_state() != n.store:
+                self._fail(f"durable_state() of {n.id} differs from what it persisted")
 
     def _describe(self) -> str:
         parts = []
