@@ -302,10 +302,10 @@ class Sim:
         epoch = self._epoch(n, e.job_id)
         tokens = self.grants.setdefault(e.job_id, {})
         same_token = [g for (ep, tok), g in tokens.items() if tok == e.token]
-        for g in same_token:
-            if g.holder != e.holder:
-                self._fail(f"S2: token {e.token} of {e.job_id} granted to {g.holder} and {e.holder}")
-        g = tokens.get((epoch, e.token))
+        for prev in same_token:
+            if prev.holder != e.holder:
+                self._fail(f"S2: token {e.token} of {e.job_id} granted to {prev.holder} and {e.holder}")
+        g: _Grant | None = tokens.get((epoch, e.token))
         if g is None and same_token:  # inherited by drain or adopt: the same grant, a new home
             g = tokens[(epoch, e.token)] = _Grant(e.holder, min(x.start for x in same_token), self.T, epoch)
         if g is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lanqueue.sync.errors import LocalProtocolError, NotHomeError, RemoteProtocolError
 from lanqueue.sync.messages import (
@@ -116,8 +118,8 @@ def test_grant_is_persisted_before_the_reply_leaves() -> None:
     assert kinds[0] == "Persist" and "LeaseGranted" in repr(actions)
     persisted = actions[0]
     assert isinstance(persisted, Persist) and persisted.records[0].lease_holder == "p"
-    reply = next(a for a in actions if isinstance(a, Send) and isinstance(a.message, LeaseGranted))
-    assert reply.message.token == persisted.records[0].lease_token
+    reply = next(a.message for a in actions if isinstance(a, Send) and isinstance(a.message, LeaseGranted))
+    assert isinstance(reply, LeaseGranted) and reply.token == persisted.records[0].lease_token
 
 
 def test_full_cycle_counting_rules_and_release_when_done() -> None:
@@ -426,3 +428,37 @@ def test_timings_are_validated() -> None:
         Timings(ttl=10, renew_every=10)
     with pytest.raises(ValueError):
         Timings(holder_margin=1.0)
+
+
+@given(
+    count=st.integers(min_value=1, max_value=4),
+    set_counts=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=4),
+    noise=st.lists(st.sampled_from(["stale", "dup", "wrong_set"]), max_size=30),
+)
+def test_counting_rules_reach_exactly_the_requested_prints(count: int, set_counts: list[int],
+                                                           noise: list[str]) -> None:
+    sets = tuple(SetRecord(f"{i}.gcode", c, c) for i, c in enumerate(set_counts))
+    rec = JobRecord(id="j", queue="q", home="h", epoch=1, version=1, name="j", count=count, remaining=count,
+                    sets=sets, lease_holder="p", lease_token=7)
+    seq, applied, noise_iter = 0, 0, iter(noise)
+    while not rec.done:
+        index = rec.next_set()
+        assert index is not None
+        seq += 1
+        outcome, rec = apply_completion(rec, "p", 7, seq, index)
+        assert outcome is CompletionOutcome.APPLIED
+        applied += 1
+        kind = next(noise_iter, None)
+        before = (rec.remaining, rec.sets)
+        if kind == "stale":
+            seq += 1
+            assert apply_completion(rec, "p", 6, seq, index)[1].sets == rec.sets  # S3: no count changes
+        elif kind == "dup":
+            assert apply_completion(rec, "p", 7, seq, index) == (CompletionOutcome.DUPLICATE, rec)
+        elif kind == "wrong_set":
+            seq += 1
+            out, new = apply_completion(rec, "p", 7, seq, len(sets))
+            assert out is CompletionOutcome.CONFLICT and (new.remaining, new.sets) == before
+    assert applied == requested_prints(rec)
+    assert [s.completed for s in rec.sets] == [c * count for c in set_counts]
+    assert rec.next_set() is None

@@ -156,8 +156,8 @@ def test_any_single_bit_flip_of_the_body_is_rejected(body: bytes, flip: int) -> 
         tampered = b"\x00"
     else:
         i = flip % (len(body) * 8)
-        tampered = bytearray(body)
-        tampered[i // 8] ^= 1 << (i % 8)
-        tampered = bytes(tampered)
+        flipped = bytearray(body)
+        flipped[i // 8] ^= 1 << (i % 8)
+        tampered = bytes(flipped)
     with pytest.raises(AuthError):
         Verifier({"farm": SECRET}).verify(METHOD, PATH, tampered, headers, NOW)
