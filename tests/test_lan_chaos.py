@@ -43,12 +43,6 @@ from netns import Segment, netns_unavailable
 from nshttp import NsHttp, NsHttpError
 
 _why_not = netns_unavailable()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.netns,
-    pytest.mark.timeout(330),
-    pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
-]
 
 H = {"X-Api-Key": API_KEY}
 PORT = 5000
@@ -272,6 +266,37 @@ def overlaps(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
     return found
 
 
+def stale_completions_applied(rows: list[dict[str, Any]], lives: dict[str, dict[int, TokenLife]]) -> list[str]:
+    """S3 fencing: a completion is counted only under the job's newest token at that moment."""
+    found = []
+    for r in rows:
+        if r["event"] != "CompletionApplied":
+            continue
+        granted = [tok for tok, life in lives.get(r["job_id"], {}).items() if life.first <= r["t"]]
+        if granted and r["token"] < max(granted):
+            found.append(f"job {r['job_id'][:8]}: completion seq {r['seq']} of {r['holder'][:8]} counted under "
+                         f"token {r['token']} after token {max(granted)} was granted")
+    return found
+
+
+def prints_without_lease(runs: dict[str, list[dict[str, Any]]], job_ids: dict[str, str],
+                         lives: dict[str, dict[int, TokenLife]], slack: float = 0.2) -> list[str]:
+    """S7 (and S1 in real time): each print of a LAN job started while its printer held a grant
+    the home counted as live. `runs`: node id -> its history/get rows; `job_ids`: job name -> id."""
+    found = []
+    for node, node_runs in runs.items():
+        for run in node_runs:
+            jid = job_ids.get(run["job_name"])
+            if run["queue_name"] != "farm" or jid is None:
+                continue
+            ok = any(life.holder == node and seg.start - slack <= run["start"] <= seg.end + slack
+                     for life in lives.get(jid, {}).values() for seg in life.segments)
+            if not ok:
+                found.append(f"{node[:8]} started a print of {run['job_name']} ({jid[:8]}) at {run['start']:.3f} "
+                             f"({run['result']}) without a live grant")
+    return found
+
+
 def tokens_out_of_order(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
     found = []
     for job, tokens in lives.items():
@@ -283,6 +308,10 @@ def tokens_out_of_order(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- the test
+@pytest.mark.slow
+@pytest.mark.netns
+@pytest.mark.timeout(330)
+@pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
     t_begin = time.monotonic()
     with Segment(3) as seg:
@@ -379,8 +408,8 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
 
             # --- checks
             views = {n.name: {j["id"]: j for j in n.lan_jobs()} for n in nodes}
-            successes = {n.name: sum(1 for r in n.get(CP + "/history/get") if r["result"] == "success")
-                         for n in nodes}
+            runs = {n.node_id: n.get(CP + "/history/get") for n in nodes}
+            successes = {n.name: sum(1 for r in runs[n.node_id] if r["result"] == "success") for n in nodes}
             rows: list[dict[str, Any]] = []
             for n in nodes:
                 got, bad = read_history(n.history_file)
@@ -415,6 +444,15 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             failures += overlaps(lives)
             failures += tokens_out_of_order(lives)
             n_grants = sum(len(t) for t in lives.values())
+            restored = [r for r in rows if r["event"] == "GrantLive" and r["live_for"] > TTL + 0.5]
+            print(f"{len(restored)} grant(s) held over a restart by the restart rule (S6)")
+
+            # (2b) fencing: nothing counted under a token older than the newest grant
+            failures += stale_completions_applied(rows, lives)
+
+            # (6) no print started without a grant the home counted as live (S7)
+            job_ids = {j["name"]: jid for jid, j in views[a.name].items()}
+            failures += prints_without_lease(runs, job_ids, lives)
 
             # (3) every conflict explained by a disturbance of its holder or of the job's home
             # while the conflicting token was in use
@@ -461,3 +499,62 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             for n in nodes:
                 if n.http is not None:
                     n.http.close()
+
+
+# ----------------------------------------------------------------------------------- the checkers
+# The chaos run passes when nothing goes wrong; these show that its checks do fail on histories
+# that break a guarantee (fast, no namespaces needed).
+J, X, Y, HOME = "job-1", "node-x", "node-y", "node-h"
+
+
+def _live(t, holder, token, live_for=TTL):
+    return {"event": "GrantLive", "t": t, "node": HOME, "job_id": J, "holder": holder, "token": token,
+            "live_for": live_for}
+
+
+def _ended(t, token):
+    return {"event": "GrantEnded", "t": t, "node": HOME, "job_id": J, "token": token, "released": True}
+
+
+def test_checker_renewals_and_release_do_not_overlap():
+    rows = [_live(0, X, 1), _live(2, X, 1), _live(4, X, 1), _ended(5, 1), _live(5.01, Y, 2)]
+    lives = grant_lives(rows)
+    assert [(s.start, s.end) for s in lives[J][1].segments] == [(0, 5)]
+    assert overlaps(lives) == [] and tokens_out_of_order(lives) == []
+
+
+def test_checker_finds_two_live_grants():
+    # token 1 renewed until 10; token 2 granted at 9 without the first having ended
+    lives = grant_lives([_live(0, X, 1), _live(4, X, 1), _live(9, Y, 2)])
+    assert len(overlaps(lives)) == 1
+
+
+def test_checker_restart_rule_window_spans_the_downtime():
+    # granted at 0 (live until 6), home killed, restarted at 20: S6 re-announces it for 2 TTL
+    rows = [_live(0, X, 1), _live(20, X, 1, live_for=2 * TTL)]
+    lives = grant_lives(rows)
+    assert [(s.start, s.end) for s in lives[J][1].segments] == [(0, 32)]
+    # a home without the restart rule granting again at 21 is caught
+    assert len(overlaps(grant_lives(rows + [_live(21, Y, 2)]))) == 1
+    # after the window, with the lock-delay over, a new grant is fine
+    assert overlaps(grant_lives(rows + [_ended(38, 1), _live(38.5, Y, 2)])) == []
+
+
+def test_checker_finds_tokens_going_back():
+    assert len(tokens_out_of_order(grant_lives([_live(0, X, 5), _ended(1, 5), _live(2, Y, 4)]))) == 1
+
+
+def test_checker_finds_a_stale_completion_counted():
+    lives_rows = [_live(0, X, 1), _ended(13, 1), _live(14, Y, 2)]
+    lives = grant_lives(lives_rows)
+    done = {"event": "CompletionApplied", "t": 15, "node": HOME, "job_id": J, "holder": X, "token": 1, "seq": 3}
+    assert len(stale_completions_applied([done], lives)) == 1
+    assert stale_completions_applied([{**done, "holder": Y, "token": 2}], lives) == []
+
+
+def test_checker_finds_a_print_started_without_a_lease():
+    lives = grant_lives([_live(0, X, 1), _ended(5, 1)])
+    run = {"queue_name": "farm", "job_name": "p", "start": 3.0, "result": "success"}
+    assert prints_without_lease({X: [run]}, {"p": J}, lives) == []
+    assert len(prints_without_lease({X: [{**run, "start": 7.0}]}, {"p": J}, lives)) == 1
+    assert len(prints_without_lease({Y: [run]}, {"p": J}, lives)) == 1
