@@ -175,6 +175,7 @@ async def test_metrics_format_and_values(node_factory):
     states = {k: v for k, v in m.items() if k.startswith("lanqueue_printer_state{")}
     assert sum(states.values()) == 1 and len(states) >= 5
     assert sum(v for k, v in m.items() if k.startswith("lanqueue_driver_status{")) == 1
+    assert m["lanqueue_web_streams_open"] == 0 and "lanqueue_web_events_total" in m
     # LAN counters show up once a LAN service exposes them
     class FakeLan:
         counters = {"grants": 3, "conflicts": 1}

@@ -18,6 +18,7 @@ from aiohttp import web
 from ..model import LOCAL, RunResult
 from ..printer.events import PrinterState
 from .keys import NODE
+from .web import LIVE
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -116,8 +117,10 @@ async def render_metrics(node: Node) -> str:
         completion = progress.completion if progress is not None else None
         w.family("lanqueue_print_progress_ratio", "gauge", "Fraction of the current print sent (0 when idle).",
                  [({}, completion or 0.0)])
-        resends = getattr(getattr(printer, "core", None), "resends", None)
-        if isinstance(resends, int):
+        resends = getattr(printer, "resends", None)
+        if resends is None:
+            resends = getattr(getattr(printer, "core", None), "resends", None)
+        if isinstance(resends, int) and not isinstance(resends, bool):
             w.family("lanqueue_printer_resends_total", "counter", "Lines the firmware asked to resend.",
                      [({}, resends)])
 
@@ -137,7 +140,17 @@ async def render_metrics(node: Node) -> str:
     return w.text()
 
 
+def _web_metrics(app: web.Application) -> str:
+    hub = app.get(LIVE)  # the page's live-update hub, when the app has one
+    if hub is None:
+        return ""
+    w = _Writer()
+    w.family("lanqueue_web_streams_open", "gauge", "Open live-update streams of the web page.", [({}, hub.open_streams)])
+    w.family("lanqueue_web_events_total", "counter", "Live-update events sent to web pages.", [({}, hub.events_sent)])
+    return w.text()
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    text = await render_metrics(request.app[NODE])
+    text = await render_metrics(request.app[NODE]) + _web_metrics(request.app)
     return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"})
