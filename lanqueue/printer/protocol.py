@@ -62,6 +62,7 @@ __all__ = ["FirmwareProtocol", "Timeouts", "CommandSource", "JobInfo", "DEFAULT_
 DEFAULT_CANCEL_SCRIPT = "M104 S0 ; hotend off\nM140 S0 ; bed off\nM106 S0 ; fan off\nM84 ; motors off"
 MAX_LINE = 4096  # longest reply line accepted; more without a newline is a remote error
 _S = PrinterState
+_NOT_REPORTS = ("FIRMWARE_NAME:", "Cap:", "Error", "error", "!!", "fatal", "Resend", "rs", "File", "SD ")
 
 
 class CommandSource(Protocol):
@@ -134,6 +135,7 @@ class FirmwareProtocol:
         self.sd_files: list[tuple[str, int]] = []
         # True once the printer must be disconnected (fatal error, gone, emergency stop, action).
         self.wants_close = False
+        self._ok_after_resend: bool | None = None  # learnt from the first resend request
         self._now = 0.0
         self._buf = bytearray()
         self._reset_link()
@@ -200,6 +202,7 @@ class FirmwareProtocol:
         """The port is open: start the handshake (`M110 N0`, then `M115`)."""
         self._now = now
         self.wants_close = False
+        self._ok_after_resend = None
         self._buf.clear()
         events: list[PrinterEvent] = []
         self._begin_handshake(events)
@@ -235,8 +238,6 @@ class FirmwareProtocol:
         """Bytes from the printer; complete lines are interpreted, a partial one is kept."""
         if now is not None:
             self._now = now
-        self._last_heard = self._now
-        self._pokes = 0
         buf = self._buf
         buf += data
         if b"\n" not in data:
@@ -254,8 +255,12 @@ class FirmwareProtocol:
         return events
 
     def _handle_line(self, line: str, events: list[PrinterEvent]) -> None:
+        # Silence is measured from the last line that answers the host (ok, resend, busy, errors,
+        # handshake): periodic temperature reports or chatter must not hide a lost `ok`.
         if line[:2] == "ok":
             if len(line) == 2 or line[2] == " ":
+                self._last_heard = self._now
+                self._pokes = 0
                 self._on_ok(events)
                 if "T:" in line:
                     self._on_temperatures(line, events)
@@ -263,6 +268,21 @@ class FirmwareProtocol:
         first = line[:1]
         if self.state is _S.OFFLINE or (self.state is _S.ERROR and line != "start"):
             return  # after a halt nothing the firmware says changes the verdict
+        if first == "e" and line.startswith("echo:") and "busy:" not in line:
+            return
+        if ("T:" in line or "B:" in line) and not line.startswith(_NOT_REPORTS):
+            # A heat-up wait (M109/M190) reports temperatures instead of busy keep-alives.
+            if any(entry[2] for entry in self._in_flight):
+                self._last_heard = self._now
+                self._pokes = 0
+            self._on_temperatures(line, events)
+            return
+        if first == "/" or line == "wait":
+            if line.startswith("//action:"):
+                self._on_action(line[9:].strip(), events)
+            return
+        self._last_heard = self._now
+        self._pokes = 0
         if first in ("R", "r") and (line.startswith("Resend") or line.startswith("rs")):
             n = parse_resend(line)
             if n is not None:
@@ -277,9 +297,6 @@ class FirmwareProtocol:
             return
         if line == "start":
             self._on_start(events)
-            return
-        if line.startswith("//action:"):
-            self._on_action(line[9:].strip(), events)
             return
         if "busy:" in line:
             self._busy_protocol = True
@@ -300,9 +317,6 @@ class FirmwareProtocol:
         if line.startswith("Cap:"):
             name, _, value = line[4:].partition(":")
             self.capabilities[name.strip()] = value.strip() == "1"
-            return
-        if "T:" in line or "B:" in line:
-            self._on_temperatures(line, events)
             return
         if line.startswith("Begin file list"):
             self._sd_listing = []
@@ -328,6 +342,7 @@ class FirmwareProtocol:
     def _on_ok(self, events: list[PrinterEvent]) -> None:
         if self._hold_until is not None:
             self._hold_until = None  # the ok that follows a resend request acknowledges nothing
+            self._ok_after_resend = True
             return
         if not self._in_flight:
             return
@@ -368,9 +383,14 @@ class FirmwareProtocol:
         self._set_state(_S.OPERATIONAL, events)
 
     def _on_resend(self, n: int, events: list[PrinterEvent]) -> None:
-        self._hold_until = self._now + self.timeouts.resend_grace
-        if n == self._damp_line and self._damp > 0:
-            self._damp -= 1  # an echo of a line that was on the wire before we rewound
+        if self._ok_after_resend is not False:
+            # Wait for the ok that usually follows, so it is not taken for the resent line's.
+            self._hold_until = self._now + self.timeouts.resend_grace
+        skip_error, self._skip_error = self._skip_error, False
+        if n == self._damp_line and self._damp > 0 and skip_error:
+            # An echo of a line that was on the wire before we rewound ("not Last Line+1").
+            # A checksum error is always about the line just received, so it is never an echo.
+            self._damp -= 1
             return
         if n > self._last_n:
             # Asks for a line never sent: everything we sent was taken. Nothing to resend.
@@ -384,8 +404,7 @@ class FirmwareProtocol:
             return
         self._damp_line = n
         later = sum(1 for entry in self._in_flight if entry[0] > n)
-        self._damp = max(0, later - 1) if self._skip_error else later
-        self._skip_error = False
+        self._damp = max(0, later - 1) if skip_error else later
         self._in_flight.clear()
         self._in_flight_bytes = 0
         self._resend_from = n
@@ -460,6 +479,7 @@ class FirmwareProtocol:
             return events
         if self._hold_until is not None and now >= self._hold_until:
             self._hold_until = None
+            self._ok_after_resend = False  # learnt: this firmware sends no ok after Resend
         silent = now - self._last_heard
         if self._in_flight or self._hold_until is not None:
             if self._busy_protocol:
@@ -498,6 +518,11 @@ class FirmwareProtocol:
         self._hold_until = None
         self._commands.appendleft(("M105", None))
         self._last_heard = self._now
+
+    @property
+    def wakeup_at(self) -> float | None:
+        """When tick() should run sooner than the regular ticker (end of a resend grace)."""
+        return self._hold_until
 
     # ------------------------------------------------------------------ outgoing lines
     def next_line(self) -> bytes | None:

@@ -87,6 +87,7 @@ class PrinterService:
         self._listeners: list[Callable[[PrinterEvent], None]] = []
         self._link: SerialLink | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._wakeup: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scripts: dict[int, asyncio.Future[bool]] = {}
         self._tokens = itertools.count(1)
@@ -158,8 +159,9 @@ class PrinterService:
         if self._closed:
             return
         self._closed = True
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for timer in (self._ticker, self._wakeup):
+            if timer is not None:
+                timer.cancel()
         if self._link is not None:
             await self._link.close()
         self._dispatch(self.core.connection_lost(None, self._now()))
@@ -209,6 +211,12 @@ class PrinterService:
             self._dispatch(self.core.tick(self._now()))
             self._pump()
 
+    def _on_wakeup(self) -> None:
+        self._wakeup = None
+        if not self._closed and self._link is not None and self._link.is_open:
+            self._dispatch(self.core.tick(self._now()))
+            self._pump()
+
     def _pump(self) -> None:
         """Write every line the core allows now (one in classic mode, a window when pipelined)."""
         core = self.core
@@ -223,6 +231,9 @@ class PrinterService:
                 while (nxt := core.next_line()) is not None:
                     chunks.append(nxt)
                 write(b"".join(chunks))
+        wakeup = core.wakeup_at
+        if wakeup is not None and self._loop is not None and self._wakeup is None:
+            self._wakeup = self._loop.call_at(wakeup, self._on_wakeup)
         if core.wants_close and self._link is not None:
             core.wants_close = False
             self._link.drop()

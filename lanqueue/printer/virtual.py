@@ -83,6 +83,8 @@ class VirtualMarlin:
         ok_after_resend: bool = True,
     ) -> None:
         self.speed = max(speed, 1e-6)
+        # Keep-alives and reports follow the speed factor, but never flood the link.
+        self._keepalive = max(KEEPALIVE / self.speed, 0.02)
         self.sd_dir = sd_dir
         self.faults = faults or Faults()
         self.capabilities = dict(CAPABILITIES if capabilities is None else capabilities)
@@ -110,7 +112,7 @@ class VirtualMarlin:
         self._busy_until = now
         self._blocking: str | None = None
         self._planner: deque[float] = deque()
-        self._next_keepalive = now + KEEPALIVE / self.speed
+        self._next_keepalive = now + self._keepalive
         self.temps = {"T": [21.0, 0.0], "B": [21.0, 0.0]}
         self._last_temp_update = now
         self._autoreport_interval = 0.0
@@ -258,7 +260,7 @@ class VirtualMarlin:
         while planner and planner[0] <= now:
             planner.popleft()
         if self._autoreport_interval and now >= self._next_autoreport:
-            self._next_autoreport = now + self._autoreport_interval / self.speed
+            self._next_autoreport = now + max(self._autoreport_interval / self.speed, 0.05)
             self._emit(self._temp_report())
         for _ in range(10000):
             if self.killed or self.silent:
@@ -266,7 +268,7 @@ class VirtualMarlin:
             if self._blocking is not None:
                 if not self._finish_blocking(now):
                     if now >= self._next_keepalive:
-                        self._next_keepalive = now + KEEPALIVE / self.speed
+                        self._next_keepalive = now + self._keepalive
                         self._emit("echo:busy: processing")
                     return
             self._read_lines()
@@ -392,7 +394,7 @@ class VirtualMarlin:
         if block is not None:
             self._blocking = code
             self._busy_until = now + block / self.speed
-            self._next_keepalive = now + KEEPALIVE / self.speed
+            self._next_keepalive = now + self._keepalive
             return
         if not from_sd:
             self._done(code, reply)
