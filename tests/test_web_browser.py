@@ -205,6 +205,12 @@ def test_print_cycle_reorder_delete_and_live_updates(node_process, tmp_path, bro
     }""")
     expect(page.locator(".toast.error").last).to_contain_text("Adopt", timeout=5_000)
 
+    # --- clearing the history (two clicks) --------------------------------------------------------
+    page.click("#history-reset")
+    expect(page.locator("#history-reset")).to_have_text("Really clear?")
+    page.click("#history-reset")
+    expect(page.locator("#history")).to_contain_text("Nothing printed yet", timeout=5_000)
+
     assert errors == [], errors
     (ARTIFACTS / "web-live-latency.json").write_text(json.dumps({"seconds": live_latency}))
 

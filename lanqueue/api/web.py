@@ -243,7 +243,7 @@ def _event(kinds: set[str]) -> bytes:
     return f"event: change\ndata: {json.dumps({'kinds': sorted(kinds)})}\n\n".encode()
 
 
-@routes.get("/lanqueue/events")
+@routes.get("/lanqueue/events", allow_head=False)  # a HEAD would hold a stream open for nothing
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `change` with `{"kinds": [...]}` whenever something moved."""
     hub = request.app.get(LIVE)

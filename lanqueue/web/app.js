@@ -802,8 +802,18 @@
     $("history").innerHTML = rows || '<tr><td colspan="4" class="muted">Nothing printed yet.</td></tr>';
   }
 
-  $("history-reset").addEventListener("click", () =>
-    act("Clear history", () => api("POST", `${CP}/history/reset`), { success: "History cleared" }));
+  $("history-reset").addEventListener("click", (e) => {
+    const button = e.currentTarget;
+    if (!button.classList.contains("confirm")) {  // two clicks: history cannot be brought back
+      button.classList.add("confirm", "danger");
+      button.textContent = "Really clear?";
+      setTimeout(() => { button.classList.remove("confirm", "danger"); button.textContent = "Clear"; }, 4000);
+      return;
+    }
+    button.classList.remove("confirm", "danger");
+    button.textContent = "Clear";
+    act("Clear history", () => api("POST", `${CP}/history/reset`), { success: "History cleared" });
+  });
 
   // --- start ------------------------------------------------------------------------------------
 
