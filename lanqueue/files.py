@@ -25,6 +25,8 @@ __all__ = ["FileStore", "StoredFile", "StagedFile", "UnsupportedFileType", "sani
 ALLOWED_SUFFIXES = (".gcode", ".gco", ".g", ".gjob")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-+()]")
 MAX_PATH_LEN = 255
+# a path sanitize_path would return unchanged: safe components, none starting with a dot
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_\-+()][A-Za-z0-9._\-+()]*(?:/[A-Za-z0-9_\-+()][A-Za-z0-9._\-+()]*)*\Z")
 
 
 class UnsupportedFileType(LanqueueError):
@@ -82,7 +84,9 @@ class FileStore:
 
     def __init__(self, root: Path, max_size: int) -> None:
         self.root = root
+        self._root_text = str(root.resolve())
         self.max_size = max_size
+        self.generation = 0  # bumped when a file appears or goes (views cache by it)
         self._tmp = root / ".tmp"
         self._tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp.iterdir():  # half-written uploads of a crashed run
@@ -102,10 +106,15 @@ class FileStore:
         return full
 
     def exists(self, path: str) -> bool:
-        try:
-            return self.location(sanitize_path(path)).is_file()
-        except LanqueueError:
-            return False
+        """Whether a file is stored at `path`. Called for every set of every state view and
+        driver look, so it avoids `resolve()`: a sanitised path has no `..` and is relative, and
+        the store holds no symlinks, so joining it to the root cannot leave the store."""
+        if len(path) > MAX_PATH_LEN or not _PLAIN_PATH.match(path):
+            try:  # not already in the store's own spelling: spell it so first
+                path = sanitize_path(path)
+            except LanqueueError:
+                return False
+        return os.path.isfile(os.path.join(self._root_text, path))
 
     async def save(self, path: str, chunks: AsyncIterator[bytes]) -> StoredFile:
         """Stream `chunks` into the store at `path`; PayloadTooLarge past the size limit."""
@@ -119,6 +128,7 @@ class FileStore:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staged.tmp, target)
+                self.generation += 1
             except (FileExistsError, NotADirectoryError, IsADirectoryError):  # raced a folder/file
                 raise Conflict(f"{staged.path!r} clashes with a file or folder of the same name") from None
         finally:
@@ -169,6 +179,7 @@ class FileStore:
     def delete(self, path: str) -> str:
         full = self.resolve(path)
         full.unlink()
+        self.generation += 1
         return sanitize_path(path)
 
     def list(self) -> list[StoredFile]:

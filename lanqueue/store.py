@@ -609,35 +609,38 @@ def _sql_value(value: Any, col: str = "") -> Any:
     return value
 
 
+def _json_column(text: str | None) -> Any:
+    # most sets carry empty lists and no metadata: skip the decoder for those
+    if text == "[]":
+        return []
+    if text is None or text == "null":
+        return None
+    return json.loads(text)
+
+
 def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Row]) -> list[Job]:
+    """Jobs with their sets, from rows already in rank order (state/get reads every job: this
+    loop is its hot path, hence the plain tuple access)."""
     jobs: dict[int, Job] = {}
-    for r in job_rows:
-        jobs[r["id"]] = Job(
-            id=r["id"],
-            queue=r["queue"],
-            name=r["name"],
-            count=r["count"],
-            remaining=r["remaining"],
-            draft=bool(r["draft"]),
-            created=r["created"],
-            rank=r["rank"],
-        )
-    for r in set_rows:
-        job = jobs.get(r["job_id"])
-        if job is None:
-            continue
-        job.sets.append(
-            PrintSet(
-                id=r["id"],
-                path=r["path"],
-                sd=bool(r["sd"]),
-                count=r["count"],
-                remaining=r["remaining"],
-                completed=r["completed"],
-                rank=r["rank"],
-                materials=json.loads(r["materials"]),
-                profiles=json.loads(r["profiles"]),
-                metadata=json.loads(r["metadata"]) if r["metadata"] is not None else None,
+    if job_rows:
+        jk = job_rows[0].keys()
+        ji = [jk.index(c) for c in ("id", "queue", "name", "count", "remaining", "draft", "created", "rank")]
+        for r in job_rows:
+            jid, queue, name, count, remaining, draft, created, rank = (r[i] for i in ji)
+            jobs[jid] = Job(id=jid, queue=queue, name=name, count=count, remaining=remaining,
+                            draft=bool(draft), created=created, rank=rank)
+    if set_rows:
+        sk = set_rows[0].keys()
+        si = [sk.index(c) for c in ("job_id", "id", "path", "sd", "count", "remaining", "completed", "rank",
+                                    "materials", "profiles", "metadata")]
+        for r in set_rows:
+            job_id, sid, path, sd, count, remaining, completed, rank, materials, profiles, metadata = (r[i] for i in si)
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            job.sets.append(
+                PrintSet(id=sid, path=path, sd=bool(sd), count=count, remaining=remaining, completed=completed,
+                         rank=rank, materials=_json_column(materials), profiles=_json_column(profiles),
+                         metadata=_json_column(metadata))
             )
-        )
     return list(jobs.values())

@@ -18,7 +18,7 @@ from ..model import LOCAL, Strategy
 from .app import json_response
 from .forms import MAX_COUNT, Form, read_form
 from .keys import NODE
-from .views import job_view, set_view, state_view
+from .views import job_view, set_view, state_json
 
 __all__ = ["routes", "BASE", "parse_set_fields"]
 
@@ -134,7 +134,7 @@ def _queue_name(form: Form, field: str = "queue", default: str | None = LOCAL) -
 
 @routes.get(BASE + "/state/get")
 async def state_get(request: web.Request) -> web.Response:
-    return json_response(await state_view(request.app[NODE]))
+    return _state_response(await state_json(request.app[NODE]))
 
 
 @routes.post(BASE + "/set_active")
@@ -143,7 +143,11 @@ async def set_active(request: web.Request) -> web.Response:
     active = form.boolean("active", required=True)
     node = request.app[NODE]
     await node.runner.async_set_active(bool(active))
-    return json_response(await state_view(node))
+    return _state_response(await state_json(node))
+
+
+def _state_response(text: str) -> web.Response:
+    return web.Response(text=text, content_type="application/json")
 
 
 @routes.post(BASE + "/set/add")
