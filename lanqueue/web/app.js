@@ -719,7 +719,7 @@
     const tempsHtml = names.length ? names.map((n) => {
       const t = temps[n];
       const actual = t.actual == null ? "–" : Number(t.actual).toFixed(1);
-      const target = t.target == null ? "off" : `${Number(t.target).toFixed(0)} °C`;
+      const target = t.target == null || Number(t.target) === 0 ? "off" : `${Number(t.target).toFixed(0)} °C`;
       return `<dt>${esc(n === "bed" ? "Bed" : n.replace(/^tool/, "Hotend "))}</dt><dd data-heater="${esc(n)}">${actual} °C <span class="muted">→ ${target}</span></dd>`;
     }).join("") : '<dt>Temperatures</dt><dd class="muted">unknown</dd>';
     const temperaturesEl = $("temps");
