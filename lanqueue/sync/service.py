@@ -228,7 +228,8 @@ class LanService:
             return
         for reply in replies:
             try:
-                await self.receive(q.name, reply, send.to)
+                for follow_up in await self.receive(q.name, reply, send.to):  # e.g. a deferred release
+                    self._spawn(self._deliver(q, Send(send.to, follow_up)))
             except RemoteProtocolError as e:
                 log.warning("bad reply from %s: %s", send.to[:8], e)
 
