@@ -309,11 +309,11 @@ class Node:
             stored = await self.files.save(target, one_chunk())
             await self.store.record_file(stored.path, stored.sha256, stored.size)
             stored_paths.append(stored.path)
-        job = await self.store.add_job(content.name, draft=True, count=content.count)
-        for s, p in zip(content.sets, stored_paths):
-            fields = {k: s[k] for k in ("count", "materials", "profiles", "metadata")}
-            await self.store.add_set({**fields, "path": p, "remaining": s["count"]}, job_id=int(job.id), job_name=None, job_draft=True)
-        return await self.store.job(int(job.id))
+        sets = [
+            {**{k: s[k] for k in ("count", "materials", "profiles", "metadata")}, "path": p, "remaining": s["count"]}
+            for s, p in zip(content.sets, stored_paths)
+        ]
+        return await self.store.add_job(content.name, draft=True, count=content.count, sets=sets)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -314,9 +314,18 @@ class Store:
 
     # --- jobs and sets: writing -----------------------------------------------------------
 
-    async def add_job(self, name: str, *, queue: str = LOCAL, draft: bool = True, count: int = 1) -> Job:
+    async def add_job(
+        self, name: str, *, queue: str = LOCAL, draft: bool = True, count: int = 1,
+        sets: Sequence[dict[str, Any]] = (),
+    ) -> Job:
+        """A new job, with `sets` (validated set fields, in rank order) in the same transaction:
+        a crash never leaves a job with only some of its sets."""
+
         async def work(db: aiosqlite.Connection) -> int:
-            return await self._insert_job(db, queue, name, draft, count)
+            jid = await self._insert_job(db, queue, name, draft, count)
+            for fields in sets:
+                await self._insert_set(db, jid, fields)
+            return jid
 
         return await self.job(await self._write(work))
 
