@@ -600,6 +600,12 @@ class VirtualPrinterPty:
         if deadline is not None:
             self._timer = self._loop.call_at(max(deadline, self._loop.time() + 0.0002), self._on_timer)
 
+    def request_action(self, name: str) -> None:
+        """Press a button on the virtual printer's screen (`//action:<name>` to the host)."""
+        self.model.request_action(name)
+        if self._loop is not None:
+            self._flush()
+
     def _on_timer(self) -> None:
         self._timer = None
         assert self._loop is not None
