@@ -13,11 +13,18 @@ from lan_helpers import (
 pytestmark = pytest.mark.slow
 
 
-def test_job_submitted_on_one_node_prints_on_another(node_process):
+@pytest.fixture
+def lan_pair(node_process):
+    """Two nodes on loopback sharing the LAN queue `farm`, each online for the other."""
     pa, pb = cluster_ports(2)
     a = node_process(lan_args([pa, pb], pa), port=pa)
     b = node_process(lan_args([pa, pb], pb), port=pb)
     wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    return a, b
+
+
+def test_job_submitted_on_one_node_prints_on_another(lan_pair):
+    a, b = lan_pair
     no_wait(b)
     upload(a, "part.gcode", gcode("PART"))
     added = post(a, CP + "/set/add", data={"path": "part.gcode", "queue": "farm", "jobDraft": "false", "count": "2"})
@@ -50,11 +57,8 @@ def test_peer_without_secret_can_neither_read_nor_change(node_process):
     assert len(lan_jobs(a)) == 1
 
 
-def test_switched_off_home_jobs_wait_then_adopted_jobs_print(node_process):
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+def test_switched_off_home_jobs_wait_then_adopted_jobs_print(lan_pair):
+    a, b = lan_pair
     no_wait(b)
     upload(a, "from_a.gcode", gcode("FROM_A"))
     upload(b, "from_b.gcode", gcode("FROM_B"))
@@ -77,11 +81,8 @@ def test_switched_off_home_jobs_wait_then_adopted_jobs_print(node_process):
     assert job["epoch"] == 2 and job["home"] != a.data_dir.name
 
 
-def test_graceful_stop_drains_jobs_to_a_live_peer(node_process):
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+def test_graceful_stop_drains_jobs_to_a_live_peer(lan_pair):
+    a, b = lan_pair
     no_wait(b)
     upload(a, "d.gcode", gcode("D"))
     jid = post(a, CP + "/set/add", data={"path": "d.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
@@ -95,11 +96,8 @@ def test_graceful_stop_drains_jobs_to_a_live_peer(node_process):
     wait(lambda: any(j["id"] == jid and j["remaining"] == 0 for j in lan_jobs(b)), timeout=60, what="printed after drain")
 
 
-def test_all_nodes_restarted_queue_comes_back_complete(node_process):
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+def test_all_nodes_restarted_queue_comes_back_complete(lan_pair):
+    a, b = lan_pair
     upload(a, "x.gcode", gcode("X"))
     upload(b, "y.gcode", gcode("Y"))
     ids = {post(a, CP + "/set/add", data={"path": "x.gcode", "queue": "farm", "count": "3"})["job_id"],
@@ -115,11 +113,8 @@ def test_all_nodes_restarted_queue_comes_back_complete(node_process):
     assert sorted((j["id"], j["name"], j["count"], j["home"]) for j in lan_jobs(b)) == before
 
 
-def test_tampered_file_is_rejected(node_process):
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+def test_tampered_file_is_rejected(lan_pair):
+    a, b = lan_pair
     no_wait(b)
     upload(a, "t.gcode", gcode("GENUINE"))
     (a.data_dir / "files" / "t.gcode").write_text(gcode("TAMPERED"))  # corrupted after upload
@@ -133,13 +128,10 @@ def test_tampered_file_is_rejected(node_process):
     assert "does not match its digest" in b.log.read_text()
 
 
-def test_lan_jobs_are_edited_from_any_node_and_move_between_queues(node_process):
+def test_lan_jobs_are_edited_from_any_node_and_move_between_queues(lan_pair):
     import json
 
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    a, b = lan_pair
     upload(a, "m.gcode", gcode("M"))
     local = post(a, CP + "/set/add", data={"path": "m.gcode", "count": "2", "jobName": "Mover"})
     # local -> LAN, as the original's page does it
