@@ -288,7 +288,7 @@ class FirmwareProtocol:
             if n is not None:
                 self._on_resend(n, events)
             return
-        if first in ("E", "e", "!", "f"):
+        if first in ("E", "e", "!", "f") and line.startswith(("Error", "error", "!!", "fatal")):
             if is_fatal_error(line):
                 self._fatal(line, events)
             elif is_line_error(line):
