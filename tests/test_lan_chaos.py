@@ -102,8 +102,8 @@ class ChaosNode:
         deadline = time.monotonic() + 5
         while True:
             cmdline = Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().split(b"\0")
-            if b"lanqueue.cli" in cmdline:
-                break
+            if Path(cmdline[0].decode()).name != "ip" and b"lanqueue.cli" in b" ".join(cmdline):
+                break  # before the exec, the same pid still shows `ip netns exec ...`
             assert time.monotonic() < deadline, f"pid {self.proc.pid} is not the node: {cmdline}"
             time.sleep(0.01)
         if self.http is None:
@@ -297,6 +297,27 @@ def prints_without_lease(runs: dict[str, list[dict[str, Any]]], job_ids: dict[st
     return found
 
 
+def restart_rule_violations(rows: list[dict[str, Any]], home: str, killed: float, ready: float) -> list[str]:
+    """S6: a home restarted after a crash re-announces every grant it had outstanding as live for
+    at least TTL + lock-delay from its restart. Outstanding: granted (GrantLive) before the kill
+    and not ended (GrantEnded) before it."""
+    open_grants: dict[tuple[str, int], str] = {}
+    for r in sorted((r for r in rows if r["node"] == home and r["t"] < killed), key=lambda r: r["t"]):
+        if r["event"] == "GrantLive":
+            open_grants[(r["job_id"], r["token"])] = r["holder"]
+        elif r["event"] == "GrantEnded":
+            open_grants.pop((r["job_id"], r["token"]), None)
+    found = []
+    for (job, token), holder in open_grants.items():
+        again = [r for r in rows if r["node"] == home and r["event"] == "GrantLive" and r["job_id"] == job
+                 and r["token"] == token and killed <= r["t"] <= ready]
+        if not any(r["live_for"] >= TTL + LOCK_DELAY - 0.5 for r in again):
+            found.append(f"job {job[:8]}: grant {token} to {holder[:8]} outstanding at the crash of its home "
+                         f"{home[:8]} was re-announced as {[round(r['live_for'], 2) for r in again]} s, "
+                         f"not TTL + lock-delay")
+    return found
+
+
 def tokens_out_of_order(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
     found = []
     for job, tokens in lives.items():
@@ -359,8 +380,10 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
 
             try:
                 wait_until(alpha_busy, 20, "alpha printing while home of a job held elsewhere")
+                how = "while printing and home of a job held elsewhere"
             except AssertionError:
                 wait_until(a.printing, 20, "alpha printing")
+                how = "while printing"
             d = Disturbance("kill", a.node_id, a.name, time.time())
             disturbances.append(d)
             a.kill()
@@ -368,7 +391,7 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             a.wait_ready()
             d.end = time.time()
             a.post(CP + "/set_active", data={"active": "true"})  # not resumed by itself (no --resume)
-            print(f"killed and restarted {a.name} ({d.end - d.start:.1f} s)")
+            print(f"killed {a.name} {how}, restarted it ({d.end - d.start:.1f} s)")
 
             # --- 2: freeze a node while it prints, longer than TTL + lock-delay
             wait_until(b.printing, 30, "bravo printing")
@@ -444,6 +467,10 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             failures += overlaps(lives)
             failures += tokens_out_of_order(lives)
             n_grants = sum(len(t) for t in lives.values())
+            # (2c) the restart rule: grants outstanding at the kill were held for TTL + lock-delay
+            for d in disturbances:
+                if d.kind == "kill":
+                    failures += restart_rule_violations(rows, d.node, d.start, d.end)
             restored = [r for r in rows if r["event"] == "GrantLive" and r["live_for"] > TTL + 0.5]
             print(f"{len(restored)} grant(s) held over a restart by the restart rule (S6)")
 
@@ -558,3 +585,11 @@ def test_checker_finds_a_print_started_without_a_lease():
     assert prints_without_lease({X: [run]}, {"p": J}, lives) == []
     assert len(prints_without_lease({X: [{**run, "start": 7.0}]}, {"p": J}, lives)) == 1
     assert len(prints_without_lease({Y: [run]}, {"p": J}, lives)) == 1
+
+
+def test_checker_finds_a_restart_without_the_restart_rule():
+    rows = [_live(0, X, 1), _live(2, X, 1), _ended(3, 1), _live(4, Y, 2)]  # token 2 outstanding at 5
+    assert len(restart_rule_violations(rows, HOME, killed=5, ready=7)) == 1
+    assert len(restart_rule_violations(rows + [_live(6, Y, 2, live_for=0.0)], HOME, 5, 7)) == 1
+    assert restart_rule_violations(rows + [_live(6, Y, 2, live_for=TTL + LOCK_DELAY)], HOME, 5, 7) == []
+    assert restart_rule_violations(rows + [_ended(4.5, 2)], HOME, 5, 7) == []
