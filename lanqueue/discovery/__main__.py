@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
@@ -23,15 +24,18 @@ from aiohttp import web
 from .service import DiscoveryService
 
 _SERVICE: web.AppKey[DiscoveryService] = web.AppKey("discovery_service")
+_EVENTS: web.AppKey[Counter[str]] = web.AppKey("discovery_event_counts")
 
 
 async def _peers(request: web.Request) -> web.Response:
     service = request.app[_SERVICE]
+    counts: Counter[str] = request.app[_EVENTS]
     return web.json_response(
         {
             "node_id": service.own.node_id,
             "peers": service.snapshot(),
             "dropped": service.table.dropped,
+            "events": dict(counts),
         }
     )
 
@@ -87,6 +91,9 @@ async def _start_node(args: argparse.Namespace, index: int) -> tuple[DiscoverySe
     )
     app = web.Application()
     app[_SERVICE] = service
+    counts: Counter[str] = Counter()
+    app[_EVENTS] = counts
+    service.add_listener(lambda event: counts.update([type(event).__name__]))
     service.install(app)
     app.router.add_get("/peers", _peers)
     runner = web.AppRunner(app, access_log=None)

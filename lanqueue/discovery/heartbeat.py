@@ -108,7 +108,10 @@ async def fetch_hello(
 
 class HeartbeatLoop:
     """Every `interval` (with 10 % jitter so nodes do not synchronise) contact every target at
-    once; report each answer or failure. `poke()` runs a round early (a new peer appeared)."""
+    once; report each answer or failure. `poke()` runs a round early (a new peer appeared).
+
+    All targets are probed concurrently (up to `concurrency`, above the table's bounds), so
+    unreachable peers that time out do not delay the verdict on the others."""
 
     def __init__(
         self,
@@ -121,7 +124,7 @@ class HeartbeatLoop:
         interval: float = 2.0,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
-        concurrency: int = 64,
+        concurrency: int = 512,
     ) -> None:
         self._session = session
         self._targets = targets

@@ -100,7 +100,9 @@ class DiscoveryService:
             raise RuntimeError("DiscoveryService already started")
         self._started = True
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit_per_host=2, keepalive_timeout=30)
+            # one kept-alive connection per peer; no global cap, or a large farm's heartbeats
+            # would queue behind each other (the table itself is bounded by max_peers)
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=2, keepalive_timeout=30)
         )
         self._heartbeat = HeartbeatLoop(
             self._session,
