@@ -42,7 +42,7 @@ from lanqueue.sync.messages import (
     Send,
 )
 from lanqueue.sync.protocol import DurableState, LanNodeCore
-from lanqueue.sync.records import JobRecord, SetRecord, Timings, requested_prints
+from lanqueue.sync.records import ConflictKind, JobRecord, SetRecord, Timings, requested_prints
 
 __all__ = ["SimConfig", "Sim", "SimResult", "Violation"]
 
@@ -553,8 +553,13 @@ class Sim:
             got = self.applied.get(j, 0)
             if got != want and not (j in self.adopted and got > want):
                 # After an adopt, an old home may have counted prints the adopter never saw:
-                # those are extra prints (reported as conflicts), never fewer.
+                # those are extra prints, never fewer, and they must be reported as a conflict.
                 self._fail(f"S5: {j} has {got} accepted completions, {want} requested")
+            copies = [n.core.records[j] for n in self.nodes.values() if n.core is not None]
+            if any(c != copies[0] for c in copies):
+                self._fail(f"replication: copies of {j} differ after quiescence")
+            if got > want and not any(c.kind is ConflictKind.DIVERGED for c in copies[0].conflicts):
+                self._fail(f"L3: {j} was printed {got - want} extra times after an adopt, with no conflict shown")
             for n in self.nodes.values():
                 assert n.core is not None
                 r = n.core.records[j]

@@ -65,6 +65,7 @@ from .messages import (
     Send,
 )
 from .records import (
+    MAX_ADOPTIONS,
     CompletionOutcome,
     ConflictEntry,
     ConflictKind,
@@ -75,7 +76,11 @@ from .records import (
     is_newer,
 )
 
-__all__ = ["DurableState", "LanNodeCore"]  # DurableState is re-exported from .durable
+__all__ = ["DurableState", "LanNodeCore"]
+
+#: Marks a divergence entry that this node (an old home) added to its own copy of an adopted
+#: record until the new home records it; see `LanNodeCore._merge`.
+_PENDING = "[not yet recorded by the new home] "  # DurableState is re-exported from .durable
 
 
 class LanNodeCore:
@@ -99,6 +104,7 @@ class LanNodeCore:
         self.holder = HolderSide(node_id, self.timings, boot=boot, next_seq=next_seq)
         self.progress: dict[str, float] = {}
         self._next_anti_entropy = 0.0
+        self._diverged: dict[str, ConflictEntry] = {}  # adopt notices not yet in the new home's record
         self._ae_index = 0
         self._handlers: dict[type[Message], Callable[[Message, float, _Out], None]] = {
             AcquireRequest: self._on_acquire,  # type: ignore[dict-item]
@@ -142,6 +148,10 @@ class LanNodeCore:
             core.records[rec.id] = rec
             if rec.home == node_id and not rec.tombstone:
                 core._take_home(rec, now, out)
+        for rec in core.records.values():  # adopt notices the new home had not recorded yet
+            for c in rec.conflicts:
+                if c.kind is ConflictKind.DIVERGED and c.holder == node_id and c.detail.startswith(_PENDING):
+                    core._diverged[rec.id] = replace(c, detail=c.detail[len(_PENDING):])
         core.holder.restore(state.held, state.outbox, now)
         out.add(core.holder.tick(now, core._home_of()))
         return core, core._finish(out, now)
@@ -217,7 +227,8 @@ class LanNodeCore:
         out = self._out()
         for rec in sorted(self.records.values(), key=lambda r: r.id):
             if rec.home == gone_home and not rec.tombstone:
-                new = replace(rec, home=self.node_id, epoch=rec.epoch + 1, version=1, adopted_from=rec.key)
+                new = replace(rec, home=self.node_id, epoch=rec.epoch + 1, version=1, adopted_from=rec.key,
+                              adoptions=(rec.adoptions + (rec.key,))[-MAX_ADOPTIONS:])
                 self._write(new, out)
                 self._take_home(new, now, out)
         return self._finish(out, now)
@@ -288,6 +299,12 @@ class LanNodeCore:
         out.add(self.holder.tick(now, self._home_of()))
         if now >= self._next_anti_entropy and self.peers:
             self._next_anti_entropy = now + self.timings.anti_entropy_every
+            for job_id, entry in list(self._diverged.items()):
+                rec = self.records[job_id]
+                if rec.home == self.node_id or entry in rec.conflicts:
+                    del self._diverged[job_id]
+                else:
+                    out.sends.append(Send(rec.home, ConflictNotice(self.node_id, job_id, entry)))
             peer = self.peers[self._ae_index % len(self.peers)]
             self._ae_index += 1
             digest = tuple((j, r.epoch, r.version) for j, r in sorted(self.records.items()))
@@ -359,18 +376,29 @@ class LanNodeCore:
         was_home = rec.id in self.home
         if was_home and cur is not None and rec.epoch == cur.epoch:
             return  # only this node writes its epoch; a "newer" copy would be corrupt, keep ours
+        if cur is not None and cur.home == self.node_id and rec.epoch > cur.epoch and rec.home != self.node_id:
+            # Another node adopted this job: our grants are stale from here on.
+            self.home.drop(rec.id)
+            taken = next((k for k in reversed(rec.adoptions) if k[0] == cur.epoch), None)
+            if taken is not None and cur.key > taken:
+                # We changed the job after the copy the adopter started from (prints counted
+                # here are not counted there): tell the new home, and repeat from `tick` until its
+                # record shows the conflict. Until then our copy carries the entry (a local
+                # annotation, same key), so the notice survives a restart of this node.
+                entry = ConflictEntry(ConflictKind.DIVERGED, self.node_id, cur.lease_token, cur.version,
+                                      f"old home changed the job up to version {cur.version} after the copy "
+                                      f"adopted at {taken}")
+                if entry not in rec.conflicts:
+                    self._diverged[rec.id] = entry
+                    pending = replace(entry, detail=_PENDING + entry.detail)
+                    rec = replace(rec, conflicts=rec.conflicts + (pending,))
+                    out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
         self.records[rec.id] = rec
         out.records[rec.id] = rec
         out.events.append(RecordChanged(rec))
-        if was_home:
-            # A higher epoch: another node is home now (adopt). Our grants are stale from here.
+        if was_home and rec.home != self.node_id:
             self.home.drop(rec.id)
-            if cur is not None and rec.adopted_from is not None and cur.key > rec.adopted_from \
-                    and rec.home != self.node_id:
-                entry = ConflictEntry(ConflictKind.DIVERGED, self.node_id, cur.lease_token, cur.version,
-                                      f"old home accepted changes up to version {cur.version} after the adopt")
-                out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
-        if rec.home == self.node_id and not rec.tombstone:
+        if rec.home == self.node_id and not rec.tombstone and (not was_home or cur is None or rec.epoch > cur.epoch):
             self._take_home(rec, now, out)
 
     def _reply_not_home(self, msg: Message, job_id: str, out: _Out) -> None:
@@ -472,7 +500,7 @@ class LanNodeCore:
         out.sends.append(Send(msg.sender, CompletionAck(self.node_id, rec.id, msg.seq, accepted, new)))
 
     def _on_conflict_notice(self, msg: ConflictNotice, now: float, out: _Out) -> None:
-        rec = self._homed(msg.job_id)
+        rec = self._homed(msg.job_id) or self._deleted_here(msg.job_id)
         if rec is None:
             return
         if msg.entry in rec.conflicts:

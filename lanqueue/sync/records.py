@@ -35,6 +35,8 @@ __all__ = [
 
 #: Conflicts kept per record (oldest dropped first): they are for users to see, not for counting.
 MAX_CONFLICTS = 32
+#: Adoption starting points kept per record.
+MAX_ADOPTIONS = 16
 #: Per-holder idempotency high-water marks kept per record.
 MAX_HOLDERS_TRACKED = 256
 #: Tokens are `epoch << TOKEN_EPOCH_SHIFT | counter`, so every token of a later epoch is larger
@@ -127,6 +129,9 @@ class JobRecord:
     conflicts: tuple[ConflictEntry, ...] = ()
     #: (epoch, version) of the record an adopter started from, to detect divergent old homes.
     adopted_from: tuple[int, int] | None = None
+    #: Every adoption's starting point (bounded, oldest dropped), so an old home from before
+    #: several adoptions still finds the copy that was taken from its epoch.
+    adoptions: tuple[tuple[int, int], ...] = ()
     #: Drain: how long (seconds of the old home's clock) the old home would still have kept the
     #: job from anyone else. The new home holds it for that times `HANDOFF_RATE_SLACK`.
     handoff_hold: float = 0.0
