@@ -20,6 +20,7 @@ This module returns actions but does not know records; the core passes the job's
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError
@@ -250,11 +251,11 @@ class HolderSide:
         return [Send(home, ReleaseRequest(self.node_id, job_id, lease.token))]
 
     # -- time ------------------------------------------------------------------------------------
-    def tick(self, now: float, home_of: dict[str, str]) -> list[Action]:
+    def tick(self, now: float, home_of: Callable[[str], str | None]) -> list[Action]:
         out: list[Action] = []
         t = self.timings
         for job_id, lease in list(self.leases.items()):
-            home = home_of.get(job_id)
+            home = home_of(job_id)
             if lease.phase is HolderPhase.ACQUIRING and now >= lease.next_retry:
                 del self.leases[job_id]
                 self._pending.pop(lease.req, None)
@@ -267,7 +268,7 @@ class HolderSide:
                 lease.next_retry = now + t.retry_every
                 out.append(Send(home, ReleaseRequest(self.node_id, job_id, lease.token)))
         for seq, entry in self.outbox.items():
-            home = home_of.get(entry.job_id)
+            home = home_of(entry.job_id)
             if home is not None and now >= self._outbox_next_try.get(seq, now):
                 self._outbox_next_try[seq] = now + t.retry_every
                 out.append(Send(home, CompletionReport(self.node_id, entry.job_id, entry.token, seq, entry.set_index)))

@@ -1,22 +1,32 @@
 """The LAN queue protocol core: one object per (node, LAN queue), no I/O, no clock of its own.
 
-Inputs: `handle(message, now)`, `tick(now)`, and local calls (`submit_job`, `want_to_print`,
-`start_print`, `report_complete`, ...). `now` is this node's monotonic clock in seconds; it is
-never compared with another node's clock. Outputs: lists of actions (see `messages`).
+Inputs: `handle(message, now)` for peer messages, `tick(now)` for timers (call it about once a
+second), and local calls. `now` is this node's monotonic clock in seconds; it is never compared
+with another node's clock. Outputs: lists of actions (`messages.Persist`, `messages.Send`,
+`messages.Event` subclasses). Messages a node sends to itself (it prints a job it is home of) are
+delivered inside the core, so the adapter never sees a `Send` to its own node id.
+
+Local calls: `submit_job`, `update_job`, `delete_job` (home only, else `NotHomeError`),
+`drain(targets, now)`, `adopt(gone_home, now)`, `set_peers`; as a printer: `want_to_print`,
+`lease_valid`, `start_print` (returns the set index; raises without a valid lease),
+`report_progress`, `report_complete`, `abort_print`, `release`. Queries: `records`, `is_home`,
+`grant_live_until`, `holder.leases`, `holder.outbox`. Errors: `LocalProtocolError` (this node's
+misuse), `RemoteProtocolError` (a peer's bad message; nothing from it was applied).
 
 What the adapter must persist, and when
 ---------------------------------------
 Every `Persist` action is one transaction, committed and fsynced (SQLite WAL, synchronous=FULL)
-BEFORE any later action of the same list is executed. The core orders each list as
-persists, then events, then sends. Concretely:
+BEFORE any later action of the same list is executed. The core orders each list as one
+persist, then events, then sends. Concretely:
 
 - `records`: upsert the job records (the node's replica of the queue). For a home this includes
-  each lease grant: holder and `lease_token` are fields of the record, so the token is on disk
-  before the `LeaseGranted` reply leaves (S2), and the restart rule S6 can see which grants
-  were outstanding. Also completions applied and their idempotency marks (`applied`), conflicts,
-  tombstones, epoch changes (drain/adopt). Records are never deleted (tombstones are records).
+  each lease grant: holder, `lease_token` and `lease_req` are fields of the record, so the token
+  is on disk before the `LeaseGranted` reply leaves (S2), and the restart rule S6 can see which
+  grants were outstanding. Also completions applied and their idempotency marks (`applied`),
+  conflicts, tombstones, epoch changes (drain: `handoff_hold`; adopt: `adoptions`). Records are
+  never deleted (a deletion is a tombstone record).
 - `held_put` / `held_delete`: the holder's table of leases it may hold (job id, token), written
-  when a grant arrives and before the print may start; used after a crash to release them.
+  when a grant arrives, before a print may start; after a crash they are released.
 - `outbox_put` / `outbox_delete` and `next_seq`: finished prints not yet acknowledged, written
   (with the next idempotency seq, same transaction) before the completion is reported (S5).
 - `boot`: incremented by `restore`, written before any request of the new incarnation leaves, so
@@ -24,7 +34,8 @@ persists, then events, then sends. Concretely:
 
 Nothing else is durable: lease deadlines (meaningless after a restart: S6 replaces them),
 pending requests, progress, retry timers. `durable_state()` returns exactly what the persisted
-rows should contain; `LanNodeCore.restore(...)` rebuilds a core from them.
+rows should contain (`DurableState.apply` folds a `Persist` in); `LanNodeCore.restore(node_id,
+queue, state, now, timings, peers)` rebuilds a core from them and returns its first actions.
 """
 
 from __future__ import annotations
@@ -153,7 +164,7 @@ class LanNodeCore:
                 if c.kind is ConflictKind.DIVERGED and c.holder == node_id and c.detail.startswith(_PENDING):
                     core._diverged[rec.id] = replace(c, detail=c.detail[len(_PENDING):])
         core.holder.restore(state.held, state.outbox, now)
-        out.add(core.holder.tick(now, core._home_of()))
+        out.add(core.holder.tick(now, core._home_of))
         return core, core._finish(out, now)
 
     # -------------------------------------------------------------------------- local: queue
@@ -296,7 +307,7 @@ class LanNodeCore:
                 self._write(d.record, out)
             if d.effect is Effect.FREE:
                 out.events.append(GrantEnded(job_id, rec.lease_token, False))
-        out.add(self.holder.tick(now, self._home_of()))
+        out.add(self.holder.tick(now, self._home_of))
         if now >= self._next_anti_entropy and self.peers:
             self._next_anti_entropy = now + self.timings.anti_entropy_every
             for job_id, entry in list(self._diverged.items()):
@@ -335,8 +346,9 @@ class LanNodeCore:
                 self._handlers[type(s.message)](s.message, now, out)
         raise LocalProtocolError("message loop did not settle")  # pragma: no cover
 
-    def _home_of(self) -> dict[str, str]:
-        return {j: r.home for j, r in self.records.items()}
+    def _home_of(self, job_id: str) -> str | None:
+        rec = self.records.get(job_id)
+        return rec.home if rec is not None else None
 
     def _home(self, job_id: str) -> str:
         rec = self.records.get(job_id)
