@@ -17,12 +17,14 @@ from lanqueue.sync.messages import (
     CompletionApplied,
     CompletionReport,
     ConflictRecorded,
+    DigestRequest,
     DenyReason,
     GrantLive,
     LeaseAcquired,
     LeaseGranted,
     LeaseLost,
     Persist,
+    RecordFetch,
     RecordPush,
     Send,
 )
@@ -385,6 +387,16 @@ def test_record_table_is_bounded() -> None:
     extra = replace(recs[0], id="j3")
     with pytest.raises(RemoteProtocolError):
         p.handle(RecordPush("h", (extra,)), 0.0)
+
+
+def test_oversized_anti_entropy_messages_are_remote_errors() -> None:
+    core = LanNodeCore("p", "farm", Timings(max_jobs=3), ["h"])
+    with pytest.raises(RemoteProtocolError):
+        core.handle(DigestRequest("h", tuple((f"j{i}", 1, 1) for i in range(4))), 0.0)
+    with pytest.raises(RemoteProtocolError):
+        core.handle(RecordFetch("h", tuple(f"j{i}" for i in range(4))), 0.0)
+    with pytest.raises(RemoteProtocolError):
+        core.handle(AcquireRequest("p", "j1", 1), 0.0)  # claims to come from this node
 
 
 def test_restore_state_equals_durable_state() -> None:

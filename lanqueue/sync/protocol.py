@@ -557,6 +557,8 @@ class LanNodeCore:
             self._merge(rec, now, out)
 
     def _on_digest(self, msg: DigestRequest, now: float, out: _Out) -> None:
+        if len(msg.digest) > self.timings.max_jobs:
+            raise RemoteProtocolError("digest larger than any queue may be")
         theirs = {j: (e, v) for j, e, v in msg.digest}
         newer_here = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
         want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
@@ -566,6 +568,8 @@ class LanNodeCore:
             out.sends.append(Send(msg.sender, RecordFetch(self.node_id, want[: self.timings.max_jobs])))
 
     def _on_fetch(self, msg: RecordFetch, now: float, out: _Out) -> None:
+        if len(msg.job_ids) > self.timings.max_jobs:
+            raise RemoteProtocolError("fetch larger than any queue may be")
         found = tuple(self.records[j] for j in msg.job_ids if j in self.records)
         if found:
             out.sends.append(Send(msg.sender, RecordPush(self.node_id, found)))
