@@ -440,6 +440,8 @@ def test_timings_are_validated() -> None:
         Timings(ttl=10, renew_every=10)
     with pytest.raises(ValueError):
         Timings(holder_margin=1.0)
+    with pytest.raises(ValueError):
+        Timings(ttl=10, renew_every=8, holder_margin=0.25)  # would lapse between renewals
 
 
 @given(

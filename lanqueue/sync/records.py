@@ -69,6 +69,8 @@ class Timings:
             raise ValueError("renew_every must be positive and shorter than ttl")
         if not (0.0 <= self.holder_margin < 1.0):
             raise ValueError("holder_margin must be in [0, 1)")
+        if self.renew_every >= self.ttl * (1.0 - self.holder_margin):
+            raise ValueError("renew_every must be shorter than the holder's lease, ttl * (1 - holder_margin)")
         if self.lock_delay < 0 or self.retry_every <= 0 or self.anti_entropy_every <= 0:
             raise ValueError("lock_delay must be >= 0, retry and anti-entropy periods > 0")
 
