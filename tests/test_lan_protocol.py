@@ -476,3 +476,19 @@ def test_counting_rules_reach_exactly_the_requested_prints(count: int, set_count
     assert applied == requested_prints(rec)
     assert [s.completed for s in rec.sets] == [c * count for c in set_counts]
     assert rec.next_set() is None
+
+
+def test_lapsed_print_counts_if_nobody_else_got_the_job() -> None:
+    """S7: the holder finishes a print whose lease lapsed; S3 counts it while its token is current."""
+    c = Cluster("h", "p")
+    submit(c)
+    c.do("p", "want_to_print", "j1", now=0.0)
+    c.cores["p"].start_print("j1", 1.0)
+    c.cut.add(frozenset(("h", "p")))
+    c.tick(100.0)  # renewals lost: p's lease lapsed, h's grant expired (lock-delay running)
+    assert not c.cores["p"].lease_valid("j1", 100.0)
+    c.cut.clear()
+    c.do("p", "report_complete", "j1", now=101.0)
+    assert c.cores["h"].records["j1"].sets[0].completed == 1 and not c.of(ConflictRecorded)
+    with pytest.raises(LocalProtocolError):
+        c.cores["p"].start_print("j1", 102.0)  # but no new print without a valid lease
