@@ -71,6 +71,7 @@ class CommandSource(Protocol):
     size: int
     position: int
     lines: int
+    exhausted: bool
 
     def next_command(self) -> str | None: ...
 
@@ -552,11 +553,12 @@ class FirmwareProtocol:
             command, tag = self._commands[0]
             from_file = False
         elif state is _S.PRINTING and self.job is not None and self.job.source is not None:
-            command = self._pending
-            if command is None:
-                command = self._pending = self.job.source.next_command()
-                if command is None:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = self.job.source.next_command()
+                if pending is None:
                     return None
+            command = pending
             tag = None
             from_file = True
         else:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Conflict, Unavailable
+from ..errors import Conflict, NotFound, Unavailable
 from .events import (
     LocalProtocolError,
     PrinterEvent,
@@ -198,10 +198,14 @@ class PrinterService:
         self._dispatch(self.core.connection_lost(reason, self._now()))
 
     def _on_open_failed(self, reason: str) -> None:
-        if self.core.state is PrinterState.CONNECTING or self.core.error != reason:
-            events = self.core.connection_lost(reason, self._now())
-            self.core.error = reason
-            self._dispatch(events)
+        """Report a port that cannot be opened once (not on every retry)."""
+        if self.core.error == reason:
+            return
+        events = self.core.connection_lost(reason, self._now())
+        self.core.error = reason
+        if not any(isinstance(e, StateChanged) for e in events):
+            events.append(StateChanged(self.core.state, reason))
+        self._dispatch(events)
 
     def _on_tick(self) -> None:
         if self._closed:
@@ -269,7 +273,10 @@ class PrinterService:
         """Start streaming `path`; returns once started. Conflict unless Operational."""
         if self.core.state is not PrinterState.OPERATIONAL:
             raise Conflict(f"Cannot start a print while the printer is {self.core.state.text}")
-        source = GcodeFile(Path(path))
+        try:
+            source = GcodeFile(Path(path))
+        except FileNotFoundError:
+            raise NotFound(f"No such file: {path}") from None
         try:
             self._call(lambda: self.core.start_print(source, str(path), name, self._now()))
         except Exception:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import serial
+import serial  # type: ignore[import-untyped]
 import serial_asyncio_fast
 
 __all__ = ["SerialLink"]

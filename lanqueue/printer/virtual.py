@@ -24,6 +24,7 @@ import tty
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .gcode import checksum, command_code, parse_numbered, strip_comment
 
@@ -119,7 +120,7 @@ class VirtualMarlin:
         self._next_autoreport = 0.0
         self._storm = 0
         self._sd_file: Path | None = None
-        self._sd_handle = None
+        self._sd_handle: BinaryIO | None = None
         self._sd_printing = False
         self._sd_pos = 0
         self._sd_size = 0
