@@ -1,6 +1,9 @@
 """Discovery and membership: mDNS registration and browsing, static peers, HTTP heartbeats.
 
-`DiscoveryService` is the entry point; `peers.py` holds the pure peer table and its events.
+`DiscoveryService` (service.py) is the entry point. The pure parts: `info.py` (what a peer says
+about itself, validated), `events.py` (peer views and events), `peers.py` (the peer table and
+liveness rules, time passed in). The I/O adapters: `mdns.py` (python-zeroconf) and
+`heartbeat.py` (HTTP hello route and heartbeat loop).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from typing import Any, Callable, Protocol
 import aiohttp
 from aiohttp import web
 
-from .peers import BadPeerInfo, HeartbeatTarget, PeerInfo
+from .info import BadPeerInfo, PeerInfo
+from .peers import HeartbeatTarget
 
 __all__ = [
     "HELLO_PATH",

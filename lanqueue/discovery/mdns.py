@@ -20,7 +20,7 @@ import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from .peers import BadPeerInfo, PeerInfo
+from .info import BadPeerInfo, PeerInfo
 
 __all__ = ["SERVICE_TYPE", "MdnsAdapter", "instance_name", "node_id_from_instance", "resolve_interfaces"]
 

@@ -22,15 +22,24 @@ A peer whose protocol version differs from ours is listed but not trusted: no LA
 
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from ..errors import LanqueueError
+from .events import (
+    Peer,
+    PeerAppeared,
+    PeerChanged,
+    PeerEvent,
+    PeerGone,
+    PeerOffline,
+    PeerOnline,
+    PeerStatus,
+)
+from .info import MAX_ADDRESSES, MAX_QUEUES, BadPeerInfo, PeerInfo
 
 __all__ = [
     "BadPeerInfo",
+    "HeartbeatTarget",
     "PeerInfo",
     "PeerStatus",
     "Peer",
@@ -44,246 +53,8 @@ __all__ = [
     "MAX_QUEUES",
 ]
 
-MAX_ID_LEN = 64
-MAX_NAME_LEN = 100
-MAX_PROFILE_LEN = 100
-MAX_QUEUES = 64
-MAX_QUEUE_NAME_LEN = 100
-MAX_ADDRESSES = 8
 MAX_CONTACTS = 64
 CONTACT_TTL = 30.0
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class BadPeerInfo(LanqueueError):
-    """A peer sent something we cannot use (remote error): the observation is dropped."""
-
-    http_status = 400
-
-
-def _text(value: Any, what: str, limit: int) -> str:
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadPeerInfo(f"{what} is not UTF-8") from None
-    if not isinstance(value, str):
-        raise BadPeerInfo(f"{what} must be text")
-    if len(value) > limit:
-        raise BadPeerInfo(f"{what} longer than {limit}")
-    return value
-
-
-def _int(value: Any, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadPeerInfo(f"{what} must be an integer") from None
-    if isinstance(value, bool) or not lo <= number <= hi:
-        raise BadPeerInfo(f"{what} out of range")
-    return number
-
-
-def _node_id(value: Any) -> str:
-    text = _text(value, "node_id", MAX_ID_LEN)
-    if not _ID_RE.match(text):
-        raise BadPeerInfo("node_id has characters other than letters, digits, '.', '_', '-'")
-    return text
-
-
-def _queues(values: Any) -> tuple[str, ...]:
-    if not isinstance(values, (list, tuple)):
-        raise BadPeerInfo("queues must be a list")
-    if len(values) > MAX_QUEUES:
-        raise BadPeerInfo(f"more than {MAX_QUEUES} queues")
-    return tuple(_text(v, "queue name", MAX_QUEUE_NAME_LEN) for v in values)
-
-
-@dataclass(frozen=True)
-class PeerInfo:
-    """What a peer says about itself (mDNS TXT or hello answer), validated.
-
-    `addresses` are where it can be reached, best first; empty when the source did not say
-    (a hello answer does not know under which address the caller reached it).
-    """
-
-    node_id: str
-    name: str
-    protocol: int
-    api_port: int
-    profile: str = ""
-    queues: tuple[str, ...] = ()
-    addresses: tuple[str, ...] = ()
-
-    # TXT values are limited to 255 bytes each; queue names are joined with "," after
-    # escaping "%" and ",", and whatever does not fit is left to the hello answer, which is
-    # authoritative anyway ("queues_more=1" says so).
-    def to_txt(self) -> dict[str, str]:
-        """The mDNS TXT properties (never a secret: only what any LAN host may read)."""
-        joined = ""
-        more = False
-        for q in self.queues:
-            part = q.replace("%", "%25").replace(",", "%2C")
-            candidate = part if not joined else f"{joined},{part}"
-            if len(("queues=" + candidate).encode()) > 255:
-                more = True
-                break
-            joined = candidate
-        txt = {
-            "id": self.node_id,
-            "name": self.name.encode()[:200].decode("utf-8", "ignore"),
-            "proto": str(self.protocol),
-            "port": str(self.api_port),
-            "profile": self.profile.encode()[:200].decode("utf-8", "ignore"),
-            "queues": joined,
-        }
-        if more:
-            txt["queues_more"] = "1"
-        return txt
-
-    @classmethod
-    def from_txt(
-        cls, props: Mapping[bytes, bytes | None], addresses: tuple[str, ...] = ()
-    ) -> PeerInfo:
-        """Parse TXT properties as received from the network (raises BadPeerInfo)."""
-        p = {k.decode("utf-8", "replace"): (v or b"") for k, v in props.items()}
-        if "id" not in p:
-            raise BadPeerInfo("TXT has no id")
-        raw_queues = _text(p.get("queues", b""), "queues", 255)
-        queues = [
-            q.replace("%2C", ",").replace("%25", "%") for q in raw_queues.split(",") if q
-        ]
-        return cls(
-            node_id=_node_id(p["id"]),
-            name=_text(p.get("name", b""), "name", MAX_NAME_LEN * 4),
-            protocol=_int(p.get("proto", b"0"), "proto", 0, 1 << 30),
-            api_port=_int(p.get("port"), "port", 1, 65535),
-            profile=_text(p.get("profile", b""), "profile", MAX_PROFILE_LEN * 4),
-            queues=_queues(queues),
-            addresses=tuple(addresses[:MAX_ADDRESSES]),
-        )
-
-    @classmethod
-    def from_hello(cls, obj: Any, address: str | None = None) -> PeerInfo:
-        """Parse a hello answer (JSON already decoded; raises BadPeerInfo)."""
-        if not isinstance(obj, dict):
-            raise BadPeerInfo("hello answer is not an object")
-        return cls(
-            node_id=_node_id(obj.get("node_id")),
-            name=_text(obj.get("name", ""), "name", MAX_NAME_LEN * 4),
-            protocol=_int(obj.get("protocol"), "protocol", 0, 1 << 30),
-            api_port=_int(obj.get("api_port"), "api_port", 1, 65535),
-            profile=_text(obj.get("profile", ""), "profile", MAX_PROFILE_LEN * 4),
-            queues=_queues(obj.get("queues", [])),
-            addresses=(address,) if address else (),
-        )
-
-
-class PeerStatus(enum.Enum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """An immutable view of one table entry, safe to hand to other modules."""
-
-    info: PeerInfo
-    status: PeerStatus
-    trusted: bool
-    static: bool
-    address: str | None
-    """The address that last answered a heartbeat (else the first advertised one)."""
-    port: int
-    """The port that last answered (differs from `info.api_port` behind a port mapping)."""
-    first_seen: float
-    last_seen: float
-    """Monotonic time of the last sign of life (heartbeat answer, or mDNS announcement)."""
-    missed: int
-    offline_reason: str | None
-    remote_status: Mapping[str, Any] = field(default_factory=dict)
-    """`status` and `current_job` from the peer's last hello answer."""
-
-    @property
-    def node_id(self) -> str:
-        return self.info.node_id
-
-    @property
-    def online(self) -> bool:
-        return self.status is PeerStatus.ONLINE
-
-    @property
-    def base_url(self) -> str | None:
-        """`http://host:port` of the peer's API, or None if no address is known yet."""
-        if self.address is None:
-            return None
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
-
-    def to_dict(self, now: float, wall_now: float | None = None) -> dict[str, Any]:
-        """JSON-able form for the API. `last_seen_age` is in seconds; `last_seen` is a Unix
-        time only if the caller passes `wall_now` (monotonic times mean nothing elsewhere)."""
-        age = max(0.0, now - self.last_seen)
-        return {
-            "node_id": self.info.node_id,
-            "name": self.info.name,
-            "addresses": list(self.info.addresses),
-            "address": self.address,
-            "port": self.port,
-            "api_port": self.info.api_port,
-            "base_url": self.base_url,
-            "profile": self.info.profile,
-            "queues": list(self.info.queues),
-            "protocol": self.info.protocol,
-            "trusted": self.trusted,
-            "status": self.status.value,
-            "offline_reason": self.offline_reason,
-            "static": self.static,
-            "missed": self.missed,
-            "last_seen": None if wall_now is None else round(wall_now - age, 3),
-            "last_seen_age": round(age, 3),
-            "printer_status": self.remote_status.get("status"),
-            "current_job": self.remote_status.get("current_job"),
-        }
-
-
-# -- events (frozen, one base class) -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PeerEvent:
-    peer: Peer
-
-
-@dataclass(frozen=True)
-class PeerAppeared(PeerEvent):
-    """A node we did not know is in the table."""
-
-
-@dataclass(frozen=True)
-class PeerChanged(PeerEvent):
-    """Name, addresses, port, profile, queues or protocol changed."""
-
-    old: PeerInfo
-
-
-@dataclass(frozen=True)
-class PeerOffline(PeerEvent):
-    """An online peer stopped answering ("heartbeat") or said goodbye on mDNS ("goodbye")."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class PeerOnline(PeerEvent):
-    """An offline peer answered a heartbeat again."""
-
-
-@dataclass(frozen=True)
-class PeerGone(PeerEvent):
-    """The peer left the table (offline for `forget_after`, or evicted for room)."""
 
 
 # -- the table -----------------------------------------------------------------------------
