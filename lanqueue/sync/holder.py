@@ -162,9 +162,10 @@ class HolderSide:
             return []
         lease.phase = HolderPhase.RELEASING
         if self.outbox_pending(job_id):
-            lease.next_retry = now  # sent by the first tick after the outbox empties
+            # Completions first: once released, another holder's grant would fence them out.
+            lease.next_retry = now  # sent as soon as the outbox empties (or by the next tick)
             return []
-        lease.next_retry = now + self.timings.retry_every  # completions first: a release could let another holder fence them out
+        lease.next_retry = now + self.timings.retry_every
         return [Send(home, ReleaseRequest(self.node_id, job_id, lease.token))]
 
     def _forget(self, job_id: str) -> list[Action]:
