@@ -209,7 +209,7 @@ def test_txt_too_many_queues_fits_in_255_bytes_and_says_so():
         {"node_id": "x", "protocol": True, "api_port": 5000},
         {"node_id": "x", "protocol": 1, "api_port": 5000, "queues": "q"},
         {"node_id": "x", "protocol": 1, "api_port": 5000, "queues": ["q"] * 65},
-        {"node_id": "x" * 65, "protocol": 1, "api_port": 5000},
+        {"node_id": "x" * 55, "protocol": 1, "api_port": 5000},
     ],
 )
 def test_bad_hello_is_a_remote_error(obj):
@@ -277,3 +277,14 @@ def test_static_peer_behind_a_port_mapping_is_reached_where_it_answered():
     assert [(x.host, x.port, x.node_id) for x in t.targets()] == [("192.168.1.9", 8080, "s")]
     peer = t.get("s")
     assert peer.base_url == "http://192.168.1.9:8080" and peer.info.api_port == 5000
+
+
+def test_longest_node_id_still_makes_a_valid_instance_label():
+    from lanqueue.discovery.info import check_node_id
+    from lanqueue.discovery.mdns import instance_name
+
+    check_node_id("x" * 54)
+    assert len(instance_name("x" * 54).split(".")[0]) <= 63
+    for bad in ["x" * 55, "", "a b", "-lead", "a.b"]:
+        with pytest.raises(ValueError):
+            check_node_id(bad)

@@ -12,15 +12,16 @@ from typing import Any, Mapping
 
 from ..errors import LanqueueError
 
-__all__ = ["BadPeerInfo", "PeerInfo", "MAX_ADDRESSES", "MAX_QUEUES"]
+__all__ = ["BadPeerInfo", "PeerInfo", "check_node_id", "MAX_ADDRESSES", "MAX_QUEUES"]
 
-MAX_ID_LEN = 64
+MAX_ID_LEN = 54
+"""`lanqueue-<id>` must fit one DNS label (63 bytes): the mDNS instance name is built from it."""
 MAX_NAME_LEN = 100
 MAX_PROFILE_LEN = 100
 MAX_QUEUES = 64
 MAX_QUEUE_NAME_LEN = 100
 MAX_ADDRESSES = 8
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,53}$")
 
 
 class BadPeerInfo(LanqueueError):
@@ -54,10 +55,18 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
     return number
 
 
+def check_node_id(node_id: str) -> None:
+    """Our own id must satisfy what peers will check (local misuse: ValueError)."""
+    try:
+        _node_id(node_id)
+    except BadPeerInfo as exc:
+        raise ValueError(f"unusable node id {node_id!r}: {exc.message}") from None
+
+
 def _node_id(value: Any) -> str:
     text = _text(value, "node_id", MAX_ID_LEN)
     if not _ID_RE.match(text):
-        raise BadPeerInfo("node_id has characters other than letters, digits, '.', '_', '-'")
+        raise BadPeerInfo("node_id has characters other than letters, digits, '_', '-' (it becomes a DNS label)")
     return text
 
 

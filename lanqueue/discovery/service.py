@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from .heartbeat import HELLO_SOURCE, NODE_HEADER, PORT_HEADER, HeartbeatLoop, routes
+from .info import check_node_id
 from .mdns import MdnsAdapter
 from .peers import HeartbeatTarget, Peer, PeerEvent, PeerInfo, PeerTable
 
@@ -57,6 +58,7 @@ class DiscoveryService:
         forget_after: float = 3600.0,
         max_peers: int = 256,
     ) -> None:
+        check_node_id(node_id)
         if not 0 < api_port < 65536:
             raise ValueError(f"api_port must be the port the API is bound to, got {api_port}")
         self._own = PeerInfo(
