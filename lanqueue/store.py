@@ -572,6 +572,16 @@ class Store:
             )
 
     async def _rank_after(self, queue: str, after_id: int | None | object, *, exclude: int | None) -> float:
+        if after_id is _LAST or after_id is None:  # the ends: one index lookup, not a queue scan
+            edge = "MAX" if after_id is _LAST else "MIN"
+            if exclude is None:  # the plain form gets SQLite's min/max optimisation
+                rows = await self._fetchall(f"SELECT {edge}(rank) AS r FROM jobs WHERE queue=?", (queue,))
+            else:
+                rows = await self._fetchall(
+                    f"SELECT {edge}(rank) AS r FROM jobs WHERE queue=? AND id != ?", (queue, exclude)
+                )
+            r = rows[0]["r"]
+            return rank_between(r, None) if after_id is _LAST else rank_between(None, r)
         rows = await self._fetchall(
             "SELECT id, rank FROM jobs WHERE queue=? AND id IS NOT ? ORDER BY rank, id", (queue, exclude)
         )

@@ -506,3 +506,25 @@ def test_octorest_client_sees_an_octoprint_host(node_process, tmp_path):
     assert client.job_info()["job"]["file"]["name"] == "cube.gcode"
     client.delete("cube.gcode")
     assert client.files()["files"] == []
+
+
+async def test_state_follows_every_write_despite_its_cache(node_factory):
+    """state/get is cached by store and file-store generation: writes through either show."""
+    api, node = await node_factory()
+    added = await add_set(api, "late.gcode")
+    first = await state(api)
+    assert first["queues"][0]["jobs"][0]["sets"][0]["missing_file"] is True
+    assert await state(api) == first  # the cached answer is the same answer
+
+    async def chunks():
+        yield GCODE
+
+    await node.files.save("late.gcode", chunks())  # as a LAN peer download would, no store write
+    assert (await local_jobs(api))[0]["sets"][0]["missing_file"] is False
+    await node.store.record_success(added["job_id"], added["set_"]["id"])  # the driver's write
+    assert (await local_jobs(api))[0]["sets"][0]["completed"] == 1
+    from lanqueue.api.views import state_view
+
+    view = await state_view(node)
+    view["queues"][0]["jobs"].clear()  # a caller may change its copy
+    assert len(await local_jobs(api)) == 1
