@@ -523,9 +523,9 @@ class Sim:
                 r = core.records.get(j)
                 if r is None or not r.done or r.lease_holder is not None:
                     return False
-        keys = {j: {n.core.records[j].key for n in self.nodes.values() if n.core and j in n.core.records}
-                for j in self.requested}
-        return all(len(k) == 1 for k in keys.values())
+        cores = [n.core for n in self.nodes.values() if n.core is not None]
+        return all(all(j in c.records for c in cores) and all(c.records[j] == cores[0].records[j] for c in cores)
+                   for j in self.requested)
 
     def run(self) -> SimResult:
         self._chaos()

@@ -405,6 +405,12 @@ class LanNodeCore:
                     pending = replace(entry, detail=_PENDING + entry.detail)
                     rec = replace(rec, conflicts=rec.conflicts + (pending,))
                     out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
+        if cur is not None and rec.id in self._diverged:
+            # Carry our not-yet-recorded adopt notice over to newer copies until one shows it.
+            clean = self._diverged[rec.id]
+            pending = replace(clean, detail=_PENDING + clean.detail)
+            if clean not in rec.conflicts and pending not in rec.conflicts:
+                rec = replace(rec, conflicts=rec.conflicts + (pending,))
         self.records[rec.id] = rec
         out.records[rec.id] = rec
         out.events.append(RecordChanged(rec))
