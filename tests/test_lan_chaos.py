@@ -204,6 +204,10 @@ def read_history(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
+def all_rows(nodes: list[ChaosNode]) -> list[dict[str, Any]]:
+    return [r for n in nodes for r in read_history(n.history_file)[0]]
+
+
 @dataclass
 class Segment_:
     start: float
@@ -318,6 +322,21 @@ def restart_rule_violations(rows: list[dict[str, Any]], home: str, killed: float
     return found
 
 
+def open_grants(rows: list[dict[str, Any]], holder: str) -> set[tuple[str, int]]:
+    """(job, token) of the grants to `holder` that no home has ended (yet)."""
+    held: set[tuple[str, int]] = set()
+    for r in sorted(rows, key=lambda r: r["t"]):
+        if r["event"] == "GrantLive" and r["holder"] == holder:
+            held.add((r["job_id"], r["token"]))
+        elif r["event"] == "GrantEnded":
+            held.discard((r["job_id"], r["token"]))
+    return held
+
+
+def ended_grants(rows: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    return {(r["job_id"], r["token"]) for r in rows if r["event"] == "GrantEnded"}
+
+
 def tokens_out_of_order(lives: dict[str, dict[int, TokenLife]]) -> list[str]:
     found = []
     for job, tokens in lives.items():
@@ -387,11 +406,18 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             d = Disturbance("kill", a.node_id, a.name, time.time())
             disturbances.append(d)
             a.kill()
+            held = open_grants(all_rows(nodes), a.node_id)
             a.start()
             a.wait_ready()
             d.end = time.time()
             a.post(CP + "/set_active", data={"active": "true"})  # not resumed by itself (no --resume)
-            print(f"killed {a.name} {how}, restarted it ({d.end - d.start:.1f} s)")
+            print(f"killed {a.name} {how} (holding {len(held)} lease(s)), restarted it ({d.end - d.start:.1f} s)")
+            # A holder back from a crash gives its leases back at once (the prints they covered
+            # were interrupted): the jobs return well before TTL + lock-delay.
+            wait_until(lambda: held <= ended_grants(all_rows(nodes)), TTL,
+                       "leases of the crashed holder released after its restart", step=0.1)
+            print(f"its lease(s) released {time.time() - d.end:.1f} s after the restart")
+            wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 20, "all peers online after the restart")
 
             # --- 2: freeze a node while it prints, longer than TTL + lock-delay
             wait_until(b.printing, 30, "bravo printing")
@@ -405,6 +431,7 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             frozen = None
             d.end = time.time()
             print(f"froze {b.name} for {d.end - d.start:.1f} s")
+            wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 20, "all peers online after the freeze")
 
             # --- 3: cut a node's link while it prints, as long
             wait_until(c.printing, 30, "charlie printing")
@@ -433,10 +460,9 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             views = {n.name: {j["id"]: j for j in n.lan_jobs()} for n in nodes}
             runs = {n.node_id: n.get(CP + "/history/get") for n in nodes}
             successes = {n.name: sum(1 for r in runs[n.node_id] if r["result"] == "success") for n in nodes}
-            rows: list[dict[str, Any]] = []
+            rows = all_rows(nodes)
             for n in nodes:
                 got, bad = read_history(n.history_file)
-                rows += got
                 print(f"{n.name} ({n.node_id[:8]}): {len(got)} history rows, {bad} cut lines, "
                       f"{successes[n.name]} successful prints")
             failures: list[str] = []
