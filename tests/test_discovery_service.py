@@ -216,3 +216,20 @@ def test_instance_names_and_interface_choice():
     assert resolve_interfaces(["10.1.2.3"]) == ["10.1.2.3"]
     with pytest.raises(ValueError):
         resolve_interfaces(["no-such-if0"])
+
+
+def test_unadvertisable_settings_fail_loudly():
+    with pytest.raises(ValueError):
+        DiscoveryService("ok-id", "n", 5000, "p", [f"q{i}" for i in range(65)])
+    with pytest.raises(ValueError):
+        DiscoveryService("bad id", "n", 5000, "p", [])
+    with pytest.raises(ValueError):
+        DiscoveryService("ok-id", "n", 0, "p", [])
+
+
+async def test_update_with_unadvertisable_settings_is_refused_and_changes_nothing():
+    service = DiscoveryService("ok-id", "n", 5000, "p", ["q"], mdns=False)
+    with pytest.raises(ValueError):
+        await service.async_update(queues=["x" * 101])
+    assert service.own.queues == ("q",)
+    await service.async_close()

@@ -65,7 +65,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _start_node(args: argparse.Namespace, index: int) -> tuple[DiscoveryService, web.AppRunner]:
+async def _start_node(
+    args: argparse.Namespace, index: int
+) -> tuple[DiscoveryService, web.AppRunner]:
     base = args.id or uuid.uuid4().hex
     node_id = base if args.count == 1 else f"{base}-{index}"
     name = args.name or f"node-{node_id[:8]}"

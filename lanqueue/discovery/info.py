@@ -66,7 +66,9 @@ def check_node_id(node_id: str) -> None:
 def _node_id(value: Any) -> str:
     text = _text(value, "node_id", MAX_ID_LEN)
     if not _ID_RE.match(text):
-        raise BadPeerInfo("node_id has characters other than letters, digits, '_', '-' (it becomes a DNS label)")
+        raise BadPeerInfo(
+            "node_id has characters other than letters, digits, '_', '-' (it becomes a DNS label)"
+        )
     return text
 
 

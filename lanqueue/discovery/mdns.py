@@ -22,7 +22,13 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from .info import BadPeerInfo, PeerInfo
 
-__all__ = ["SERVICE_TYPE", "MdnsAdapter", "instance_name", "node_id_from_instance", "resolve_interfaces"]
+__all__ = [
+    "SERVICE_TYPE",
+    "MdnsAdapter",
+    "instance_name",
+    "node_id_from_instance",
+    "resolve_interfaces",
+]
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ whether it is alive. Status therefore changes only on heartbeats (or on an mDNS 
 - an OFFLINE peer not heard from for `forget_after` seconds is dropped (PeerGone), except static
   peers, which the user configured and which are kept for good.
 
-A peer whose protocol version differs from ours is listed but not trusted: no LAN traffic goes to it.
+A peer whose protocol version differs from ours is listed but not trusted: no LAN traffic goes
+to it.
 """
 
 from __future__ import annotations

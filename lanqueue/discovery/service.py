@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from .heartbeat import HELLO_SOURCE, NODE_HEADER, PORT_HEADER, HeartbeatLoop, routes
-from .info import check_node_id
+from .info import BadPeerInfo, check_node_id
 from .mdns import MdnsAdapter
 from .peers import HeartbeatTarget, Peer, PeerEvent, PeerInfo, PeerTable
 
@@ -34,6 +34,24 @@ def parse_peer_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"peer address must be HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _check_own(info: PeerInfo) -> None:
+    """What we advertise must pass the checks peers apply, or they would silently ignore us:
+    fail loudly here instead (ValueError: local misuse)."""
+    try:
+        PeerInfo.from_hello(
+            {
+                "node_id": info.node_id,
+                "name": info.name,
+                "protocol": info.protocol,
+                "api_port": info.api_port,
+                "profile": info.profile,
+                "queues": list(info.queues),
+            }
+        )
+    except BadPeerInfo as exc:
+        raise ValueError(f"cannot advertise this node: {exc.message}") from None
 
 
 class DiscoveryService:
@@ -69,7 +87,8 @@ class DiscoveryService:
             profile=profile,
             queues=tuple(queues),
         )
-        timeout = heartbeat_timeout if heartbeat_timeout is not None else min(heartbeat_interval, 2.0)
+        _check_own(self._own)
+        timeout = min(heartbeat_interval, 2.0) if heartbeat_timeout is None else heartbeat_timeout
         self.table = PeerTable(
             node_id,
             protocol_version,
@@ -170,6 +189,7 @@ class DiscoveryService:
         )
         if new == self._own:
             return
+        _check_own(new)
         self._own = new
         if self._mdns is not None:
             await self._mdns.async_update(new)
