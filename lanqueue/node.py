@@ -64,7 +64,7 @@ class Node:
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
         self.drain_on_exit = True
-        self._lan_box: peer_routes.LanBox | None = None
+        self._lan_box = peer_routes.LanBox()
         self.started = asyncio.Event()
 
     # --- identity --------------------------------------------------------------------------
@@ -105,7 +105,7 @@ class Node:
         app.add_routes(metrics_routes.routes)
         app.add_routes(lan_routes.routes)
         web_routes.setup(app)  # live updates: ends open event streams on shutdown
-        self._lan_box = peer_routes.install(app)
+        peer_routes.install(app, self._lan_box)
         app.cleanup_ctx.append(self._store_ctx)
         app.cleanup_ctx.append(self._evaluator_ctx)
         app.cleanup_ctx.append(self._discovery_ctx(app))
@@ -128,7 +128,7 @@ class Node:
     def _discovery_ctx(self, app: web.Application) -> Any:
         """Discovery is built before the app starts, so its hello route can be mounted."""
         opts = self.options
-        self.discovery = DiscoveryService(
+        self.discovery = discovery = DiscoveryService(
             self.node_id,
             opts.name,
             opts.port,
@@ -139,12 +139,12 @@ class Node:
             static_peers=opts.peer,
             status_provider=self._status_for_peers,
         )
-        self.discovery.install(app)
+        discovery.install(app)
 
         async def ctx(app: web.Application) -> AsyncIterator[None]:
-            await self.discovery.async_start()
+            await discovery.async_start()
             yield
-            await self.discovery.async_close()
+            await discovery.async_close()
 
         return ctx
 
@@ -252,7 +252,8 @@ class Node:
             raise BadRequest("the local queue cannot be removed")
         if self.lan is not None:
             await self.lan.configure(queues)
-            await self.discovery.async_update(queues=sorted(self.lan.queues))
+            if self.discovery is not None:
+                await self.discovery.async_update(queues=sorted(self.lan.queues))
         await self.store.set_queues([{k: q.get(k) for k in ("name", "strategy", "addr")} for q in queues])
 
     async def queue_uploaded_file(self, path: str) -> int:

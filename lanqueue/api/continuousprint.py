@@ -192,7 +192,7 @@ async def job_add(request: web.Request) -> web.Response:
     form = await read_form(request)
     doc = Form.from_object(form.json_field())
     name = doc.text("name", required=True)
-    queue = doc.text("queue", LOCAL, max_len=100)
+    queue = doc.text("queue", LOCAL, max_len=100) or LOCAL
     node = request.app[NODE]
     if queue != LOCAL:
         return json_response(await node.lan_for(queue).add_job(queue, name))
@@ -225,7 +225,7 @@ async def job_mv(request: web.Request) -> web.Response:
     form = await read_form(request)
     src = _queue_name(form, "src_queue")
     dest = _queue_name(form, "dest_queue", src)
-    raw_id = form.text("id", required=True)
+    raw_id = form.text("id", required=True) or ""
     after = form.text("after_id")
     node = request.app[NODE]
     if src == LOCAL and dest == LOCAL:

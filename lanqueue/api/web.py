@@ -150,9 +150,9 @@ class LiveHub:
         if node.printer is not None:
             self._detach.append(node.printer.add_listener(lambda event: self._broadcast("printer")))
         # LAN queues live in their own records, and peers come and go: both when present
-        if callable(getattr(node.lan, "add_listener", None)):
+        if node.lan is not None:
             self._detach.append(node.lan.add_listener(lambda *_: self._broadcast("queues")))
-        if callable(getattr(node.discovery, "add_listener", None)):
+        if node.discovery is not None:
             self._detach.append(node.discovery.add_listener(lambda *_: self._broadcast("peers")))
         self._poller = asyncio.create_task(self._poll(), name="web-live-poll")
 

@@ -42,11 +42,9 @@ class LanBox:
 LAN_BOX: web.AppKey[LanBox] = web.AppKey("lan_box", LanBox)
 
 
-def install(app: web.Application) -> LanBox:
-    box = LanBox()
+def install(app: web.Application, box: LanBox) -> None:
     app[LAN_BOX] = box
     app.add_routes(routes)
-    return box
 
 
 def _reject(request: web.Request, why: str) -> web.Response:

@@ -11,6 +11,7 @@ state it depends on is durable, and the core never sees two inputs at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -568,7 +569,7 @@ class LanService:
     async def edit_job(self, queue: str, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         q = self.queue(queue)
         rec = self._record(q, job_id)
-        allowed = {k: changes[k] for k in ("name", "draft") if k in changes}
+        allowed: dict[str, Any] = {k: changes[k] for k in ("name", "draft") if k in changes}
         unsupported = set(changes) - {"name", "draft"}
         if unsupported:
             raise BadRequest(f"on a LAN job only name and draft can be edited, not {sorted(unsupported)}")
@@ -622,7 +623,7 @@ class LanService:
         """At the home: apply an edit (from this node's API or forwarded by a peer)."""
         q = self.queue(queue)
         if op == "update":
-            clean = {}
+            clean: dict[str, Any] = {}
             if "name" in fields:
                 if not isinstance(fields["name"], str) or not fields["name"] or len(fields["name"]) > 1000:
                     raise BadRequest("bad name")
@@ -674,11 +675,15 @@ class LanService:
                 if home in self.directory.online(q.name):
                     raise Conflict(f"{self.directory.name_of(home)} is online; ask it to drain instead")
                 before = sum(1 for r in q.core.records.values() if r.home == home and not r.tombstone)
-                await self._call(q, lambda now, h=home: q.core.adopt(h, now))
+                await self._call(q, functools.partial(_adopt, q.core, home))
                 adopted += before
         if not adopted:
             raise NotFound(f"no LAN jobs whose home is {gone!r}")
         return adopted
+
+
+def _adopt(core: LanNodeCore, home: str, now: float) -> list[Action]:
+    return core.adopt(home, now)
 
 
 def _peer_status(p: dict[str, Any]) -> str:
