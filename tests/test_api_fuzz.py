@@ -51,7 +51,7 @@ OPERATIONS = [
 EXAMPLES_PER_OPERATION = int(os.environ.get("LANQUEUE_FUZZ_EXAMPLES", "12"))
 DERANDOMIZE = os.environ.get("LANQUEUE_FUZZ_RANDOM", "") != "1"
 
-KNOWN_FILES = ["a.gcode", "b.gcode", "sub/c.gcode", "seed.gjob"]
+KNOWN_FILES = ["a.gcode", "b.gcode", "sub/c.gcode", "seed.gjob", "part.gcode", "part.gjob"]
 HOSTILE_TEXT = [
     "",
     " ",
@@ -102,6 +102,14 @@ HOSTILE_JSON: list[Any] = [
     [[[]]],
 ]
 
+# ids of the fuzzed node's LAN jobs and sets (UUID text), filled in by the fixture
+LAN_IDS: list[str] = []
+
+
+def known_text() -> st.SearchStrategy[str]:
+    return st.sampled_from(KNOWN_FILES + ["1", "2", "3", "999", "local", "LAN"] + LAN_IDS)
+
+
 hostile_text = st.sampled_from(HOSTILE_TEXT) | st.text(max_size=40)
 hostile_json = st.sampled_from(HOSTILE_JSON) | hostile_text | st.integers()
 
@@ -118,7 +126,7 @@ def resolve(schema: dict) -> dict:
 def gen_json(data: st.DataObject, schema: dict, depth: int = 0) -> Any:
     """A JSON value for `schema`: usually well-typed, sometimes hostile."""
     schema = resolve(schema)
-    if depth > 4 or data.draw(st.integers(0, 14)) == 0:
+    if depth > 4 or data.draw(st.integers(0, 14)) == 14:
         return data.draw(hostile_json)
     if "oneOf" in schema:
         return gen_json(data, data.draw(st.sampled_from(schema["oneOf"])), depth + 1)
@@ -134,7 +142,7 @@ def gen_json(data: st.DataObject, schema: dict, depth: int = 0) -> Any:
         extra = schema.get("additionalProperties")
         if isinstance(extra, dict) and data.draw(st.booleans()):
             out[data.draw(st.sampled_from(["a", "clear", "x" * 300, "", "continuousprint_success"]))] = gen_json(data, extra, depth + 1)
-        if data.draw(st.integers(0, 5)) == 0:
+        if data.draw(st.integers(0, 5)) == 5:
             out[data.draw(st.sampled_from(["unknown", "__proto__", "id"]))] = data.draw(hostile_json)
         return out
     if kind == "array":
@@ -151,13 +159,13 @@ def gen_json(data: st.DataObject, schema: dict, depth: int = 0) -> Any:
     if kind == "boolean":
         return data.draw(st.booleans() | st.sampled_from(["true", "False", "", "yes", 1, None]))
     if kind == "string":
-        return data.draw(st.sampled_from(KNOWN_FILES) | hostile_text)
+        return data.draw(known_text() | hostile_text)
     return data.draw(hostile_json)
 
 
 def gen_form_value(data: st.DataObject, name: str, schema: dict) -> list[str]:
     """The text values one form field is sent with (several for repeated list fields)."""
-    if data.draw(st.integers(0, 7)) == 0:  # wrong-typed: any hostile text
+    if data.draw(st.integers(0, 7)) == 7:  # wrong-typed: any hostile text
         return [data.draw(hostile_text)]
     if "x-json-schema" in schema:
         doc = gen_json(data, schema["x-json-schema"])
@@ -184,7 +192,7 @@ def gen_form_value(data: st.DataObject, name: str, schema: dict) -> list[str]:
         return [",".join(items)]
     if schema.get("enum"):
         return [data.draw(st.sampled_from(schema["enum"]) | hostile_text)]
-    return [data.draw(st.sampled_from(KNOWN_FILES + ["1", "2", "3", "999", "local"]) | hostile_text)]
+    return [data.draw(known_text() | hostile_text)]
 
 
 def gen_form(data: st.DataObject, schema: dict) -> list[tuple[str, str]]:
@@ -192,7 +200,7 @@ def gen_form(data: st.DataObject, schema: dict) -> list[tuple[str, str]]:
     required = set(schema.get("required", []))
     fields: list[tuple[str, str]] = []
     for name, sub in props.items():
-        present = data.draw(st.integers(0, 3)) > 0 if name in required else data.draw(st.booleans())
+        present = data.draw(st.integers(0, 3)) != 3 if name in required else data.draw(st.booleans())
         if not present:
             continue
         values = gen_form_value(data, name, sub)
@@ -200,7 +208,7 @@ def gen_form(data: st.DataObject, schema: dict) -> list[tuple[str, str]]:
         if sub.get("type") == "array" and len(values) > 1 and data.draw(st.booleans()):
             key = name + "[]"
         fields.extend((key, v) for v in values)
-    if data.draw(st.integers(0, 5)) == 0:
+    if data.draw(st.integers(0, 5)) == 5:
         fields.append((data.draw(st.sampled_from(["unknown", "json", "job", "a" * 200])), data.draw(hostile_text)))
     return fields
 
@@ -241,22 +249,27 @@ def gen_request(data: st.DataObject, method: str, path: str, op: dict) -> dict[s
             )
             url = url.replace("{" + param["name"] + "}", quote(value, safe="/%") if value else "x")
     kw: dict[str, Any] = {"method": method.upper(), "url": url, "headers": {}}
-    if data.draw(st.integers(0, 9)) == 0:
+    if data.draw(st.integers(0, 9)) == 9:
         kw["params"] = {data.draw(st.sampled_from(["x", "apikey", "queue"])): data.draw(hostile_text)}
         if "apikey" in kw["params"]:
             kw["params"]["apikey"] = API_KEY
     body = op.get("requestBody")
     if body is None:
-        if data.draw(st.integers(0, 4)) == 0:
+        if data.draw(st.integers(0, 4)) == 4:
             kw["data"] = data.draw(st.sampled_from(GARBAGE_BODIES))
         return kw
     content = body["content"]
-    choice = data.draw(st.integers(0, 9))
-    if choice == 0:  # garbage with a (maybe) wrong content type
+    # "example": the document's own example, mutated a little (often valid, so requests
+    # succeed and change the node); "schema": fields built from the schema; then hostility
+    mode = data.draw(st.sampled_from(["example", "schema", "schema", "garbage", "empty"]))
+    example = next(iter(content.values())).get("example")
+    if mode == "example" and example is not None:
+        return mutate_example(data, kw, content, example)
+    if mode == "garbage":  # garbage with a (maybe) wrong content type
         kw["data"] = data.draw(st.sampled_from(GARBAGE_BODIES))
         kw["headers"]["Content-Type"] = data.draw(st.sampled_from(CONTENT_TYPES))
         return kw
-    if choice == 1 and not body.get("required"):  # no body at all
+    if mode == "empty" and not body.get("required"):  # no body at all
         return kw
     if "multipart/form-data" in content and "file" in content["multipart/form-data"]["schema"].get("properties", {}):
         return gen_upload(data, kw, content["multipart/form-data"]["schema"])
@@ -278,6 +291,28 @@ def gen_request(data: st.DataObject, method: str, path: str, op: dict) -> dict[s
         kw["headers"]["Content-Type"] = "application/json"
     else:
         kw["json"] = gen_json(data, schema)
+    return kw
+
+
+def mutate_example(data: st.DataObject, kw: dict[str, Any], content: dict, example: Any) -> dict[str, Any]:
+    value = json.loads(json.dumps(example))
+    for _ in range(data.draw(st.integers(0, 2))):
+        if not isinstance(value, dict) or not value:
+            break
+        key = data.draw(st.sampled_from(sorted(value)))
+        action = data.draw(st.sampled_from(["hostile", "drop", "known", "extra"]))
+        if action == "drop":
+            del value[key]
+        elif action == "known":
+            value[key] = data.draw(known_text())
+        elif action == "extra":
+            value[data.draw(st.sampled_from(["unknown", "json", "queue", "job"]))] = data.draw(hostile_text)
+        else:
+            value[key] = data.draw(hostile_json if "application/json" in content and len(content) == 1 else hostile_text)
+    if "application/x-www-form-urlencoded" in content and isinstance(value, dict):
+        kw["data"] = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in value.items()]
+    else:
+        kw["json"] = value
     return kw
 
 
@@ -342,14 +377,19 @@ class Fuzzed:
             return ""
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "lan"])
+def fuzzed(request, tmp_path_factory):
+    """A node with only its local queue, and one that also joined a LAN queue named `LAN` (alone:
+    no peers, no mDNS), so the LAN branches of the routes see the same requests."""
     root = tmp_path_factory.mktemp("fuzz")
-    node = NodeProcess(root / "data", free_port(), ["--max-upload-mb", str(MAX_UPLOAD_MB)])
+    extra = ["--max-upload-mb", str(MAX_UPLOAD_MB)]
+    if request.param == "lan":
+        extra += ["--lan", "LAN=fuzzsecret"]
+    node = NodeProcess(root / "data", free_port(), extra)
     node.start()
     f = Fuzzed(node)
     s, url = f.session, node.url
-    for name in ("a.gcode", "b.gcode"):
+    for name in ("a.gcode", "b.gcode", "part.gcode"):
         assert s.post(url + "/api/files/local", files={"file": (name, b"G28\nG1 X5\n")}).status_code == 201
     assert s.post(url + "/api/files/local", files={"file": ("c.gcode", b"G28\n")}, data={"path": "sub"}).status_code == 201
     for i in range(3):
@@ -357,10 +397,19 @@ def fuzzed(tmp_path_factory):
         assert r.status_code == 200
     r = s.post(url + CP + "/set/add", data={"path": "b.gcode", "job": "1", "materials": "PLA_red_#ff0000"})
     assert r.status_code == 200
+    r = s.post(url + CP + "/set/add", data={"path": "part.gcode", "count": "2", "jobName": "part"})
+    assert r.status_code == 200 and r.json()["job_id"] == 4, r.text
+    assert s.post(url + CP + "/job/export", data={"job_ids[]": "4"}).json()["paths"] == ["part.gjob"]
     r = s.post(url + CP + "/job/export", data={"job_ids[]": "1"})
     assert r.status_code == 200 and r.json()["paths"] == ["seed0.gjob"], r.text
     assert s.post(url + "/api/files/local/seed0.gjob", json={"command": "select"}).status_code == 204
     s.post(url + "/api/files/local", files={"file": ("seed.gjob", open(node.data_dir / "files" / "seed0.gjob", "rb").read())})
+    LAN_IDS.clear()
+    if request.param == "lan":
+        for name in ("lan1", "lan2"):
+            r = s.post(url + CP + "/set/add", data={"path": "a.gcode", "queue": "LAN", "jobName": name})
+            assert r.status_code == 200, r.text
+            LAN_IDS.extend([r.json()["job_id"], r.json()["set_"]["id"]])
     yield f
     f.session.close()
     node.stop()

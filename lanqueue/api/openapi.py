@@ -17,6 +17,7 @@ Conventions of the document (so generated clients and the fuzzer read it the sam
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from aiohttp import web
 from .. import __version__
 from .app import json_response
 
-__all__ = ["routes", "describe", "document", "OPENAPI_PATH", "PATHS"]
+__all__ = ["routes", "describe", "example", "document", "OPENAPI_PATH", "PATHS"]
 
 routes = web.RouteTableDef()
 OPENAPI_PATH = "/lanqueue/openapi.json"
@@ -713,6 +714,47 @@ describe("get", "/favicon.ico", "The page's icon", tag=T_NODE, public=True, erro
 describe("get", "/static/{name}", "A static file of the page", tag=T_NODE, public=True, errors=("404",), mutates=False,
          parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
          responses=ok_content("application/octet-stream", "The file (its own content type)"))
+
+
+# --- request examples (shown by documentation viewers; tests/test_api_fuzz.py mutates them) -----
+
+
+def example(method: str, path: str, value: Any) -> None:
+    """A realistic request body for a described route: form fields as text, or a JSON object."""
+    body = PATHS[path][method]["requestBody"]
+    for media in body["content"].values():
+        media["example"] = value
+        break
+
+
+_J = json.dumps
+example("post", CP + "/set_active", {"active": "false"})
+example("post", CP + "/set/add", {"path": "part.gcode", "sd": "False", "count": "2", "job": "", "jobName": "Plates",
+                                  "jobDraft": "True", "materials": "PLA_red_#ff0000"})
+example("post", CP + "/automation/external", {"bed_clear": True, "operator": "Ann"})
+example("post", CP + "/job/add", {"json": _J({"name": "Plates"})})
+example("post", CP + "/job/edit", {"json": _J({"id": 1, "name": "Plates", "count": 2, "draft": False,
+                                               "sets": [{"path": "part.gcode", "count": 3, "materials": [None]}]})})
+example("post", CP + "/job/mv", {"id": "2", "after_id": "", "src_queue": "local", "dest_queue": "local"})
+example("post", CP + "/job/rm", {"queue": "local", "job_ids": "3"})
+example("post", CP + "/job/reset", {"queue": "local", "job_ids": "1"})
+example("post", CP + "/job/export", {"job_ids": "1"})
+example("post", CP + "/job/import", {"queue": "local", "path": "part.gjob"})
+example("post", CP + "/queues/edit", {"json": _J([{"name": "local", "strategy": "IN_ORDER"}])})
+example("post", CP + "/automation/edit", {"json": _J({
+    "scripts": {"clear": "G28\nG1 Y235 F3000", "cool": "M190 R{bed}"},
+    "preprocessors": {"warm_bed": "{'bed': 30} if external.get('bed_clear') else False"},
+    "events": {"continuousprint_success": [{"script": "clear", "preprocessor": ""}],
+               "continuousprint_finish": [{"script": "cool", "preprocessor": "warm_bed"}]}})})
+example("post", CP + "/automation/simulate", {"symtable": _J({"x": 2}),
+                                              "automation": _J([["G1 X{x}", "{'x': x * 2}"], ["M117 done", None]])})
+example("post", CP + "/materials/set", {"materials": _J(["PLA_red_#ff0000", None])})
+example("post", CP + "/driver/edit", {"json": _J({"max_retries": 2, "cooldown": True, "cooldown_below": 30})})
+example("post", "/api/files/local/{path}", {"command": "select", "print": False})
+example("post", "/api/printer/command", {"commands": ["M105", "M114"]})
+example("post", "/api/connection", {"command": "connect"})
+example("post", "/api/job", {"command": "pause", "action": "toggle"})
+example("post", "/lanqueue/lan/adopt", {"node": "printer-7"})
 
 
 @routes.get(OPENAPI_PATH)
