@@ -142,13 +142,16 @@ def test_lan_jobs_are_edited_from_any_node_and_move_between_queues(lan_pair):
     # b is not the home: its edits are forwarded to a
     post(b, CP + "/job/edit", data={"json": json.dumps({"queue": "farm", "id": job["id"], "name": "Renamed", "draft": False})})
     wait(lambda: any(j["name"] == "Renamed" and not j["draft"] for j in lan_jobs(a)), what="edit at home")
-    r = requests.post(b.url + CP + "/job/edit", headers=H, data={"json": json.dumps({"queue": "farm", "id": job["id"], "count": 5})})
+    post(b, CP + "/job/edit", data={"json": json.dumps({"queue": "farm", "id": job["id"], "count": 3})})
+    wait(lambda: any(j["count"] == 3 and j["remaining"] == 3 for j in lan_jobs(a)), what="count edited at home")
+    r = requests.post(b.url + CP + "/job/edit", headers=H, data={"json": json.dumps({"queue": "farm", "id": job["id"], "sets": []})})
     assert r.status_code == 400 and "error" in r.json()
+    assert post(b, CP + "/job/reset", data={"queue": "farm", "job_ids[]": job["id"]}) == {"num_updated": 1}
     # LAN -> local on b: the file comes along, the LAN job is gone everywhere
     post(b, CP + "/job/mv", data={"id": job["id"], "after_id": "", "src_queue": "farm", "dest_queue": "local"})
     wait(lambda: not lan_jobs(a) and not lan_jobs(b), what="removed from the LAN queue")
     moved = get(b, CP + "/state/get")["queues"][0]["jobs"]
-    assert [(j["name"], j["sets"][0]["count"], j["sets"][0]["missing_file"]) for j in moved] == [("Renamed", 2, False)]
+    assert [(j["name"], j["count"], j["sets"][0]["count"], j["sets"][0]["missing_file"]) for j in moved] == [("Renamed", 3, 2, False)]
     # delete from a non-home node
     upload(a, "r.gcode", gcode("R"))
     rid = post(a, CP + "/set/add", data={"path": "r.gcode", "queue": "farm"})["job_id"]

@@ -492,3 +492,25 @@ def test_lapsed_print_counts_if_nobody_else_got_the_job() -> None:
     assert c.cores["h"].records["j1"].sets[0].completed == 1 and not c.of(ConflictRecorded)
     with pytest.raises(LocalProtocolError):
         c.cores["p"].start_print("j1", 102.0)  # but no new print without a valid lease
+
+
+def test_count_edit_keeps_runs_done_and_reset_starts_over():
+    from lanqueue.sync.protocol import LanNodeCore
+    from lanqueue.sync.records import SetRecord
+
+    core = LanNodeCore("home", "farm")
+    core.submit_job("j", "J", [SetRecord("a.gcode", 1, 1, hash="0" * 64)], 3, 0.0)
+    rec = core.records["j"]
+    core.records["j"] = rec.bump(remaining=1)  # two runs done
+    core.update_job("j", 1.0, count=5)
+    assert (core.records["j"].count, core.records["j"].remaining) == (5, 3)
+    core.update_job("j", 2.0, count=1)
+    assert core.records["j"].remaining == 0
+    core.reset_job("j", 3.0)
+    assert core.records["j"].remaining == 1 and core.records["j"].sets[0].remaining == 1
+    version = core.records["j"].version
+    import pytest
+    from lanqueue.sync.errors import LocalProtocolError
+    with pytest.raises(LocalProtocolError):
+        core.update_job("j", 4.0, count=0)
+    assert core.records["j"].version == version

@@ -189,13 +189,31 @@ class LanNodeCore:
         return self._finish(out, now)
 
     def update_job(self, job_id: str, now: float, **fields: object) -> list[Action]:
-        """Home only: change display fields (name, draft, rank)."""
+        """Home only: change name, draft, rank, or the number of runs (`count`).
+
+        A new count keeps the runs already done: remaining = count - done, never below 0. The
+        lease is untouched, so a print in progress still reports under its token.
+        """
         rec = self._own(job_id)
-        allowed = {"name", "draft", "rank"}
+        allowed = {"name", "draft", "rank", "count"}
         if not set(fields) <= allowed:
             raise LocalProtocolError(f"only {sorted(allowed)} can be changed")
+        if "count" in fields:
+            count = fields["count"]
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise LocalProtocolError("count must be a positive integer")
+            done = rec.count - rec.remaining
+            fields = {**fields, "remaining": max(0, count - done)}
         out = self._out()
         self._write(rec.bump(**fields), out)
+        return self._finish(out, now)
+
+    def reset_job(self, job_id: str, now: float) -> list[Action]:
+        """Home only: print the whole job again (every run, every copy)."""
+        rec = self._own(job_id)
+        sets = tuple(replace(s, remaining=s.count, completed=0) for s in rec.sets)
+        out = self._out()
+        self._write(rec.bump(sets=sets, remaining=rec.count), out)
         return self._finish(out, now)
 
     def delete_job(self, job_id: str, now: float) -> list[Action]:

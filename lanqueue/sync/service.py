@@ -569,10 +569,11 @@ class LanService:
     async def edit_job(self, queue: str, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         q = self.queue(queue)
         rec = self._record(q, job_id)
-        allowed: dict[str, Any] = {k: changes[k] for k in ("name", "draft") if k in changes}
-        unsupported = set(changes) - {"name", "draft"}
+        editable = ("name", "draft", "count")
+        unsupported = set(changes) - set(editable) - {"remaining"}
         if unsupported:
-            raise BadRequest(f"on a LAN job only name and draft can be edited, not {sorted(unsupported)}")
+            raise BadRequest(f"on a LAN job only {', '.join(editable)} can be edited, not {sorted(unsupported)}")
+        allowed: dict[str, Any] = {k: changes[k] for k in editable if k in changes}
         if allowed:
             await self._edit_at_home(q, rec, "update", allowed)
         return self.job_view(q, q.core.records[job_id])
@@ -589,7 +590,15 @@ class LanService:
         return n
 
     async def reset_jobs(self, queue: str, job_ids: list[str]) -> int:
-        raise BadRequest("LAN jobs cannot be reset; move the job to the local queue and back")
+        q = self.queue(queue)
+        n = 0
+        for job_id in job_ids:
+            rec = q.core.records.get(job_id)
+            if rec is None or rec.tombstone:
+                continue
+            await self._edit_at_home(q, rec, "reset", {})
+            n += 1
+        return n
 
     def _record(self, q: LanQueue, job_id: str) -> JobRecord:
         rec = q.core.records.get(job_id)
@@ -636,9 +645,15 @@ class LanService:
                 if isinstance(fields["rank"], bool) or not isinstance(fields["rank"], (int, float)):
                     raise BadRequest("bad rank")
                 clean["rank"] = float(fields["rank"])
+            if "count" in fields:
+                if isinstance(fields["count"], bool) or not isinstance(fields["count"], int) or not 1 <= fields["count"] <= 100_000:
+                    raise BadRequest("a LAN job's count must be between 1 and 100000")
+                clean["count"] = fields["count"]
             await self._call(q, lambda now: q.core.update_job(job_id, now, **clean))
         elif op == "delete":
             await self._call(q, lambda now: q.core.delete_job(job_id, now))
+        elif op == "reset":
+            await self._call(q, lambda now: q.core.reset_job(job_id, now))
         else:
             raise BadRequest(f"unknown edit {op!r}")
         return q.core.records[job_id]
