@@ -82,6 +82,7 @@ HOSTILE_TEXT = [
     "local",
     "LAN",
     "PLA_red_#ff0000",
+    "[" * 20_000 + "]" * 20_000,
 ]
 HOSTILE_JSON: list[Any] = [
     None,
@@ -225,6 +226,8 @@ GARBAGE_BODIES = [
     b"--zzz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nG28\r\n",  # unterminated multipart
     b"--zzz--\r\n",
     json.dumps({"json": "{}"}).encode(),
+    b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than the JSON decoder's recursion limit
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
 ]
 CONTENT_TYPES = [
     "text/plain",

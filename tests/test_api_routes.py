@@ -528,3 +528,20 @@ async def test_state_follows_every_write_despite_its_cache(node_factory):
     view = await state_view(node)
     view["queues"][0]["jobs"].clear()  # a caller may change its copy
     assert len(await local_jobs(api)) == 1
+
+
+async def test_deeply_nested_json_is_a_400_everywhere(api):
+    deep = "[" * 100_000 + "]" * 100_000
+    as_json = {"Content-Type": "application/json"}
+    for path in (CP + "/automation/external", CP + "/set/add", CP + "/job/edit", "/api/job", "/api/connection",
+                 "/api/printer/command"):
+        r = await api.post(path, data=deep, headers=as_json)
+        assert r.status in (400, 413), (path, r.status)
+        await err(r, r.status)
+    for field in ("metadata", "materials", "profiles"):
+        await err(await api.post(CP + "/set/add", data={"path": "a.gcode", field: "[" * 5000 + "]" * 5000}), 400)
+    await err(await api.post(CP + "/job/edit", data={"json": "[" * 100_000}), 400)
+    assert (await upload(api, "a.gcode")).status == 201
+    await err(await api.post("/api/files/local/a.gcode", data=deep, headers=as_json), 400)
+    await err(await api.post(CP + "/automation/external", data=b"{}" + b" " * 70_000, headers=as_json), 413)
+    assert await local_jobs(api) == []

@@ -16,7 +16,7 @@ from ..errors import BadRequest, NotFound
 from ..files import sanitize_path
 from ..model import LOCAL, Strategy
 from .app import json_response
-from .forms import MAX_COUNT, Form, read_form
+from .forms import MAX_COUNT, Form, read_form, read_json
 from .keys import NODE
 from .views import job_view, set_view, state_json
 
@@ -71,6 +71,8 @@ def _metadata(raw: Any) -> Any:
             raise BadRequest("metadata too large")
         try:
             return json.loads(raw) if raw else None
+        except RecursionError:
+            raise BadRequest("metadata is nested too deeply") from None
         except ValueError:
             return raw
     if len(json.dumps(raw)) > MAX_METADATA:
@@ -172,10 +174,7 @@ async def set_add(request: web.Request) -> web.Response:
 
 @routes.post(BASE + "/automation/external")
 async def automation_external(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body must be a JSON object") from None
+    body = await read_json(request, "the body", MAX_METADATA)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     if len(json.dumps(body)) > MAX_METADATA:

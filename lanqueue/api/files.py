@@ -18,6 +18,7 @@ from aiohttp import BodyPartReader, web
 from ..errors import BadRequest, Conflict
 from ..files import StagedFile, sanitize_path
 from .app import json_response
+from .forms import read_json
 from .keys import NODE
 
 __all__ = ["routes", "file_entry"]
@@ -154,10 +155,7 @@ async def file_command(request: web.Request) -> web.Response:
     node = request.app[NODE]
     path = sanitize_path(request.match_info["path"])
     node.files.resolve(path)
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body must be a JSON object with a 'command'") from None
+    body = await read_json(request)
     if not isinstance(body, dict) or body.get("command") not in ("select",):
         raise BadRequest("supported command: select")
     do_print = body.get("print", False)

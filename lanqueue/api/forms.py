@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
 
 __all__ = [
     "Form",
     "read_form",
+    "read_json",
     "MAX_COUNT",
     "MAX_TEXT",
     "MAX_LIST",
@@ -182,7 +183,7 @@ def _split_list_text(text: str, name: str) -> list[Any]:
     if stripped.startswith("["):
         try:
             value = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadRequest(f"field {name!r} is not a valid JSON list") from None
         if not isinstance(value, list):
             raise BadRequest(f"field {name!r} must be a list")
@@ -192,6 +193,22 @@ def _split_list_text(text: str, name: str) -> list[Any]:
     return [part.strip() for part in stripped.split(",")]
 
 
+async def read_json(request: web.Request, what: str = "the body", limit: int = MAX_FORM_BYTES) -> Any:
+    """The request's JSON body, at most `limit` bytes (also when sent chunked). Bad JSON,
+    including nesting too deep for the decoder, is a BadRequest, never a 500."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"{what} is larger than {limit} bytes")
+    body = bytearray()
+    while chunk := await request.content.read(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"{what} is larger than {limit} bytes")
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest(f"{what} is not valid JSON") from None
+
+
 async def read_form(request: web.Request) -> Form:
     """The request's urlencoded or multipart form. A raw JSON body where a form is expected is
     accepted too (some scripts send one); anything else is a clear 400."""
@@ -199,11 +216,7 @@ async def read_form(request: web.Request) -> Form:
         raise BadRequest("form too large")
     ctype = request.content_type
     if ctype == "application/json":
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body is not valid JSON") from None
-        return Form.from_object(body, "JSON body")
+        return Form.from_object(await read_json(request), "JSON body")
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", "", "application/octet-stream"):
         try:
             fields = await request.post()

@@ -14,6 +14,7 @@ from aiohttp import web
 from .. import __version__
 from ..errors import BadRequest, Conflict
 from .app import json_response
+from .forms import read_json
 from .keys import NODE
 
 __all__ = ["routes", "version_info"]
@@ -217,10 +218,7 @@ async def job_post(request: web.Request) -> web.Response:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body must be a JSON object") from None
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

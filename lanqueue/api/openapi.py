@@ -179,6 +179,8 @@ def describe(
     if body is not None:
         op["requestBody"] = body
     all_responses = dict(responses)
+    if body is not None and "413" not in errors:  # every body is bounded
+        errors = (*errors, "413")
     for status in errors:
         all_responses[status] = ERRORS[status]
     if public:
