@@ -118,7 +118,15 @@ class FileStore:
 
     async def save(self, path: str, chunks: AsyncIterator[bytes]) -> StoredFile:
         """Stream `chunks` into the store at `path`; PayloadTooLarge past the size limit."""
-        return self.commit(await self.stage(path, chunks))
+        return await self.async_commit(await self.stage(path, chunks))
+
+    async def async_commit(self, staged: StagedFile) -> StoredFile:
+        """`commit`, then the folder's entry is synced too (off the loop): once the caller
+        acknowledges the upload, even a power cut cannot undo the rename."""
+        stored = self.commit(staged)
+        folder = self.location(stored.path).parent
+        await asyncio.get_running_loop().run_in_executor(None, _sync_dir, folder)
+        return stored
 
     def commit(self, staged: StagedFile) -> StoredFile:
         """Move a staged file into place (atomic rename); it replaces a file of the same path."""
@@ -189,6 +197,14 @@ class FileStore:
             if p.is_file() and not p.is_relative_to(self._tmp):
                 out.append(StoredFile(p.relative_to(self.root).as_posix(), p.stat().st_size, ""))
         return out
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _flush_and_sync(f: object) -> None:

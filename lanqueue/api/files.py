@@ -95,7 +95,7 @@ async def upload(request: web.Request) -> web.Response:
         if isinstance(e, ValueError):  # malformed multipart framing
             raise BadRequest(f"malformed multipart body: {e}") from None
         raise
-    stored = node.files.commit(staged)
+    stored = await node.files.async_commit(staged)
     await node.store.record_file(stored.path, stored.sha256, stored.size)
     queued = None
     if _flag(fields.get("print")):
