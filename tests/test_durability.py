@@ -136,3 +136,56 @@ def test_concurrent_add_move_edit_keep_the_queue_consistent(node_process):
     assert 0 <= job["remaining"] <= job["count"] and 1 <= job["count"] <= 9
     for s in job["sets"]:
         assert 0 <= s["remaining"] <= s["count"]
+
+
+def test_acknowledged_uploads_survive_kill_9(node_process):
+    import hashlib
+
+    node = node_process()
+    acked: dict[str, str] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def uploader(tid: int) -> None:
+        session = requests.Session()
+        session.headers.update(H)
+        i = 0
+        while not stop.is_set():
+            content = (f"; {tid}/{i}\n".encode() + b"G1 X1 Y1\n" * 2000)
+            try:
+                r = session.post(node.url + "/api/files/local", files={"file": (f"u{tid}_{i}.gcode", content)}, timeout=10)
+            except requests.RequestException:
+                return
+            assert r.status_code == 201, r.text
+            with lock:
+                acked[r.json()["files"]["local"]["path"]] = hashlib.sha256(content).hexdigest()
+            i += 1
+
+    threads = [threading.Thread(target=uploader, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    node.kill()
+    stop.set()
+    for t in threads:
+        t.join(15)
+    with lock:
+        acknowledged = dict(acked)
+    assert len(acknowledged) >= 40
+    node.start()
+    listing = requests.get(node.url + "/api/files", headers=H, timeout=10).json()["files"]
+    on_disk = {f["path"]: f for f in listing}
+    lost = [p for p in acknowledged if p not in on_disk]
+    assert not lost, f"acknowledged uploads lost: {lost[:5]}"
+    for path, digest in acknowledged.items():
+        data = (node.data_dir / "files" / path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest, f"{path} is not what was uploaded"
+        assert on_disk[path]["hash"] in (digest, None)
+    # a half-received upload leaves nothing: every file on disk is a complete, acknowledged one
+    # or the one the kill interrupted after it was put in place (then it is complete too)
+    for path in on_disk:
+        data = (node.data_dir / "files" / path).read_bytes()
+        assert data.endswith(b"G1 X1 Y1\n") and len(data.splitlines()) == 2001, path
+    assert not list((node.data_dir / "files" / ".tmp").iterdir())
