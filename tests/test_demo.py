@@ -132,3 +132,39 @@ def test_demo_prints_the_samples_and_stops_cleanly_on_ctrl_c(tmp_path):
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{p}/api/version", headers=H, timeout=2)
     assert "all nodes stopped" in out.read_text()
+
+
+def test_demo_stops_every_node_on_sigterm_mid_print(tmp_path):
+    nodes = 2
+    base = free_ports(nodes)
+    ports = list(range(base, base + nodes))
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as f:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "lanqueue.cli", "demo", "--nodes", str(nodes), "--base-port", str(base),
+             "--speed", "5"],
+            stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        printing = False
+        while time.monotonic() < deadline and not printing:
+            assert demo.poll() is None, f"demo exited early:\n{out.read_text()}"
+            try:
+                printing = any(
+                    requests.get(f"http://127.0.0.1:{p}/api/job", headers=H, timeout=5).json()["state"] == "Printing"
+                    for p in ports
+                )
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert printing, out.read_text()
+        assert len(serve_pids(ports)) == nodes
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(60) == 0, out.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert serve_pids(ports) == [], "node processes left behind"
+    assert "killed after" not in out.read_text()  # every node stopped on its own
