@@ -69,6 +69,14 @@ class Host:
     def link_up(self) -> None:
         _ip("-n", self.ns, "link", "set", "dev", self.ifname, "up")
 
+    def block(self, address: str) -> None:
+        """Drop this host's traffic to `address` (a blackhole route). Block both ends for a
+        partition between two hosts that both still reach the others."""
+        _ip("-n", self.ns, "route", "add", "blackhole", f"{address}/32")
+
+    def unblock(self, address: str) -> None:
+        _ip("-n", self.ns, "route", "del", "blackhole", f"{address}/32")
+
     def kill_all(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:

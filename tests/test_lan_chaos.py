@@ -4,7 +4,8 @@ Three `lanqueue serve` nodes, each in its own network namespace on one bridge (t
 share the LAN queue `farm` through static peers. Twenty jobs (counts 1-3) are submitted at the
 three nodes and every printer prints. While they print, one node is killed (SIGKILL) and
 restarted from its data dir, one is frozen (SIGSTOP) for longer than TTL + lock-delay, and one
-loses its link for as long. Once the network has healed and the work is done, the guarantees are
+loses its link for as long; then two of them cannot reach each other while both still reach the
+third, for as long. Once the network has healed and the work is done, the guarantees are
 checked from what the nodes wrote down (`<data-dir>/lan-history.jsonl`, the home's decisions,
 with wall times that are comparable since all namespaces share the machine's clock) and from
 their APIs:
@@ -56,7 +57,7 @@ SECRET = "chaos-farm-secret-7"
 TTL = 6.0
 LOCK_DELAY = TTL  # the node's default: one TTL
 SPEED = 100.0  # G4 S50 dwells 0.5 s at this speed
-DWELLS = 9  # a print takes about DWELLS * 0.5 s
+DWELLS = 10  # a print takes about DWELLS * 0.5 s
 OUTAGE = TTL + LOCK_DELAY + 3.0  # long enough for the home to expire AND free the grant
 N_JOBS = 20
 DONE_TIMEOUT = 150.0
@@ -372,6 +373,7 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
         disturbances: list[Disturbance] = []
         frozen: ChaosNode | None = None
         down: ChaosNode | None = None
+        split = False
         try:
             for n in nodes:
                 n.start()
@@ -454,6 +456,23 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
             down = None
             d.end = time.time()
             print(f"cut {c.name}'s link for {d.end - d.start:.1f} s")
+
+            # --- 4: a partition that is not transitive: alpha and bravo cannot reach each other,
+            # charlie still reaches both (each end drops its traffic to the other)
+            wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 20, "all peers online after the cut")
+            wait_until(lambda: a.printing() or b.printing(), 30, "alpha or bravo printing")
+            d1 = Disturbance("split", a.node_id, a.name, time.time())
+            d2 = Disturbance("split", b.node_id, b.name, d1.start)
+            disturbances += [d1, d2]
+            a.host.block(b.host.address)
+            b.host.block(a.host.address)
+            split = True
+            time.sleep(OUTAGE)
+            a.host.unblock(b.host.address)
+            b.host.unblock(a.host.address)
+            split = False
+            d1.end = d2.end = time.time()
+            print(f"split {a.name} from {b.name} ({c.name} reaches both) for {d1.end - d1.start:.1f} s")
 
             # --- healed: the work gets done
             wait_until(lambda: all(n.online_peers() == 2 for n in nodes), 30, "all peers online again")
@@ -559,6 +578,9 @@ def test_chaos_kill_freeze_partition_keeps_the_guarantees(tmp_path):
                 os.kill(frozen.proc.pid, signal.SIGCONT)
             if down is not None:
                 down.host.link_up()
+            if split:
+                a.host.unblock(b.host.address)
+                b.host.unblock(a.host.address)
             for n in nodes:
                 if n.http is not None:
                     n.http.close()
