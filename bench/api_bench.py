@@ -251,6 +251,11 @@ What this bench changed (2026-11-24), same machine:
   while tens of thousands of dicts were built; the build now runs with it paused (x10, linear).
 - set/add fell to 259/s at 10,000 jobs: placing a new job last read every job's rank; now one
   `MAX(rank)` index lookup (570/s at 10,000 jobs).
+
+Not met: RSS under 60 MB holds up to a few thousand jobs. With 10,000 jobs the node sits at
+~80 MB after serving state/get: the 5 MB cached answer, plus memory the allocator keeps after one
+build's transient objects (rows, jobs, views; malloc_trim returns only ~6 MB of it). Building the
+views straight from rows in slices would lower that peak; not done yet.
 """
 
 
