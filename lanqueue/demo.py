@@ -174,8 +174,10 @@ async def _wait_peers(nodes: list[DemoNode], timeout: float = 10.0) -> bool:
     return False
 
 
-async def _stop_nodes(nodes: list[DemoNode], grace: float = STOP_GRACE) -> list[str]:
-    """SIGTERM every node, wait up to `grace` seconds, SIGKILL the rest. Returns what was killed."""
+async def _stop_nodes(nodes: list[DemoNode], grace: float = STOP_GRACE,
+                      hurry: asyncio.Event | None = None) -> list[str]:
+    """SIGTERM every node, wait up to `grace` seconds (or until `hurry` is set: a second Ctrl-C),
+    SIGKILL the rest. Returns the names of the nodes that had to be killed."""
     for n in nodes:
         if n.alive:
             assert n.proc is not None
@@ -183,8 +185,14 @@ async def _stop_nodes(nodes: list[DemoNode], grace: float = STOP_GRACE) -> list[
                 n.proc.send_signal(signal.SIGTERM)
     waits = [n.proc.wait() for n in nodes if n.proc is not None]
     if waits:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*waits), grace)
+        all_exited: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*waits))
+        hurried: asyncio.Future[Any] = asyncio.ensure_future((hurry or asyncio.Event()).wait())
+        await asyncio.wait({all_exited, hurried}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        hurried.cancel()
+        if not all_exited.done():
+            all_exited.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await all_exited
     killed = []
     for n in nodes:
         if n.alive:
@@ -318,11 +326,11 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
         return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = 0
+    hurry = asyncio.Event()
 
     def on_signal() -> None:
-        nonlocal signals
-        signals += 1
+        if stop.is_set():
+            hurry.set()  # a second Ctrl-C: do not wait for the nodes any longer
         stop.set()
 
     handled = []
@@ -365,11 +373,10 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
                 console.print(f"[red]demo failed:[/red] {e}")
                 status = 1
     finally:
-        console.print("stopping the nodes ...")
-        grace = STOP_GRACE if signals < 2 else 1.0
-        killed = await _stop_nodes(farm, grace)
+        console.print("stopping the nodes ... (Ctrl-C again to kill them at once)")
+        killed = await _stop_nodes(farm, STOP_GRACE, hurry)
         if killed:
-            console.print(f"[yellow]killed after {grace:.0f} s: {', '.join(killed)}[/yellow]")
+            console.print(f"[yellow]killed (did not stop in time): {', '.join(killed)}[/yellow]")
         for sig in handled:
             loop.remove_signal_handler(sig)
         if status == 0:
