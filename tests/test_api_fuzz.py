@@ -248,12 +248,15 @@ def gen_request(data: st.DataObject, method: str, path: str, op: dict) -> dict[s
             value = data.draw(
                 st.sampled_from(KNOWN_FILES + ["nothere.gcode", "index.html", "app.js", "../../etc/passwd",
                                                "..%2F..%2Fetc%2Fpasswd", "%00.gcode", "a/../../b.gcode", "x" * 600])
-                | hostile_text.filter(lambda t: t.strip("/") != "")
+                | hostile_text.filter(lambda t: t.strip("/") != "" and len(quote(t)) < 4000)  # see the query
             )
             url = url.replace("{" + param["name"] + "}", quote(value, safe="/%") if value else "x")
     kw: dict[str, Any] = {"method": method.upper(), "url": url, "headers": {}}
     if data.draw(st.integers(0, 9)) == 9:
-        kw["params"] = {data.draw(st.sampled_from(["x", "apikey", "queue"])): data.draw(hostile_text)}
+        # a request line over 8 KiB is refused by aiohttp's HTTP parser before the app (a plain
+        # 400): outside the JSON contract, so query values stay short
+        value = data.draw(hostile_text.filter(lambda t: len(t) < 2000))
+        kw["params"] = {data.draw(st.sampled_from(["x", "apikey", "queue"])): value}
         if "apikey" in kw["params"]:
             kw["params"]["apikey"] = API_KEY
     body = op.get("requestBody")
@@ -456,6 +459,8 @@ def test_fuzz_operation(fuzzed: Fuzzed, method: str, path: str, op: dict) -> Non
         after = fuzzed.snapshot()
         fuzzed.snapshot_cache = after
         assert str(r.status_code) in op["responses"], f"status {r.status_code} is not documented: {shown}"
+        if r.status_code < 300:
+            check_documented_shape(op["responses"][str(r.status_code)], r, shown)
         if 400 <= r.status_code < 500:
             assert r.headers.get("Content-Type", "").startswith("application/json"), shown
             body = r.json()
@@ -463,6 +468,29 @@ def test_fuzz_operation(fuzzed: Fuzzed, method: str, path: str, op: dict) -> Non
             assert after == before, f"a {r.status_code} changed the node's data: {shown}\n{_diff(before, after)}"
 
     run()
+
+
+def check_documented_shape(response: dict, r: requests.Response, shown: str) -> None:
+    """A success answer has the documented content type and, for JSON, the documented
+    top-level shape (type and required keys)."""
+    content = response.get("content")
+    if not content:
+        assert not r.content, f"documented without a body but got one: {shown}"
+        return
+    ctype = r.headers.get("Content-Type", "")
+    if "application/json" not in content:
+        return
+    assert ctype.startswith("application/json"), shown
+    schema = resolve(content["application/json"]["schema"])
+    body = r.json()
+    if schema.get("type") == "object":
+        assert isinstance(body, dict), shown
+        missing = [k for k in schema.get("required", []) if k not in body]
+        assert not missing, f"documented keys {missing} missing: {shown}"
+    elif schema.get("type") == "array":
+        assert isinstance(body, list), shown
+    elif schema.get("type") == "string":
+        assert isinstance(body, str), shown
 
 
 def _diff(before: dict, after: dict) -> str:
