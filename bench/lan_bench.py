@@ -160,8 +160,8 @@ class PrinterSim:
                 self.tasks.discard(task)
 
 
-def bench_file(mark: str, moves: int, feed: int = 6000, length: float = 1.0) -> bytes:
-    lines = [f"M117 MARK-{mark}-FIRST", "G28", "G92 E0"]
+def bench_file(mark: str, moves: int, feed: int = 6000, length: float = 1.0, home: bool = True) -> bytes:
+    lines = [f"M117 MARK-{mark}-FIRST", "G28" if home else "G92 X10 Y10 Z0", "G92 E0"]
     for i in range(moves):
         x = 10 + (i % 2) * length
         lines.append(f"G1 X{x:.1f} Y{10 + (i % 3)} E{0.01 * i:.2f} F{feed}")
@@ -421,6 +421,7 @@ async def _starts(aw: Awaitable[str], prefix: str) -> bool:
 async def bench_failover(root: Path, session: aiohttp.ClientSession, rounds: int, ttl: float) -> dict[str, Any]:
     results: list[float] = []
     busy: list[tuple[float, int]] = []
+    lines_per_s = float("nan")
     for r in range(rounds):
         sim = PrinterSim()
         await sim.start()
@@ -434,7 +435,8 @@ async def bench_failover(root: Path, session: aiohttp.ClientSession, rounds: int
             await wait_for(lambda: _starts(survivor.printer_state(), "Operational"), 30, "simulated printer")
             # 1 mm moves at 50 mm/s: about 50 lines a second for a minute at speed 1, so the victim
             # is mid-print when it is killed and its CPU figure is that of a realistic line rate
-            await home.upload("long.gcode", bench_file(f"B{r}", 3000, feed=3000, length=1.0))
+            long_file = bench_file(f"B{r}", 3000, feed=3000, length=1.0, home=False)  # G28 takes 8 s
+            await home.upload("long.gcode", long_file)
             await victim.activate()
             job = await home.submit("long.gcode")
             await wait_for(lambda: _starts(victim.printer_state(), "Printing"), 30, "victim printing")
@@ -442,7 +444,12 @@ async def bench_failover(root: Path, session: aiohttp.ClientSession, rounds: int
             await survivor.activate()
             await wait_for(lambda: idle_driver(survivor), 15, "survivor idle")
             if r == 0:  # (d): a node streaming a print to its virtual printer at speed 1
+                pos0 = (await victim.call("GET", "/api/job"))["progress"]["filepos"] or 0
+                t_pos = time.monotonic()
                 busy = await cpu_window([victim], 5.0)
+                pos1 = (await victim.call("GET", "/api/job"))["progress"]["filepos"] or 0
+                line_len = len(long_file) / long_file.count(b"\n")
+                lines_per_s = (pos1 - pos0) / line_len / (time.monotonic() - t_pos)
             await asyncio.sleep(0.5)
             t_kill = time.monotonic()
             victim.kill()
@@ -453,7 +460,7 @@ async def bench_failover(root: Path, session: aiohttp.ClientSession, rounds: int
         finally:
             cluster.stop()
             await sim.close()
-    return {"failover": results, "busy_print": busy}
+    return {"failover": results, "busy_print": busy, "lines_per_s": lines_per_s}
 
 
 # --- (c) replication and (d) resources -------------------------------------------------------
@@ -624,7 +631,8 @@ def report(args: argparse.Namespace, res: dict[str, Any], elapsed: float, netns:
         res_row(f"{args.nodes - 1} receiving nodes", "busy: receiving replication", c["busy_ingest"][1:])
         res_row(f"{args.nodes} nodes", f"idle, {args.jobs} jobs in the LAN queue ({args.idle_window:g} s)", c["idle_full"])
     if b and b.get("busy_print"):
-        res_row("holder", "busy: printing ~50 lines/s on the built-in virtual printer at speed 1 (5 s)", b["busy_print"])
+        res_row("holder", f"busy: printing {b['lines_per_s']:.0f} lines/s (1-2 mm moves at 50 mm/s) on the built-in "
+                "virtual printer at speed 1 (5 s)", b["busy_print"])
     resources = "\n".join(res_lines) + "\n"
 
     details = []
