@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -107,7 +108,7 @@ class Api:
     def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
         self.s, self.url = session, url
 
-    async def call(self, method: str, path: str, **kw: object) -> object:
+    async def call(self, method: str, path: str, **kw: Any) -> Any:
         async with self.s.request(method, self.url + path, headers={"X-Api-Key": KEY}, **kw) as r:
             text = await r.text()
             if r.status >= 400:
