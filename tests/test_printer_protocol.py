@@ -456,7 +456,7 @@ def simulate(core: FirmwareProtocol, vm: VirtualMarlin, commands: list[str], lim
     busy=st.sampled_from([0.0, 0.02]),
     pipelined=st.booleans(),
 )
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_simulated_faults_never_lose_or_repeat_a_line(
     seed: int, corrupt: float, drop: float, lost_ok: float, no_ok_after_resend: bool, storm: float, busy: float,
     pipelined: bool,

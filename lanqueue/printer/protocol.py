@@ -160,6 +160,7 @@ class FirmwareProtocol:
         self._pokes = 0
         self._busy_protocol = False
         self._hs_started = self._now
+        self._hs_answered = False
         self._hs_tries = 0
         self._next_temp_poll = self._now
         self._next_sd_poll = self._now
@@ -262,6 +263,7 @@ class FirmwareProtocol:
             if len(line) == 2 or line[2] == " ":
                 self._last_heard = self._now
                 self._pokes = 0
+                self._hs_answered = True
                 self._on_ok(events)
                 if "T:" in line:
                     self._on_temperatures(line, events)
@@ -284,6 +286,7 @@ class FirmwareProtocol:
             return
         self._last_heard = self._now
         self._pokes = 0
+        self._hs_answered = True
         if first in ("R", "r") and (line.startswith("Resend") or line.startswith("rs")):
             n = parse_resend(line)
             if n is not None:
@@ -394,11 +397,12 @@ class FirmwareProtocol:
             self._damp -= 1
             return
         if n > self._last_n:
-            # Asks for a line never sent: everything we sent was taken. Nothing to resend.
-            self._in_flight.clear()
-            self._in_flight_bytes = 0
-            self._acknowledged(self._last_n, events)
-            self._check_progress(events)
+            if self.state is _S.CONNECTING and self._in_flight:
+                # Our `N0 M110 N0` was refused before it could reset the counter: send it again.
+                self._in_flight.clear()
+                self._in_flight_bytes = 0
+                self._resend_from = self._last_n
+            # Otherwise nothing of ours is missing: every line was taken and still owes its ok.
             return
         if n < self._first_n or n <= self._last_n - self._history_size:
             self._fatal(f"Printer asked to resend line {n}, which is no longer in the history", events)
@@ -406,11 +410,12 @@ class FirmwareProtocol:
         self._damp_line = n
         later = sum(1 for entry in self._in_flight if entry[0] > n)
         self._damp = max(0, later - 1) if skip_error else later
-        self._in_flight.clear()
-        self._in_flight_bytes = 0
+        # Marlin checks lines when it reads them but answers ok only after running them, so lines
+        # before n were taken and their oks are still to come; n and later were thrown away.
+        in_flight = self._in_flight
+        while in_flight and in_flight[-1][0] >= n:
+            self._in_flight_bytes -= in_flight.pop()[1]
         self._resend_from = n
-        if n > 0:
-            self._acknowledged(n - 1, events)
 
     def _on_temperatures(self, line: str, events: list[PrinterEvent]) -> None:
         temps = parse_temperatures(line)
@@ -468,8 +473,13 @@ class FirmwareProtocol:
         events: list[PrinterEvent] = []
         state = self.state
         t = self.timeouts
+        if self._hold_until is not None and now >= self._hold_until:
+            self._hold_until = None
+            self._ok_after_resend = False  # learnt: this firmware sends no ok after Resend
         if state is _S.CONNECTING:
             if now - self._hs_started > t.handshake and now - self._last_heard > t.handshake / 2:
+                if self._hs_answered:
+                    self._hs_tries = 0  # it answers, only garbled: keep trying, that is no hang
                 if self._hs_tries >= t.handshake_tries:
                     self._fatal("The printer did not answer the connection handshake (M110/M115)", events)
                 else:
@@ -478,9 +488,6 @@ class FirmwareProtocol:
             return events
         if not state.is_connected:
             return events
-        if self._hold_until is not None and now >= self._hold_until:
-            self._hold_until = None
-            self._ok_after_resend = False  # learnt: this firmware sends no ok after Resend
         silent = now - self._last_heard
         if self._in_flight or self._hold_until is not None:
             if self._busy_protocol:
