@@ -334,7 +334,7 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
         stop.set()
 
     handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
             handled.append(sig)
@@ -373,18 +373,24 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
                 console.print(f"[red]demo failed:[/red] {e}")
                 status = 1
     finally:
-        console.print("stopping the nodes ... (Ctrl-C again to kill them at once)")
+        _say(console, "stopping the nodes ... (Ctrl-C again to kill them at once)")
         killed = await _stop_nodes(farm, STOP_GRACE, hurry)
         if killed:
-            console.print(f"[yellow]killed (did not stop in time): {', '.join(killed)}[/yellow]")
+            _say(console, f"[yellow]killed (did not stop in time): {', '.join(killed)}[/yellow]")
         for sig in handled:
             loop.remove_signal_handler(sig)
         if status == 0:
             shutil.rmtree(root, ignore_errors=True)
         else:
-            console.print(f"logs kept in {root}")
-        console.print("all nodes stopped")
+            _say(console, f"logs kept in {root}")
+        _say(console, "all nodes stopped")
     return status
+
+
+def _say(console: Console, text: str) -> None:
+    """Print while stopping; a terminal that is gone (EIO, closed pipe) must not keep the nodes alive."""
+    with contextlib.suppress(OSError, ValueError):
+        console.print(text)
 
 
 async def _wait_interruptible(aw: Any, stop: asyncio.Event) -> Any:
