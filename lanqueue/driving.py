@@ -71,8 +71,6 @@ class QueueDriver:
         self._continue = asyncio.Event()
         self._settled = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
-        self._mark_cleared: float | None = None
-        self.first_line_latency: list[float] = []  # bench: bed cleared -> print streaming
 
     # --- life ------------------------------------------------------------------------------
 
@@ -195,8 +193,6 @@ class QueueDriver:
                     self.feed(r.WaitingForPerson(action.event))
                     await self._continue.wait()
                     self.feed(r.PersonContinued())
-                    if action.event == r.EV_SUCCESS:
-                        self._mark_cleared = self._clock()
                 if part.strip():
                     await self.printer.async_run_script(part)
         except asyncio.CancelledError:
@@ -242,9 +238,6 @@ class QueueDriver:
             self._our_print = False
             self.feed(r.PrintFailed(f"could not start {job.path}: {getattr(e, 'message', e)}"))
             return
-        if self._mark_cleared is not None:
-            self.first_line_latency.append(self._clock() - self._mark_cleared)
-            self._mark_cleared = None
         self.feed(r.PrintStarted())
 
     async def _record(self, action: r.RecordResult) -> None:
