@@ -324,3 +324,47 @@ async def test_virtual_printer_command_on_a_pty_in_another_process() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_sd_print_pause_resume_cancel(tmp_path: Path) -> None:
+    service = PrinterService("virtual", virtual_speed=50, sd_dir=tmp_path, timeouts=FAST, reconnect_delay=0.05)
+    rec = await started(service)
+    try:
+        assert service.virtual is not None
+        model = service.virtual.model
+        commands = ["G92 X0"] + [f"G1 X{20 if i % 2 == 0 else 0} F1200" for i in range(300)]
+        (tmp_path / "SLOW.GCO").write_text("\n".join(commands) + "\n")
+        await service.async_print_sd_file("SLOW.GCO")
+        while len(model.sd_executed) < 20:
+            await asyncio.sleep(0.01)
+        with pytest.raises(Conflict):
+            await service.async_print_file(tmp_path / "SLOW.GCO", "again")
+        await service.async_pause()
+        await rec.wait_for(lambda e: isinstance(e, PrintPaused))
+        assert "M25" in model.executed
+        paused_at = len(model.sd_executed)
+        await asyncio.sleep(0.2)
+        assert len(model.sd_executed) == paused_at  # the card stopped feeding
+        await service.async_resume()
+        await rec.wait_for(lambda e: isinstance(e, PrintResumed))
+        while len(model.sd_executed) <= paused_at:
+            await asyncio.sleep(0.01)
+        await service.async_cancel()
+        cancelled = await rec.wait_for(lambda e: isinstance(e, PrintCancelled))
+        assert cancelled == PrintCancelled("SLOW.GCO", "SLOW.GCO")
+        assert "M524" in model.executed and model.executed[-4:] == ["M104 S0", "M140 S0", "M106 S0", "M84"]
+        assert model.sd_executed == commands[: len(model.sd_executed)]
+    finally:
+        await service.async_close()
+
+
+async def test_print_refused_while_not_operational(tmp_path: Path) -> None:
+    service = PrinterService(str(tmp_path / "nothing-here"), timeouts=FAST)
+    await service.async_start()
+    try:
+        path = tmp_path / "x.gcode"
+        path.write_text("G28\n")
+        with pytest.raises(Conflict):
+            await service.async_print_file(path, "x")
+    finally:
+        await service.async_close()

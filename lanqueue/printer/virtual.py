@@ -270,7 +270,11 @@ class VirtualMarlin:
                 if not self._finish_blocking(now):
                     if now >= self._next_keepalive:
                         self._next_keepalive = now + self._keepalive
-                        self._emit("echo:busy: processing")
+                        if self._blocking in ("M109", "M190"):
+                            # Marlin reports temperatures while it waits for a heater.
+                            self._emit(f" T:{self.temps['T'][0]:.2f} E:0 B:{self.temps['B'][0]:.2f} W:?")
+                        else:
+                            self._emit("echo:busy: processing")
                     return
             self._read_lines()
             if not self._queue:
