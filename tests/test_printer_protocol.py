@@ -406,6 +406,16 @@ def test_scripts_report_when_acknowledged_and_fail_on_disconnect() -> None:
     assert events[-1] == StateChanged(PrinterState.OFFLINE, "unplugged")
 
 
+def test_m110_in_a_file_keeps_line_numbers_in_step() -> None:
+    core = operational()
+    core.start_print(ListSource(["G1 X1", "M110 N0", "G1 X2"]), "p", "p", 0.0)
+    sent = []
+    for _ in range(3):
+        sent.append(core.next_line())
+        core.receive_data(b"ok\n", 1.0)
+    assert sent == [format_line(3, "G1 X1"), format_line(4, "M110 N4"), format_line(5, "G1 X2")]
+
+
 def test_misuse_is_a_local_error() -> None:
     core = FirmwareProtocol(timeouts=T)
     with pytest.raises(LocalProtocolError):

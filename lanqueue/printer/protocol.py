@@ -466,6 +466,12 @@ class FirmwareProtocol:
         self.wants_close = True
         self._set_state(_S.ERROR, events)
 
+    def abort(self, reason: str) -> list[PrinterEvent]:
+        """The link is unusable (e.g. a RemoteProtocolError): end like a firmware halt."""
+        events: list[PrinterEvent] = []
+        self._fatal(reason, events)
+        return events
+
     # ------------------------------------------------------------------ timers
     def tick(self, now: float) -> list[PrinterEvent]:
         """Timeouts, resend grace, temperature and SD polling."""
@@ -581,8 +587,12 @@ class FirmwareProtocol:
         else:
             self._commands.popleft()
         n = self._last_n = self._last_n + 1
-        data = format_line(n, command)
         code = command_code(command)
+        if code == "M110":
+            # An M110 from a file or a user would move the firmware's counter away from ours:
+            # make it set the number this very line carries, which keeps both in step.
+            command = f"M110 N{n}"
+        data = format_line(n, command)
         long = code in LONG_RUNNING
         self._ring[n % self._history_size] = (data, long)
         if tag is not None:

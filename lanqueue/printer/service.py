@@ -188,8 +188,7 @@ class PrinterService:
         try:
             events = core.receive_data(data, self._loop.time())  # type: ignore[union-attr]
         except RemoteProtocolError as e:
-            events = []
-            core._fatal(f"Protocol error: {e}", events)  # noqa: SLF001 - same package
+            events = core.abort(f"Protocol error: {e}")
         if events:
             self._dispatch(events)
         self._pump()
