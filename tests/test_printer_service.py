@@ -368,3 +368,25 @@ async def test_print_refused_while_not_operational(tmp_path: Path) -> None:
             await service.async_print_file(path, "x")
     finally:
         await service.async_close()
+
+
+async def test_temperatures_are_polled_when_the_firmware_cannot_autoreport() -> None:
+    from lanqueue.printer import VirtualMarlin
+    from lanqueue.printer.virtual import CAPABILITIES
+
+    caps = {**CAPABILITIES, "AUTOREPORT_TEMP": 0}
+    model = VirtualMarlin(speed=1000, capabilities=caps)
+    service = PrinterService(
+        "virtual", timeouts=Timeouts(temperature_interval=0.1, communication=1.0), virtual_model=model
+    )
+    rec = await started(service)
+    try:
+        await service.async_run_script("M104 S180")
+        n = len(rec.events)
+        event = await rec.wait_for(
+            lambda e: isinstance(e, TemperaturesChanged) and e.temps["tool0"][1] == 180.0, start=n
+        )
+        assert isinstance(event, TemperaturesChanged)
+        assert "M155" not in " ".join(model.executed) and model.executed.count("M105") >= 1
+    finally:
+        await service.async_close()
