@@ -10,11 +10,9 @@ firmware executes a line only if its number is the last one plus one. The host k
 bytes again. The host's own bookkeeping (credits, `ok` counting) only decides *when* to send; a
 wrong guess there (a lost `ok`, an `ok` missing after `Resend`) costs time, never correctness.
 
-Flow control: classic mode keeps one line in flight; pipelined mode keeps up to `max_in_flight`
-lines whose bytes fit into the firmware's receive buffer (character counting). After a resend
-request the host stops sending until the `ok` that follows it arrives or `resend_grace` passes
-(firmware that sends no `ok` after `Resend`), then resends. Repeated requests for the same line
-caused by lines that were already on the wire are swallowed (one per line that was in flight).
+Flow control (numbering, history, credits, resend rewinds) lives in window.py; this module is
+the printer's state machine around it: handshake, prints, pause/resume/cancel, emergency stop,
+fatal errors, resets, host actions, temperatures and the SD card.
 
 Silence while a line is in flight (longer for G28/G29/M109/M190/M400/G4 unless the firmware
 speaks the busy protocol) is answered with a numbered `M105` poke that also assumes the `ok` was
@@ -47,15 +45,14 @@ from .events import (
     TemperaturesChanged,
 )
 from .gcode import (
-    LONG_RUNNING,
     command_code,
-    format_line,
     is_fatal_error,
     is_line_error,
     parse_resend,
     parse_temperatures,
     strip_comment,
 )
+from .window import RESEND_TOO_OLD, LineWindow
 
 __all__ = ["FirmwareProtocol", "Timeouts", "CommandSource", "JobInfo", "DEFAULT_CANCEL_SCRIPT"]
 
@@ -124,9 +121,13 @@ class FirmwareProtocol:
             c for c in (strip_comment(x) for x in (cancel_script or DEFAULT_CANCEL_SCRIPT).splitlines()) if c
         ]
         self.pipelined = pipelined
-        self._window_lines = max_in_flight if pipelined else 1
-        self._window_bytes = rx_buffer_size if pipelined else 1 << 30
-        self._history_size = history_size
+        self.window = LineWindow(
+            pipelined=pipelined,
+            rx_buffer_size=rx_buffer_size,
+            max_in_flight=max_in_flight,
+            history_size=history_size,
+            resend_grace=self.timeouts.resend_grace,
+        )
         self.state = _S.OFFLINE
         self.error: str | None = None
         self.firmware_name = ""
@@ -136,22 +137,13 @@ class FirmwareProtocol:
         self.sd_files: list[tuple[str, int]] = []
         # True once the printer must be disconnected (fatal error, gone, emergency stop, action).
         self.wants_close = False
-        self._ok_after_resend: bool | None = None  # learnt from the first resend request
         self._now = 0.0
         self._buf = bytearray()
         self._reset_link()
 
     # ------------------------------------------------------------------ link bookkeeping
     def _reset_link(self) -> None:
-        self._last_n = -1
-        self._first_n = 0
-        self._ring: list[tuple[bytes, bool] | None] = [None] * self._history_size
-        self._in_flight: deque[tuple[int, int, bool]] = deque()
-        self._in_flight_bytes = 0
-        self._resend_from: int | None = None
-        self._hold_until: float | None = None
-        self._damp_line = -1
-        self._damp = 0
+        self.window.reset()
         self._urgent: deque[bytes] = deque()
         self._commands: deque[tuple[str, object]] = deque()
         self._tags: deque[tuple[int, object]] = deque()
@@ -204,7 +196,7 @@ class FirmwareProtocol:
         """The port is open: start the handshake (`M110 N0`, then `M115`)."""
         self._now = now
         self.wants_close = False
-        self._ok_after_resend = None
+        self.window.ok_after_resend = None
         self._buf.clear()
         events: list[PrinterEvent] = []
         self._begin_handshake(events)
@@ -275,7 +267,7 @@ class FirmwareProtocol:
             return
         if ("T:" in line or "B:" in line) and not line.startswith(_NOT_REPORTS):
             # A heat-up wait (M109/M190) reports temperatures instead of busy keep-alives.
-            if any(entry[2] for entry in self._in_flight):
+            if self.window.long_in_flight:
                 self._last_heard = self._now
                 self._pokes = 0
             self._on_temperatures(line, events)
@@ -344,16 +336,10 @@ class FirmwareProtocol:
         # `wait`, `echo:` chatter, unknown lines: nothing to do.
 
     def _on_ok(self, events: list[PrinterEvent]) -> None:
-        if self._hold_until is not None:
-            self._hold_until = None  # the ok that follows a resend request acknowledges nothing
-            self._ok_after_resend = True
-            return
-        if not self._in_flight:
-            return
-        n, size, _ = self._in_flight.popleft()
-        self._in_flight_bytes -= size
-        self._acknowledged(n, events)
-        self._check_progress(events)
+        n = self.window.on_ok()
+        if n is not None:
+            self._acknowledged(n, events)
+            self._check_progress(events)
 
     def _acknowledged(self, n: int, events: list[PrinterEvent]) -> None:
         """An ok for line n: the firmware works in order, so every line up to n is done."""
@@ -387,35 +373,12 @@ class FirmwareProtocol:
         self._set_state(_S.OPERATIONAL, events)
 
     def _on_resend(self, n: int, events: list[PrinterEvent]) -> None:
-        if self._ok_after_resend is not False:
-            # Wait for the ok that usually follows, so it is not taken for the resent line's.
-            self._hold_until = self._now + self.timeouts.resend_grace
-        skip_error, self._skip_error = self._skip_error, False
-        if n == self._damp_line and self._damp > 0 and skip_error:
-            # An echo of a line that was on the wire before we rewound ("not Last Line+1").
-            # A checksum error is always about the line just received, so it is never an echo.
-            self._damp -= 1
-            return
-        if n > self._last_n:
-            if self.state is _S.CONNECTING and self._in_flight:
-                # Our `N0 M110 N0` was refused before it could reset the counter: send it again.
-                self._in_flight.clear()
-                self._in_flight_bytes = 0
-                self._resend_from = self._last_n
-            # Otherwise nothing of ours is missing: every line was taken and still owes its ok.
-            return
-        if n < self._first_n or n <= self._last_n - self._history_size:
+        echo_possible, self._skip_error = self._skip_error, False
+        verdict = self.window.on_resend(
+            n, self._now, echo_possible=echo_possible, connecting=self.state is _S.CONNECTING
+        )
+        if verdict == RESEND_TOO_OLD:
             self._fatal(f"Printer asked to resend line {n}, which is no longer in the history", events)
-            return
-        self._damp_line = n
-        later = sum(1 for entry in self._in_flight if entry[0] > n)
-        self._damp = max(0, later - 1) if skip_error else later
-        # Marlin checks lines when it reads them but answers ok only after running them, so lines
-        # before n were taken and their oks are still to come; n and later were thrown away.
-        in_flight = self._in_flight
-        while in_flight and in_flight[-1][0] >= n:
-            self._in_flight_bytes -= in_flight.pop()[1]
-        self._resend_from = n
 
     def _on_temperatures(self, line: str, events: list[PrinterEvent]) -> None:
         temps = parse_temperatures(line)
@@ -461,8 +424,7 @@ class FirmwareProtocol:
         self._fail_job(text, events)
         self._drop_pending_work(events)
         self._urgent.clear()
-        self._resend_from = None
-        self._in_flight.clear()
+        self.window.reset()
         self.wants_close = True
         self._set_state(_S.ERROR, events)
 
@@ -479,9 +441,7 @@ class FirmwareProtocol:
         events: list[PrinterEvent] = []
         state = self.state
         t = self.timeouts
-        if self._hold_until is not None and now >= self._hold_until:
-            self._hold_until = None
-            self._ok_after_resend = False  # learnt: this firmware sends no ok after Resend
+        self.window.tick(now)
         if state is _S.CONNECTING:
             if now - self._hs_started > t.handshake and now - self._last_heard > t.handshake / 2:
                 if self._hs_answered:
@@ -495,10 +455,10 @@ class FirmwareProtocol:
         if not state.is_connected:
             return events
         silent = now - self._last_heard
-        if self._in_flight or self._hold_until is not None:
+        if self.window.in_flight or self.window.hold_until is not None:
             if self._busy_protocol:
                 limit = t.communication_busy
-            elif any(entry[2] for entry in self._in_flight):
+            elif self.window.long_in_flight:
                 limit = t.long_command
             else:
                 limit = t.communication
@@ -527,88 +487,56 @@ class FirmwareProtocol:
             return
         # Assume the ok got lost: free the credit; if the line itself got lost, the numbered
         # poke makes the firmware ask for it again.
-        self._in_flight.clear()
-        self._in_flight_bytes = 0
-        self._hold_until = None
+        self.window.assume_oks_lost()
         self._commands.appendleft(("M105", None))
         self._last_heard = self._now
 
     @property
     def wakeup_at(self) -> float | None:
         """When tick() should run sooner than the regular ticker (end of a resend grace)."""
-        return self._hold_until
+        return self.window.hold_until
 
     # ------------------------------------------------------------------ outgoing lines
     def next_line(self) -> bytes | None:
         """The next bytes to write, or None until an `ok`, a resend request or a tick."""
         if self._urgent:
             return self._urgent.popleft()
-        if self._hold_until is not None:
-            return None
         state = self.state
         if state is _S.OFFLINE or state is _S.ERROR:
             return None
-        n = self._resend_from
-        if n is not None:
-            data, long = self._ring[n % self._history_size]  # type: ignore[misc]
-            if self._in_flight and (
-                len(self._in_flight) >= self._window_lines
-                or self._in_flight_bytes + len(data) > self._window_bytes
-            ):
-                return None
-            self._resend_from = n + 1 if n < self._last_n else None
-            self._in_flight.append((n, len(data), long))
-            self._in_flight_bytes += len(data)
-            return data
-        if self._in_flight and len(self._in_flight) >= self._window_lines:
-            return None
+        window = self.window
+        if window.resend_from is not None:
+            return window.next_resend()
         if self._commands:
             command, tag = self._commands[0]
-            from_file = False
-        elif state is _S.PRINTING and self.job is not None and self.job.source is not None:
-            pending = self._pending
-            if pending is None:
-                pending = self._pending = self.job.source.next_command()
-                if pending is None:
-                    return None
-            command = pending
-            tag = None
-            from_file = True
-        else:
-            return None
-        if self._in_flight and self._in_flight_bytes + len(command) + 16 > self._window_bytes:
-            return None
-        if from_file:
-            self._pending = None
-            job = self.job
-            assert job is not None and job.source is not None
-            job.lines_done += 1
-            job.bytes_done = job.source.position
-        else:
+            if not window.has_room(command):
+                return None
             self._commands.popleft()
-        n = self._last_n = self._last_n + 1
-        code = command_code(command)
-        if code == "M110":
-            # An M110 from a file or a user would move the firmware's counter away from ours:
-            # make it set the number this very line carries, which keeps both in step.
-            command = f"M110 N{n}"
-        data = format_line(n, command)
-        long = code in LONG_RUNNING
-        self._ring[n % self._history_size] = (data, long)
-        if tag is not None:
-            self._tags.append((n, tag))
-        self._in_flight.append((n, len(data), long))
-        self._in_flight_bytes += len(data)
-        if code == "M110":
-            self._first_n = n
-        return data
+            n, data = window.send(command)
+            if tag is not None:
+                self._tags.append((n, tag))
+            return data
+        job = self.job
+        if state is not _S.PRINTING or job is None or job.source is None:
+            return None
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = job.source.next_command()
+            if pending is None:
+                return None
+        if not window.has_room(pending):
+            return None
+        self._pending = None
+        job.lines_done += 1
+        job.bytes_done = job.source.position
+        return window.send(pending)[1]
 
     def _check_progress(self, events: list[PrinterEvent]) -> None:
         """Finish a print or a pause once everything sent is acknowledged."""
         state = self.state
         if state is not _S.PRINTING and state is not _S.PAUSING:
             return
-        if self._in_flight or self._resend_from is not None or self._hold_until is not None:
+        if not self.window.settled:
             return
         job = self.job
         if job is None or job.origin != "local":
