@@ -307,7 +307,7 @@ async def test_listeners_unsubscribe_and_a_broken_listener_is_contained(fast_pri
 
 async def test_virtual_printer_command_on_a_pty_in_another_process() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lanqueue.printer.virtual", "--speed", "1000"],
+        [sys.executable, "-m", "lanqueue.printer", "--speed", "1000", "--corrupt-rate", "0.2", "--seed", "3"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -317,7 +317,8 @@ async def test_virtual_printer_command_on_a_pty_in_another_process() -> None:
         service = PrinterService(path.strip(), timeouts=FAST)
         await started(service)
         try:
-            await service.async_run_script("G28\nM109 S210")
+            await service.async_run_script("G28\nM109 S210\n" + "\n".join(f"G1 X{i}" for i in range(50)))
+            await service.async_run_script("M105")  # its ok carries the temperatures
             assert service.temperatures["tool0"][1] == 210.0
         finally:
             await service.async_close()

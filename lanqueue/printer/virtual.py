@@ -679,10 +679,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lanqueue virtual-printer", description=main.__doc__)
     parser.add_argument("--speed", type=float, default=1.0, help="times faster than real time")
     parser.add_argument("--sd-dir", type=Path, default=None, help="folder served as the SD card")
+    faults = parser.add_argument_group("fault injection (seeded, per line or command)")
+    faults.add_argument("--seed", type=int, default=0)
+    faults.add_argument("--corrupt-rate", type=float, default=0.0, help="lines arriving with a flipped bit")
+    faults.add_argument("--drop-rate", type=float, default=0.0, help="lines lost on the wire")
+    faults.add_argument("--lost-ok-rate", type=float, default=0.0, help="oks never sent")
+    faults.add_argument("--busy-rate", type=float, default=0.0, help="commands that keep it busy for 5 s")
+    faults.add_argument("--no-ok-after-resend", action="store_true", help="firmware sends no ok after Resend")
     args = parser.parse_args(argv)
+    injected = Faults(
+        seed=args.seed,
+        corrupt_rate=args.corrupt_rate,
+        drop_rate=args.drop_rate,
+        lost_ok_rate=args.lost_ok_rate,
+        busy_rate=args.busy_rate,
+        no_ok_after_resend=args.no_ok_after_resend,
+    )
 
     async def serve() -> None:
-        server = await run_virtual_printer_on_pty(args.speed, sd_dir=args.sd_dir)
+        server = await run_virtual_printer_on_pty(args.speed, sd_dir=args.sd_dir, faults=injected)
         print(server.path, flush=True)
         try:
             await asyncio.Event().wait()
