@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     adopt = client_parser("adopt", "take over the LAN jobs of a node that is gone")
     adopt.add_argument("node", help="node id or name of the gone node")
 
-    vp = sub.add_parser("virtual-printer", help="run the virtual printer on a pseudo-terminal")
-    vp.add_argument("rest", nargs=argparse.REMAINDER)
+    vp = sub.add_parser("virtual-printer", help="run the virtual printer on a pseudo-terminal",
+                        add_help=False)  # its own options and --help live in printer/virtual.py
     vp.set_defaults(func=_virtual_printer)
 
     demo = sub.add_parser("demo", help="several nodes with virtual printers sharing a LAN queue")
@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "virtual-printer":
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

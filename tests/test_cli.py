@@ -75,3 +75,34 @@ def test_generated_key_is_private_and_printed_once(tmp_path):
         proc.kill()
         proc.wait()
     assert key not in again and cmd_key.read_text().strip() == key
+
+
+def test_node_prints_through_a_virtual_printer_in_another_process(node_process, tmp_path):
+    """`lanqueue virtual-printer` on a pty (with corrupted lines) and `lanqueue serve --printer PTY`."""
+    import json
+    import time
+
+    printer = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "virtual-printer", "--speed", "500",
+                                "--corrupt-rate", "0.05", "--seed", "7"], stdout=subprocess.PIPE, text=True)
+    try:
+        pty = printer.stdout.readline().strip()
+        assert pty.startswith("/")
+        node = node_process(["--printer", pty])
+        h = {"X-Api-Key": API_KEY}
+        body = "\n".join(["G28"] + [f"G1 X{i % 50} Y{i % 40} F6000" for i in range(300)]) + "\n"
+        assert requests.post(node.url + "/api/files/local", headers=h, files={"file": ("p.gcode", body)}).status_code == 201
+        requests.post(node.url + CP + "/automation/edit", headers=h, data={"json": json.dumps(
+            {"scripts": {}, "preprocessors": {}, "events": {}})})
+        requests.post(node.url + CP + "/set/add", headers=h, data={"path": "p.gcode", "count": "2", "jobDraft": "false"})
+        requests.post(node.url + CP + "/set_active", headers=h, data={"active": "true"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            history = requests.get(node.url + CP + "/history/get", headers=h).json()
+            if [r["result"] for r in history] == ["success", "success"]:
+                break
+            time.sleep(0.1)
+        assert [r["result"] for r in history] == ["success", "success"]
+        assert requests.get(node.url + "/api/connection", headers=h).json()["current"]["port"] == pty
+    finally:
+        printer.terminate()
+        printer.wait(10)
