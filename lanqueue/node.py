@@ -20,27 +20,28 @@ from typing import Any
 from aiohttp import web
 
 from .api import automation as automation_routes
-from .api import continuousprint, files as file_routes, octoprint, openapi
+from .api import continuousprint, octoprint, openapi
+from .api import files as file_routes
 from .api import lan as lan_routes
-from .api import web as web_routes
-from .discovery import DiscoveryService
-from .sync import routes as peer_routes
-from .sync.records import Timings
-from .sync.service import LanService, PeerDirectory
 from .api import metrics as metrics_routes
+from .api import web as web_routes
 from .api.app import auth_middleware, error_middleware
 from .api.keys import NODE
 from .automation import Automation, async_render_event
-from .preprocess import Evaluator
 from .config import Options
+from .discovery import DiscoveryService
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
-from .files import FileStore
+from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
 from .model import LOCAL, Job
+from .preprocess import Evaluator
 from .printer import PrinterService
 from .runner import DriverSettings, JobRef
 from .store import Store
+from .sync import routes as peer_routes
+from .sync.records import Timings
+from .sync.service import LanService, PeerDirectory
 
 __all__ = ["Node"]
 
@@ -63,9 +64,7 @@ class Node:
         self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
-        self.drain_on_exit = True
         self._lan_box = peer_routes.LanBox()
-        self.started = asyncio.Event()
 
     # --- identity --------------------------------------------------------------------------
 
@@ -116,7 +115,6 @@ class Node:
         return app
 
     async def _announce(self, app: web.Application) -> None:
-        self.started.set()
         log.info("node %s (%s) ready, printer %s", self.options.name, self.node_id, self.options.printer)
 
     async def _store_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -169,7 +167,7 @@ class Node:
         self.lan.add_listener(self._on_store_write)
         yield
         self._lan_box.service = None
-        await self.lan.async_close(drain=self.drain_on_exit)
+        await self.lan.async_close(drain=True)  # hand our jobs to a live peer before exiting
 
     async def _evaluator_ctx(self, app: web.Application) -> AsyncIterator[None]:
         async with Evaluator() as engine:
@@ -286,8 +284,6 @@ class Node:
                 name = f"{_slug(job.name)}.gjob"
                 target = self.files.location(name)
                 await asyncio.get_running_loop().run_in_executor(None, write_gjob, job, self.files.root, target)
-                from .files import sha256_of
-
                 await self.store.record_file(name, await sha256_of(target), target.stat().st_size)
                 paths.append(name)
             except (NotFound, BadRequest) as e:
