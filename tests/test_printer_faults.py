@@ -8,7 +8,7 @@ exactly once, in order" is checked against the file itself. Fault injection is s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,16 @@ def gcode_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     path.write_text("\n".join(text) + "\n")
     return path, commands
 
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Every test leaves the loop as it found it: no background task outlives its service."""
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
 
 class Recorder:
     """Listener that keeps events and lets a test wait for one of them."""

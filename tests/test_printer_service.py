@@ -31,6 +31,16 @@ PROTOCOL = {"M105", "M110", "M115", "M155"}
 FAST = Timeouts(handshake=1.0, communication=1.0, communication_busy=1.0, resend_grace=0.05)
 
 
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Every test leaves the loop as it found it: no background task outlives its service."""
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[PrinterEvent] = []
@@ -325,6 +335,8 @@ async def test_virtual_printer_command_on_a_pty_in_another_process() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def test_sd_print_pause_resume_cancel(tmp_path: Path) -> None:

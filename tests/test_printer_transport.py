@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,16 @@ from lanqueue.printer.stream import GcodeFile
 
 FAST = Timeouts(handshake=1.0, communication=1.0, communication_busy=1.0, resend_grace=0.05)
 
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Every test leaves the loop as it found it: no background task outlives its service."""
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
 
 async def wait_state(service: PrinterService, state: PrinterState, timeout: float = 20.0) -> None:
     changed = asyncio.Event()
