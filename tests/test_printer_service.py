@@ -403,3 +403,25 @@ async def test_temperatures_are_polled_when_the_firmware_cannot_autoreport() -> 
         assert "M155" not in " ".join(model.executed) and model.executed.count("M105") >= 1
     finally:
         await service.async_close()
+
+
+async def test_long_commands_get_their_time_without_busy_keepalives(tmp_path: Path) -> None:
+    from lanqueue.printer import VirtualMarlin
+    from lanqueue.printer.virtual import CAPABILITIES
+
+    # No keep-alives and no temperature reports: the link is really silent while it homes.
+    model = VirtualMarlin(speed=20, capabilities={**CAPABILITIES, "BUSY_PROTOCOL": 0, "AUTOREPORT_TEMP": 0})
+    timeouts = Timeouts(communication=0.1, communication_busy=0.1, long_command=10.0, temperature_interval=100)
+    service = PrinterService("virtual", timeouts=timeouts, virtual_model=model)
+    rec = await started(service)
+    try:
+        path = tmp_path / "home.gcode"
+        path.write_text("G28\nG4 S8\nG1 X5\n")  # homing 8 s + dwell 8 s: 0.4 s each at speed 20
+        before = len(model.executed)
+        await service.async_print_file(path, "home")
+        done = await rec.wait_for(lambda e: isinstance(e, (PrintDone, PrintFailed)))
+        assert isinstance(done, PrintDone)
+        assert "M105" not in model.executed[before:]  # silent for longer than `communication`, never poked
+        assert file_lines(model.executed)[-3:] == ["G28", "G4 S8", "G1 X5"]
+    finally:
+        await service.async_close()

@@ -273,7 +273,7 @@ class VirtualMarlin:
                         if self._blocking in ("M109", "M190"):
                             # Marlin reports temperatures while it waits for a heater.
                             self._emit(f" T:{self.temps['T'][0]:.2f} E:0 B:{self.temps['B'][0]:.2f} W:?")
-                        else:
+                        elif self.capabilities.get("BUSY_PROTOCOL"):
                             self._emit("echo:busy: processing")
                     return
             self._read_lines()
