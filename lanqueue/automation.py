@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
 from lanqueue.errors import BadRequest
 from lanqueue.preprocess import (

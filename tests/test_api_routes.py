@@ -220,7 +220,7 @@ async def test_export_import_round_trip(api):
         assert s["missing_file"] is False
         assert (await api.get(f"/api/files/local/{s['path']}")).status == 200
     # export of an unknown job and of a job whose file is gone: errors, no 500
-    body = await ok_json(await api.post(CP + "/job/export", data={"job_ids": f"999"}))
+    body = await ok_json(await api.post(CP + "/job/export", data={"job_ids": "999"}))
     assert body["paths"] == [] and len(body["errors"]) == 1
     missing = (await add_set(api, "gone.gcode"))["job_id"]
     body = await ok_json(await api.post(CP + "/job/export", data={"job_ids[]": str(missing)}))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .gcode import checksum, command_code, parse_numbered, strip_comment
+from .gcode import command_code, parse_numbered, strip_comment
 
 __all__ = ["VirtualMarlin", "Faults", "VirtualPrinterPty", "run_virtual_printer_on_pty", "main"]
 

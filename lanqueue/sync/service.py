@@ -43,6 +43,8 @@ from .messages import (
     RecordChanged,
     Send,
 )
+from . import views
+from .fetch import FILE_PATH, FileFetcher
 from .persistence import LanPersistence
 from .protocol import LanNodeCore
 from .records import JobRecord, SetRecord, Timings
@@ -53,7 +55,6 @@ __all__ = ["LanService", "LanQueue", "PeerDirectory", "MESSAGE_PATH", "EDIT_PATH
 log = logging.getLogger(__name__)
 MESSAGE_PATH = "/lanqueue/peer/v1/message"
 EDIT_PATH = "/lanqueue/peer/v1/edit"
-FILE_PATH = "/lanqueue/peer/v1/files/"
 TICK = 0.5
 ACQUIRE_WAIT = 5.0
 
@@ -110,6 +111,7 @@ class LanService:
         self.timings = timings or Timings()
         self.persistence = LanPersistence(store)
         self.client = PeerClient(node_id)
+        self.fetcher = FileFetcher(store, files, self.client, directory)
         self.queues: dict[str, LanQueue] = {}
         self._secrets = {name: secret.encode() for name, secret in secrets.items()}
         self._clock = clock
@@ -118,7 +120,7 @@ class LanService:
         self._fetching: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
         self._history = history_file
-        self.counters = {"grants": 0, "conflicts": 0, "completions_applied": 0, "files_rejected": 0}
+        self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0}
 
     # --- life ------------------------------------------------------------------------------
 
@@ -170,6 +172,11 @@ class LanService:
         for name, q in wanted.items():
             if name not in self.queues:
                 await self._join(name, q["secret"].encode())
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Running totals since start, for /metrics."""
+        return {**self._counts, "files_rejected": self.fetcher.rejected}
 
     def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
         self._listeners.append(callback)
@@ -256,12 +263,12 @@ class LanService:
         elif isinstance(event, LeaseLost):
             log.warning("lease on %s lost: %s", event.job_id[:8], event.reason)
         if isinstance(event, GrantLive):
-            self.counters["grants"] += 1
+            self._counts["grants"] += 1
         elif isinstance(event, ConflictRecorded):
-            self.counters["conflicts"] += 1
+            self._counts["conflicts"] += 1
             log.warning("conflict on LAN job %s: %s", event.job_id[:8], event.entry.detail or event.entry.kind.value)
         elif isinstance(event, CompletionApplied):
-            self.counters["completions_applied"] += 1
+            self._counts["completions_applied"] += 1
         if isinstance(event, (GrantLive, GrantEnded, CompletionApplied, ConflictRecorded)):
             self._log_history(q.name, event)
 
@@ -303,7 +310,7 @@ class LanService:
         if q is None:
             return None
         online = self.directory.online(queue)
-        for rec in self._ordered(q):
+        for rec in views.ordered(q):
             index = rec.next_set()
             if index is None or (rec.home != self.node_id and rec.home not in online):
                 continue
@@ -368,32 +375,7 @@ class LanService:
     # --- files ----------------------------------------------------------------------------
 
     async def _local_file(self, q: LanQueue, s: SetRecord) -> str | None:
-        """A path in the file store holding the set's content, fetched from a peer if needed."""
-        path = await self.store.file_by_digest(s.hash)
-        if path is not None and self.files.exists(path):
-            return path
-        return await self.fetch_file(q, s)
-
-    async def fetch_file(self, q: LanQueue, s: SetRecord) -> str | None:
-        """Fetch by digest from any online peer; the content must hash to the digest."""
-        target = f"lan/{s.hash[:16]}-{Path(s.path).name}"
-        for node_id, url in self.directory.online(q.name).items():
-            try:
-                stored = await self.files.save(target, self.client.stream(url, FILE_PATH + s.hash, queue=q.name, secret=q.secret))
-            except PeerRequestFailed as e:
-                log.info("fetching %s from %s failed: %s", s.path, node_id[:8], e)
-                continue
-            except Exception as e:  # noqa: BLE001 - size limit, bad type: try another peer
-                log.warning("fetching %s from %s refused: %s", s.path, node_id[:8], e)
-                continue
-            if stored.sha256 != s.hash:
-                self.counters["files_rejected"] += 1
-                log.warning("file %s from %s does not match its digest; rejected", s.path, node_id[:8])
-                self.files.delete(stored.path)
-                continue
-            await self.store.record_file(stored.path, stored.sha256, stored.size)
-            return stored.path
-        return None
+        return await self.fetcher.local_file(q, s)
 
     def _prefetch(self, q: LanQueue, rec: JobRecord) -> None:
         if not rec.acquirable:
@@ -414,69 +396,16 @@ class LanService:
             self._prefetch(q, rec)
 
     async def file_for_peer(self, digest: str) -> Path:
-        """A file a peer asked for by digest; never anything outside the store."""
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise BadRequest("bad digest")
-        path = await self.store.file_by_digest(digest)
-        if path is None:
-            raise NotFound("no such file")
-        return self.files.resolve(path)
+        return await self.fetcher.file_for_peer(digest)
 
     # --- the API's side -------------------------------------------------------------------
 
-    def _ordered(self, q: LanQueue) -> list[JobRecord]:
-        recs = [r for r in q.core.records.values() if not r.tombstone]
-        return sorted(recs, key=lambda r: (r.rank, r.created, r.id))
-
     async def queue_view(self, name: str) -> dict[str, Any] | None:
         q = self.queues.get(name)
-        if q is None:
-            return None
-        online = self.directory.online(name)
-        peers = {
-            p["node_id"]: {
-                "name": p.get("name"),
-                "status": "OFFLINE" if p.get("status") != "online" else _peer_status(p),
-                "profile": {"name": p.get("profile")},
-                "active_set": None,
-                "run": p.get("current_job"),
-                "acquired": [r.id for r in q.core.records.values() if r.lease_holder == p["node_id"]],
-                "online": p.get("status") == "online",
-            }
-            for p in self.directory.snapshot()
-            if name in (p.get("queues") or [])
-        }
-        return {
-            "name": name,
-            "addr": self.node_id,
-            "peers": peers,
-            "jobs": [self.job_view(q, r, online) for r in self._ordered(q)],
-        }
+        return None if q is None else views.queue_view(q, self.node_id, self.directory)
 
-    def job_view(self, q: LanQueue, r: JobRecord, online: dict[str, str] | None = None) -> dict[str, Any]:
-        online = self.directory.online(q.name) if online is None else online
-        home_online = r.home == self.node_id or r.home in online
-        sets = []
-        for i, s in enumerate(r.sets):
-            sets.append({
-                "id": f"{r.id}_{i}", "path": s.path, "count": s.count, "remaining": s.remaining,
-                "completed": s.completed, "rank": float(i), "sd": False, "materials": list(s.materials),
-                "profiles": list(s.profiles), "metadata": None, "hash": s.hash, "missing_file": False,
-            })
-        view = {
-            "id": r.id, "queue": q.name, "name": r.name, "count": r.count, "remaining": r.remaining,
-            "draft": r.draft, "created": int(r.created), "rank": r.rank,
-            "acquired": r.lease_holder is not None,
-            "acquired_by_": self.directory.name_of(r.lease_holder) if r.lease_holder and r.lease_holder != self.node_id else (self.node_id if r.lease_holder else None),
-            "peer_": r.home, "home": r.home, "home_name": self.directory.name_of(r.home) if r.home != self.node_id else "this node",
-            "home_online": home_online, "epoch": r.epoch, "version": r.version,
-            "hash": r.sets[0].hash if r.sets else None,
-            "conflicts": [codec.encode(c) for c in r.conflicts],
-            "sets": sets,
-        }
-        if not home_online and r.acquirable:
-            view["waiting_reason"] = f"waiting for its home {view['home_name']} (offline): adopt its jobs to print them"
-        return view
+    def job_view(self, q: LanQueue, r: JobRecord) -> dict[str, Any]:
+        return views.job_view(q, r, self.node_id, self.directory)
 
     async def add_set(self, queue: str, fields: dict[str, Any], *, job_id: str | None, job_name: str | None, job_draft: bool) -> dict[str, Any]:
         if job_id:
@@ -539,7 +468,7 @@ class LanService:
             return
         if dest != src:
             raise BadRequest("move a LAN job to the local queue first")
-        ordered = [r for r in self._ordered(q) if r.id != job_id]
+        ordered = [r for r in views.ordered(q) if r.id != job_id]
         ids = [r.id for r in ordered]
         if after in (None, "", "null", "None"):
             rank = (ordered[0].rank - 1.0) if ordered else 1.0
@@ -699,15 +628,6 @@ class LanService:
 
 def _adopt(core: LanNodeCore, home: str, now: float) -> list[Action]:
     return core.adopt(home, now)
-
-
-def _peer_status(p: dict[str, Any]) -> str:
-    status = str(p.get("printer_status") or "").lower()
-    if "print" in status:
-        return "BUSY"
-    if "pause" in status:
-        return "PAUSED"
-    return "IDLE"
 
 
 def _push(sender: str, record: JobRecord) -> Message:
