@@ -485,3 +485,102 @@ def test_simulated_faults_never_lose_or_repeat_a_line(
     assert [e for e in events if isinstance(e, (PrintDone, PrintFailed))][-1].__class__ is PrintDone
     assert [c for c in vm.executed if c.split()[0] not in ("M105", "M110", "M115", "M155")] == commands
     assert vm.overflows == 0
+
+
+# ---------------------------------------------------------------------- stateful property
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+
+class CoreMachine(RuleBasedStateMachine):
+    """Random sequences of commands and replies keep the core consistent and never crash it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = operational()
+        self.now = 1.0
+        self.events: list[PrinterEvent] = []
+
+    def _do(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self.events += fn(*args)
+        except LocalProtocolError:
+            pass
+        while self.core.next_line() is not None:
+            pass
+
+    @rule(n=st.integers(1, 30))
+    def start_print(self, n: int) -> None:
+        self._do(self.core.start_print, ListSource([f"G1 X{i}" for i in range(n)]), "p", "p", self.now)
+
+    @rule()
+    def pause(self) -> None:
+        self._do(self.core.pause)
+
+    @rule()
+    def resume(self) -> None:
+        self._do(self.core.resume)
+
+    @rule()
+    def cancel(self) -> None:
+        self._do(self.core.cancel)
+
+    @rule()
+    def emergency_stop(self) -> None:
+        self._do(self.core.emergency_stop)
+
+    @rule(lines=st.lists(st.sampled_from(["M117 hi", "G28", "M105", "; c", "M112"]), max_size=3))
+    def send_commands(self, lines: list[str]) -> None:
+        self._do(self.core.send_commands, lines)
+
+    @rule(reply=st.sampled_from([
+        b"ok\n", b"ok\n", b"ok\n", b"ok T:20 /0 B:20 /0\n", b"echo:busy: processing\n", b"start\n",
+        b"//action:pause\n", b"//action:resume\n", b"//action:cancel\n", b"Error:MAXTEMP triggered\n",
+        b"Error:checksum mismatch, Last Line: 3\n", b"wait\n",
+        b"FIRMWARE_NAME:Marlin\nCap:AUTOREPORT_TEMP:1\nok\n",
+    ]))
+    def reply(self, reply: bytes) -> None:
+        self._do(self.core.receive_data, reply, self.now)
+
+    @rule(offset=st.integers(0, 12))
+    def resend(self, offset: int) -> None:
+        n = max(0, self.core.window.last_n - offset)
+        self._do(self.core.receive_data, b"Resend: %d\n" % n, self.now)
+
+    @rule(dt=st.sampled_from([0.01, 0.5, 3.0, 50.0]))
+    def tick(self, dt: float) -> None:
+        self.now += dt
+        self._do(self.core.tick, self.now)
+
+    @rule()
+    def reconnect(self) -> None:
+        """Unplug, plug back and complete the handshake (the way out of Error)."""
+        self._do(self.core.connection_lost, "unplugged", self.now)
+        self._do(self.core.connection_made, self.now)
+        self._do(self.core.receive_data, b"ok\n", self.now)
+        self._do(self.core.receive_data, M115_REPLY, self.now)
+        assert self.core.state is PrinterState.OPERATIONAL
+
+    @invariant()
+    def job_matches_state(self) -> None:
+        assert (self.core.job is not None) == self.core.state.is_printing
+
+    @invariant()
+    def window_is_respected(self) -> None:
+        w = self.core.window
+        assert len(w.in_flight) <= w.max_lines
+        assert w.in_flight_bytes == sum(entry[1] for entry in w.in_flight)
+
+    @invariant()
+    def every_print_ends_once(self) -> None:
+        started = sum(isinstance(e, PrintStarted) for e in self.events)
+        ended = sum(isinstance(e, (PrintDone, PrintFailed, PrintCancelled)) for e in self.events)
+        assert ended == started - (1 if self.core.job is not None else 0)
+
+    @invariant()
+    def error_state_has_a_reason(self) -> None:
+        if self.core.state is PrinterState.ERROR:
+            assert self.core.error
+
+
+CoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+test_core_state_machine = CoreMachine.TestCase
