@@ -22,6 +22,7 @@ from .events import (
     PrinterState,
     RemoteProtocolError,
     ScriptDone,
+    SdFilesListed,
     StateChanged,
 )
 from .protocol import FirmwareProtocol, Timeouts
@@ -137,6 +138,8 @@ class PrinterService:
         self._loop = asyncio.get_running_loop()
         url = self.port
         if url == "virtual":
+            if self.sd_dir is not None:
+                self.sd_dir.mkdir(parents=True, exist_ok=True)  # the virtual card, ready for files
             model = self._virtual_model or VirtualMarlin(speed=self.virtual_speed, sd_dir=self.sd_dir)
             self.virtual = VirtualPrinterPty(model)
             await self.virtual.start()
@@ -291,7 +294,7 @@ class PrinterService:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_event(event: PrinterEvent) -> None:
-            if type(event).__name__ == "SdFilesListed" and not done.done():
+            if isinstance(event, SdFilesListed) and not done.done():
                 done.set_result(None)
 
         remove = self.add_listener(on_event)

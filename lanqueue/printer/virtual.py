@@ -420,7 +420,7 @@ class VirtualMarlin:
 
     def _sd_command(self, code: str, command: str, args: dict[str, float]) -> None:
         sd = self.sd_dir
-        if sd is None:
+        if sd is None or not sd.is_dir():
             self._emit("echo:No SD card")
             return
         if code == "M20":
