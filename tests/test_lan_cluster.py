@@ -158,3 +158,26 @@ def test_lan_jobs_are_edited_from_any_node_and_move_between_queues(lan_pair):
     wait(lambda: any(j["id"] == rid for j in lan_jobs(b)), what="replicated")
     assert post(b, CP + "/job/rm", data={"queue": "farm", "job_ids[]": rid}) == {"jobs_deleted": 1}
     wait(lambda: not lan_jobs(a), what="deleted at home")
+
+
+def test_returning_home_does_not_drain_jobs_adopted_meanwhile(node_process):
+    """A home switched off, its jobs adopted, then switched on and shut down at once: its drain must
+    not hand the adopted jobs to a third node (that would make two homes at one epoch)."""
+    ports = cluster_ports(3)
+    a, b, c = (node_process(lan_args(ports, p), port=p) for p in ports)
+    wait(lambda: all(peers_online(n, 2) for n in (a, b, c)), what="mesh")
+    upload(a, "j.gcode", gcode("J"))
+    jobs = [post(a, CP + "/set/add", data={"path": "j.gcode", "queue": "farm"})["job_id"] for _ in range(2)]
+    wait(lambda: all(len(lan_jobs(n)) == 2 for n in (b, c)), what="replicated")
+    a_id = get(a, "/lanqueue/peers")["node_id"]
+    a.kill()
+    wait(lambda: not any(p["status"] == "online" for p in get(b, "/lanqueue/peers")["peers"] if p["node_id"] == a_id), what="a offline")
+    assert post(b, "/lanqueue/lan/adopt", data={"node": a_id})["adopted"] == 2
+    b_id = get(b, "/lanqueue/peers")["node_id"]
+    wait(lambda: all(j["home"] == b_id for j in lan_jobs(c)), what="adoption pushed to c")
+    a.start()
+    wait(lambda: peers_online(a, 2), what="a back")
+    a.stop()  # SIGTERM right away: drain
+    for node in (b, c):
+        homes = {j["id"]: (j["home"], j["epoch"]) for j in lan_jobs(node)}
+        assert homes == {jid: (b_id, 2) for jid in jobs}, homes

@@ -33,6 +33,7 @@ from .messages import (
     Action,
     ConflictRecorded,
     CompletionApplied,
+    DigestRequest,
     Event,
     GrantEnded,
     GrantLive,
@@ -592,6 +593,9 @@ class LanService:
         moved = 0
         for q in self.queues.values():
             targets = sorted(self.directory.online(q.name))
+            # Learn first what the peers know: a job adopted while this node was away is no longer
+            # ours to hand over (handing it over would make two homes at one epoch).
+            await self._catch_up(q, targets)
             mine = [r for r in q.core.records.values() if r.home == self.node_id and not r.tombstone]
             if not mine:
                 continue
@@ -606,6 +610,12 @@ class LanService:
             await asyncio.gather(*(self._deliver(q, s) for s in sends), return_exceptions=True)
             moved += len(mine)
         return moved
+
+    async def _catch_up(self, q: LanQueue, targets: list[str]) -> None:
+        """One anti-entropy round with each target, awaited (replies are merged on arrival)."""
+        digest = tuple((j, r.epoch, r.version) for j, r in sorted(q.core.records.items()))
+        request = DigestRequest(self.node_id, digest)
+        await asyncio.gather(*(self._deliver(q, Send(t, request)) for t in targets), return_exceptions=True)
 
     async def async_adopt(self, gone: str) -> int:
         """Become home of the jobs of a node that is gone (by id or name)."""
