@@ -181,3 +181,31 @@ def test_returning_home_does_not_drain_jobs_adopted_meanwhile(node_process):
     for node in (b, c):
         homes = {j["id"]: (j["home"], j["epoch"]) for j in lan_jobs(node)}
         assert homes == {jid: (b_id, 2) for jid in jobs}, homes
+
+
+def test_adopt_refuses_a_name_that_matches_several_gone_nodes_and_changes_nothing(node_process, tmp_path):
+    """`lanqueue adopt PREFIX` must not take over the jobs of every node whose id starts alike:
+    an ambiguous name is a 400 and adopts nothing; the whole id then adopts exactly one node."""
+    pa1, pa2, pb = ports = cluster_ports(3)
+    ids = {pa1: "abcd0000-0000-4000-8000-000000000001", pa2: "abcd0000-0000-4000-8000-000000000002"}
+    gone = []
+    for port in (pa1, pa2):
+        data = tmp_path / f"gone{port}"
+        data.mkdir()
+        (data / "node_id").write_text(ids[port])
+        gone.append(node_process(lan_args(ports, port), data_dir=data, port=port))
+    b = node_process(lan_args(ports, pb), port=pb)
+    wait(lambda: peers_online(b, 2), what="peers online")
+    for n, name in zip(gone, ("g1.gcode", "g2.gcode")):
+        upload(n, name, gcode(name))
+        post(n, CP + "/set/add", data={"path": name, "queue": "farm", "jobDraft": "true"})
+    wait(lambda: len(lan_jobs(b)) == 2, what="replicated")
+    for n in gone:
+        n.kill()
+    wait(lambda: all(not j["home_online"] for j in lan_jobs(b)), what="homes offline")
+    r = requests.post(b.url + "/lanqueue/lan/adopt", headers=H, data={"node": "abcd0000"}, timeout=10)
+    assert r.status_code == 400 and "names 2 nodes" in r.json()["error"]
+    assert sorted((j["home"], j["epoch"]) for j in lan_jobs(b)) == sorted((i, 1) for i in ids.values())
+    assert post(b, "/lanqueue/lan/adopt", data={"node": ids[pa1]})["adopted"] == 1
+    homes = {j["home"] for j in lan_jobs(b)}
+    assert ids[pa1] not in homes and ids[pa2] in homes

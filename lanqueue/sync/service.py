@@ -619,18 +619,27 @@ class LanService:
 
     async def async_adopt(self, gone: str) -> int:
         """Become home of the jobs of a node that is gone (by id or name)."""
+        homes = {r.home for q in self.queues.values() for r in q.core.records.values() if not r.tombstone}
+        # An exact id or name wins; otherwise an id prefix must name exactly one node. Every
+        # check is made before anything changes: a refused adopt adopts nothing.
+        match = {h for h in homes if h == gone or self.directory.name_of(h) == gone}
+        if not match:
+            match = {h for h in homes if h.startswith(gone)}
+        if len(match) > 1:
+            raise BadRequest(f"{gone!r} names {len(match)} nodes ({', '.join(sorted(h[:8] for h in match))}); "
+                             "give the whole node id")
+        if self.node_id in match:
+            raise BadRequest("this node cannot adopt its own jobs")
+        for q in self.queues.values():
+            for home in match & set(self.directory.online(q.name)):
+                raise Conflict(f"{self.directory.name_of(home)} is online; ask it to drain instead")
         adopted = 0
         for q in self.queues.values():
-            homes = {r.home for r in q.core.records.values() if not r.tombstone}
-            match = [h for h in homes if h == gone or h.startswith(gone) or self.directory.name_of(h) == gone]
             for home in match:
-                if home == self.node_id:
-                    raise BadRequest("this node cannot adopt its own jobs")
-                if home in self.directory.online(q.name):
-                    raise Conflict(f"{self.directory.name_of(home)} is online; ask it to drain instead")
                 before = sum(1 for r in q.core.records.values() if r.home == home and not r.tombstone)
-                await self._call(q, functools.partial(_adopt, q.core, home))
-                adopted += before
+                if before:
+                    await self._call(q, functools.partial(_adopt, q.core, home))
+                    adopted += before
         if not adopted:
             raise NotFound(f"no LAN jobs whose home is {gone!r}")
         return adopted
