@@ -65,3 +65,22 @@ async def test_external_data_is_stored(api):
 async def test_version(api):
     body = await (await api.get("/api/version")).json()
     assert body["api"] == "0.1" and "lanqueue" in body["text"]
+
+
+async def test_chunked_form_body_is_held_to_the_form_limit(api):
+    """A form sent chunked has no Content-Length; it must still be capped at the form limit
+    (1 MiB), not at the upload limit, and a refused form adds nothing."""
+    from lanqueue.api.forms import MAX_FORM_BYTES
+
+    body = b"path=a.gcode&count=1&pad=" + b"x" * (MAX_FORM_BYTES + 1024)
+
+    async def chunks():
+        for i in range(0, len(body), 1 << 16):
+            yield body[i:i + (1 << 16)]
+
+    r = await api.post(CP + "/set/add", data=chunks(),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.request_info.headers.get("Transfer-Encoding") == "chunked"
+    assert r.status == 413 and r.content_type == "application/json" and "error" in await r.json()
+    state = await (await api.get(CP + "/state/get")).json()
+    assert state["queues"][0]["jobs"] == []

@@ -218,8 +218,16 @@ async def read_form(request: web.Request) -> Form:
     if ctype == "application/json":
         return Form.from_object(await read_json(request), "JSON body")
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data", "", "application/octet-stream"):
+        # The application's own limit is the upload size (1 GiB by default), and a chunked body
+        # has no Content-Length to check above: cap what post() may buffer at the form limit
+        # (413 past it).
         try:
-            fields = await request.post()
+            bounded = request.clone(client_max_size=MAX_FORM_BYTES)
+        except TypeError:  # aiohttp before clone() took client_max_size
+            bounded = request
+            bounded._client_max_size = MAX_FORM_BYTES  # noqa: SLF001
+        try:
+            fields = await bounded.post()
         except (ValueError, UnicodeDecodeError, AssertionError):
             raise BadRequest("body is not a valid form") from None
         for value in fields.values():
