@@ -545,3 +545,20 @@ async def test_deeply_nested_json_is_a_400_everywhere(api):
     await err(await api.post("/api/files/local/a.gcode", data=deep, headers=as_json), 400)
     await err(await api.post(CP + "/automation/external", data=b"{}" + b" " * 70_000, headers=as_json), 413)
     assert await local_jobs(api) == []
+
+
+async def test_upload_path_field_after_the_file_part_is_honoured(node_factory):
+    """curl -F keeps the order given, so `path` may follow the file: it still decides the
+    folder, and a traversing `path` is refused with nothing written."""
+    api, node = await node_factory()
+    after = aiohttp.FormData()
+    after.add_field("file", GCODE, filename="late.gcode", content_type="application/octet-stream")
+    after.add_field("path", "plates/")
+    body = await ok_json(await api.post("/api/files/local", data=after), 201)
+    assert body["files"]["local"]["path"] == "plates/late.gcode"
+    bad = aiohttp.FormData()
+    bad.add_field("file", GCODE, filename="evil.gcode", content_type="application/octet-stream")
+    bad.add_field("path", "../..")
+    await err(await api.post("/api/files/local", data=bad), 400)
+    listing = (await ok_json(await api.get("/api/files")))["files"]
+    assert [f["path"] for f in listing] == ["plates/late.gcode"]

@@ -107,3 +107,23 @@ async def test_connection_disconnect_and_connect(node_factory):
     assert (await api.post("/api/connection", json={"command": "connect"})).status == 204
     await operational(api, node)
     assert (await api.post("/api/connection", json={"command": "explode"})).status == 400
+
+
+async def test_upload_over_the_file_being_printed_is_a_409(node_factory):
+    """OctoPrint answers 409 to an upload that would overwrite the file being printed."""
+    api, node = await node_factory(virtual_speed=5.0)
+    await operational(api, node)
+    body = ("\n".join(["G28"] + [f"G1 X{i % 100} Y{i % 90} F1200" for i in range(300)]) + "\n").encode()
+    await upload(api, "busy.gcode", body)
+    r = await api.post("/api/files/local/busy.gcode", json={"command": "select", "print": True})
+    assert r.status == 204
+
+    async def printing():
+        return await job_state(api) == "Printing"
+    await wait_for(printing)
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="busy.gcode", content_type="application/octet-stream")
+    r = await api.post("/api/files/local", data=form)
+    assert r.status == 409 and "error" in await r.json()
+    assert node.files.resolve("busy.gcode").read_bytes() == body
+    assert (await api.post("/api/job", json={"command": "cancel"})).status == 204

@@ -9,6 +9,7 @@ route is OctoPrint's direct print.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
@@ -52,6 +53,12 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
 
 
+def _target(filename: str, fields: dict[str, str]) -> str:
+    """Where an uploaded file goes: its name inside the optional `path` folder."""
+    folder = fields.get("path", "").strip("/")
+    return sanitize_path(f"{folder}/{filename}" if folder else filename)
+
+
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(1 << 16):
         yield chunk
@@ -68,6 +75,7 @@ async def upload(request: web.Request) -> web.Response:
         raise BadRequest("malformed multipart body") from None
     fields: dict[str, str] = {}
     staged: StagedFile | None = None
+    filename = ""
     try:  # the file is staged, and only put in place once the whole body proved good
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
@@ -77,9 +85,7 @@ async def upload(request: web.Request) -> web.Response:
                     raise BadRequest("one file per upload")
                 # aiohttp and some other clients percent-encode the name in Content-Disposition
                 filename = unquote(part.filename or fields.get("filename") or "")
-                folder = fields.get("path", "").strip("/")
-                target = sanitize_path(f"{folder}/{filename}" if folder else filename)
-                staged = await node.files.stage(target, _chunks(part))
+                staged = await node.files.stage(_target(filename, fields), _chunks(part))
             elif part.name:
                 value = bytearray()
                 while chunk := await part.read_chunk(MAX_FIELD):
@@ -89,6 +95,10 @@ async def upload(request: web.Request) -> web.Response:
                 fields[part.name] = part.decode(bytes(value)).decode("utf-8", "replace")
         if staged is None:
             raise BadRequest("no file in the upload (field 'file')")
+        # a `path` field may come after the file part (curl -F keeps the order it is given)
+        staged = dataclasses.replace(staged, path=_target(filename, fields))
+        if node.printing_path() == staged.path:
+            raise Conflict(f"{staged.path!r} is being printed; it cannot be replaced now")
     except BaseException as e:
         if staged is not None:
             node.files.discard(staged)
