@@ -562,3 +562,17 @@ async def test_upload_path_field_after_the_file_part_is_honoured(node_factory):
     await err(await api.post("/api/files/local", data=bad), 400)
     listing = (await ok_json(await api.get("/api/files")))["files"]
     assert [f["path"] for f in listing] == ["plates/late.gcode"]
+
+
+async def test_download_link_of_a_file_entry_serves_the_stored_bytes(api):
+    """Every file entry's refs.download must be a working link (OctoPrint clients follow it),
+    with the key like every other route, and only for files inside the store."""
+    body = await ok_json(await upload(api, "dl.gcode", path="plates"), 201)
+    link = body["files"]["local"]["refs"]["download"]
+    path = link.split("://", 1)[1].split("/", 1)[1]
+    r = await api.get("/" + path)
+    assert r.status == 200 and await r.read() == GCODE
+    assert (await api.get("/" + path, headers={"X-Api-Key": "wrong"})).status == 403
+    await err(await api.get("/downloads/files/local/nothere.gcode"), 404)
+    await err(await api.get("/downloads/files/local/..%2F..%2Fapi_key"), 400)
+    await err(await api.get("/downloads/files/local/.tmp/x"), 400)

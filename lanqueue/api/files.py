@@ -146,6 +146,14 @@ async def file_info(request: web.Request) -> web.Response:
     return json_response(file_entry(request, path, full.stat().st_size, info.get("sha256"), info.get("uploaded")))
 
 
+@routes.get("/downloads/files/local/{path:.+}")
+async def download(request: web.Request) -> web.StreamResponse:
+    """A stored file's bytes: the `refs.download` link of every file entry (OctoPrint's route)."""
+    full = request.app[NODE].files.resolve(sanitize_path(request.match_info["path"]))
+    return web.FileResponse(full, headers={"Content-Type": "application/octet-stream",
+                                           "Content-Disposition": f'attachment; filename="{full.name}"'})
+
+
 @routes.delete("/api/files/local/{path:.+}")
 async def delete_file(request: web.Request) -> web.Response:
     node = request.app[NODE]

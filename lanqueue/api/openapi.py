@@ -615,6 +615,9 @@ describe("get", "/api/files", "Every stored file", tag=T_FILES, responses=ok(_re
 describe("get", "/api/files/local", "Every stored file", tag=T_FILES, responses=ok(_ref("FileList")), errors=(), mutates=False)
 describe("get", "/api/files/local/{path}", "One stored file", tag=T_FILES, parameters=PATH_PARAM,
          responses=ok(_ref("FileEntry")), errors=("400", "404"), mutates=False)
+describe("get", "/downloads/files/local/{path}", "Download a stored file (the refs.download link)", tag=T_FILES,
+         parameters=PATH_PARAM, responses=ok_content("application/octet-stream", "The file's bytes"),
+         errors=("400", "404"), mutates=False)
 describe("delete", "/api/files/local/{path}", "Delete a stored file", tag=T_FILES, parameters=PATH_PARAM,
          responses=NO_CONTENT, errors=("400", "404", "409"))
 describe(
