@@ -84,3 +84,23 @@ async def test_chunked_form_body_is_held_to_the_form_limit(api):
     assert r.status == 413 and r.content_type == "application/json" and "error" in await r.json()
     state = await (await api.get(CP + "/state/get")).json()
     assert state["queues"][0]["jobs"] == []
+
+
+async def test_set_add_to_a_lan_job_says_why_it_is_refused(node_factory):
+    """A LAN job id is a UUID: set/add with one must get the LAN queue's own answer, not
+    'job id must be an integer'; and it adds nothing."""
+    import aiohttp
+
+    api, _ = await node_factory(lan=("farm=farm-secret-1",))
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="p.gcode")
+    assert (await api.post("/api/files/local", data=form)).status == 201
+    r = await api.post(CP + "/set/add", data={"path": "p.gcode", "queue": "farm", "jobDraft": "false"})
+    assert r.status == 200
+    job_id = (await r.json())["job_id"]
+    r = await api.post(CP + "/set/add", data={"path": "p.gcode", "queue": "farm", "job": job_id})
+    assert r.status == 400
+    assert "integer" not in (await r.json())["error"] and "LAN job" in (await r.json())["error"]
+    state = await (await api.get(CP + "/state/get")).json()
+    farm = next(q for q in state["queues"] if q["name"] == "farm")
+    assert [len(j["sets"]) for j in farm["jobs"]] == [1]

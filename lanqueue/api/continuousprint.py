@@ -159,14 +159,14 @@ async def set_add(request: web.Request) -> web.Response:
         form = Form.from_object(form.json_field())
     fields = parse_set_fields(form)
     job_raw = form.raw("job")
-    job_id = None if job_raw in (None, "") else _int_id(job_raw, "job id")
     job_name = form.text("jobName")
     job_draft = form.boolean("jobDraft", True)
     queue = _queue_name(form)
     node = request.app[NODE]
-    if queue != LOCAL:
+    if queue != LOCAL:  # LAN job ids are UUIDs: the LAN service decides what `job` may be
         lan = node.lan_for(queue)
         return json_response(await lan.add_set(queue, fields, job_id=form.text("job"), job_name=job_name, job_draft=bool(job_draft)))
+    job_id = None if job_raw in (None, "") else _int_id(job_raw, "job id")
     jid, added = await node.store.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
     added.missing_file = not added.sd and not node.files.exists(added.path)
     return json_response({"job_id": jid, "set_": set_view(added)})
