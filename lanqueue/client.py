@@ -106,6 +106,10 @@ async def _dispatch(command: str, client: NodeClient, args: argparse.Namespace, 
     if command == "drain":
         result = await client.request("POST", "/lanqueue/lan/drain")
         console.print(f"handed over {result.get('moved', 0)} job(s)")
+        if result.get("kept"):
+            console.print(f"[red]{result['kept']} job(s) still have this node as home:[/red] "
+                          "no live peer could take them")
+            return 1
         return 0
     if command == "adopt":
         result = await client.request("POST", "/lanqueue/lan/adopt", data={"node": args.node})

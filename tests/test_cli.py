@@ -106,3 +106,15 @@ def test_node_prints_through_a_virtual_printer_in_another_process(node_process, 
     finally:
         printer.terminate()
         printer.wait(10)
+
+
+def test_drain_without_a_live_peer_says_the_jobs_stay(node_process, tmp_path):
+    """`lanqueue drain` must not report success when no peer could take the node's LAN jobs."""
+    node = node_process(["--lan", "farm=farm-secret-1"])
+    gcode = tmp_path / "d.gcode"
+    gcode.write_text("G28\n")
+    assert lanqueue(node, "add", str(gcode), "--queue", "farm").returncode == 0
+    r = lanqueue(node, "drain")
+    assert r.returncode == 1 and "1 job(s) still have this node as home" in r.stdout, r.stdout
+    r = requests.post(node.url + "/lanqueue/lan/drain", headers={"X-Api-Key": API_KEY}, timeout=10)
+    assert r.json() == {"moved": 0, "kept": 1}

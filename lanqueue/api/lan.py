@@ -26,7 +26,8 @@ async def drain(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if node.lan is None:
         raise BadRequest("this node has joined no LAN queue")
-    return json_response({"moved": await node.lan.async_drain()})
+    moved = await node.lan.async_drain()
+    return json_response({"moved": moved, "kept": node.lan.homed_here()})
 
 
 @routes.post("/lanqueue/lan/adopt")

@@ -683,7 +683,9 @@ describe("get", "/lanqueue/peers", "This node and the peers it knows", tag=T_NOD
          responses=ok({"type": "object", "required": ["node_id", "name", "peers"],
                        "properties": {"node_id": _str, "name": _str, "peers": {"type": "array", "items": {"type": "object"}}}}))
 describe("post", "/lanqueue/lan/drain", "Hand this node's LAN jobs over to other nodes before it goes away", tag=T_NODE,
-         responses=ok({"type": "object", "properties": {"moved": {"description": "what was handed over"}}}), errors=("400", "409", "503"))
+         responses=ok({"type": "object", "properties": {"moved": {"description": "what was handed over"},
+                                                         "kept": {"description": "jobs still homed here (no live peer took them)"}}}),
+         errors=("400", "409", "503"))
 describe("post", "/lanqueue/lan/adopt", "Take over the LAN jobs homed on a node that is gone for good", tag=T_NODE,
          body=form({"node": text("Id or name of the node that is gone", max_length=200)}, ("node",)),
          responses=ok({"type": "object", "properties": {"adopted": {"description": "what was adopted"}}}),

@@ -611,6 +611,11 @@ class LanService:
             moved += len(mine)
         return moved
 
+    def homed_here(self) -> int:
+        """LAN jobs this node is home of (what a drain could not hand over, afterwards)."""
+        return sum(1 for q in self.queues.values() for r in q.core.records.values()
+                   if r.home == self.node_id and not r.tombstone)
+
     async def _catch_up(self, q: LanQueue, targets: list[str]) -> None:
         """One anti-entropy round with each target, awaited (replies are merged on arrival)."""
         digest = tuple((j, r.epoch, r.version) for j, r in sorted(q.core.records.items()))
