@@ -89,6 +89,16 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.nodes, args.base_port, args.speed))
 
 
+def _copies(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError("the count is 1 to 100000 copies")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lanqueue", description="Keep every printer of a farm busy.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = client_parser("add", "upload a file and queue it as a job")
     add.add_argument("file", type=Path)
-    add.add_argument("--count", type=int, default=1, help="copies to print")
+    add.add_argument("--count", type=_copies, default=1, help="copies to print (1 or more)")
     add.add_argument("--queue", default="local", help="queue name (default local)")
     add.add_argument("--job", help="job name (default: the file name)")
     client_parser("status", "show queues, printer and peers")

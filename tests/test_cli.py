@@ -118,3 +118,15 @@ def test_drain_without_a_live_peer_says_the_jobs_stay(node_process, tmp_path):
     assert r.returncode == 1 and "1 job(s) still have this node as home" in r.stdout, r.stdout
     r = requests.post(node.url + "/lanqueue/lan/drain", headers={"X-Api-Key": API_KEY}, timeout=10)
     assert r.json() == {"moved": 0, "kept": 1}
+
+
+def test_add_refuses_a_count_below_one_before_uploading(node_process, tmp_path):
+    node = node_process()
+    gcode = tmp_path / "z.gcode"
+    gcode.write_text("G28\n")
+    for bad in ("0", "-2", "x"):
+        r = lanqueue(node, "add", str(gcode), "--count", bad)
+        assert r.returncode == 2 and "--count" in r.stderr, r.stderr
+    files = requests.get(node.url + "/api/files", headers={"X-Api-Key": API_KEY}, timeout=10).json()["files"]
+    state = requests.get(node.url + CP + "/state/get", headers={"X-Api-Key": API_KEY}, timeout=10).json()
+    assert files == [] and state["queues"][0]["jobs"] == []
