@@ -20,6 +20,7 @@
     history: [],        // history/get
     nodePeers: null,    // /lanqueue/peers, when the node has that route
     peersRoute: true,   // false once /lanqueue/peers answered 404
+    materials: [],      // materials/get: the material loaded in each tool (null/"" = none)
   };
   const jobsByKey = new Map();   // keyOf(queue, id) -> job object of the last state
   const rowCache = new Map();    // same key -> {sig, el}
@@ -164,6 +165,7 @@
         if (kinds.has("history")) tasks.push(loadHistory());
         if (kinds.has("printer")) tasks.push(loadPrinter());
         if (kinds.has("peers")) tasks.push(loadPeers());
+        if (kinds.has("materials")) tasks.push(loadMaterials());
         await Promise.allSettled(tasks);
       }
     } finally {
@@ -178,6 +180,7 @@
       renderQueues();
       renderPeers();
       renderActions();
+      if ($("settings").open && !$("panel-materials").hidden) renderNeeded();
       // for bench/web_bench.py: when the queues were first on the page
       if (!performance.getEntriesByName("lanqueue-queues-rendered").length) {
         performance.mark("lanqueue-queues-rendered");
@@ -231,7 +234,7 @@
     if (events) events.close();
     if (!window.EventSource) {
       setLive("off", "No live updates");
-      refresh("state", "history", "printer", "peers");
+      refresh("state", "history", "printer", "peers", "materials");
       startFallback();
       return;
     }
@@ -239,12 +242,12 @@
     events = source;
     // The first load waits for `hello` (the stream is subscribed, so nothing can slip between
     // the load and the first event); a reconnect loads everything again for what it missed.
-    const firstLoad = setTimeout(() => refresh("state", "history", "printer", "peers"), 1500);
+    const firstLoad = setTimeout(() => refresh("state", "history", "printer", "peers", "materials"), 1500);
     source.addEventListener("hello", () => {
       clearTimeout(firstLoad);
       setLive("on", "Live");
       stopFallback();
-      refresh("state", "history", "printer", "peers");
+      refresh("state", "history", "printer", "peers", "materials");
     });
     source.addEventListener("change", (e) => {
       let kinds = [];
@@ -405,6 +408,15 @@
     return `${what}${c.holder ? ` (by ${nodeName(c.holder)})` : ""}${c.detail ? `: ${c.detail}` : ""}`;
   }
 
+  /** A set's material needs: chips per tool, and a warning for each one not loaded now. */
+  function setMaterials(s) {
+    if (!s.materials || !s.materials.some((m) => m)) return "";
+    const chips = s.materials.map((m, tool) => (m ? `<span class="mat-need"><span class="muted">T${tool}</span>${materialChip(m)}</span>` : "")).join("");
+    const needs = s.remaining > 0 ? setNeeds(s) : [];
+    const warn = needs.length ? `<span class="badge warn mismatch">needs ${esc(needs.map((n) => `${n.wanted} on tool ${n.tool}`).join(", "))}</span>` : "";
+    return `<span class="mat-needs">${chips}</span>${warn}`;
+  }
+
   function jobRow(job, queue, activeSet, queueNames) {
     const done = job.remaining <= 0;
     const runsDone = job.count - job.remaining;
@@ -417,13 +429,13 @@
     else if (job.acquired && !isActive) badges.push('<span class="badge warn">acquired</span>');
     if (job.home_name || job.peer_) badges.push(`<span class="badge" title="its home node">home: ${esc(job.home_name || nodeName(job.peer_))}</span>`);
     if (Array.isArray(job.conflicts) && job.conflicts.length) badges.push(`<span class="badge bad">${job.conflicts.length} conflict(s)</span>`);
-    const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}">
+    const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}" data-printable="${setNeeds(s).length || profileMismatch(s) ? "false" : "true"}">
         <span class="path">${esc(s.path)}</span>
         <label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)}"></label>
         <span class="muted">${esc(s.completed)} done, ${esc(s.remaining)} left</span>
         ${s.missing_file ? '<span class="badge bad">file missing</span>' : ""}
-        ${s.materials && s.materials.some((m) => m) ? `<span class="badge">${esc(s.materials.filter((m) => m).join(", "))}</span>` : ""}
-        ${s.profiles && s.profiles.length ? `<span class="badge">${esc(s.profiles.join(", "))}</span>` : ""}
+        ${setMaterials(s)}
+        ${s.profiles && s.profiles.length ? `<span class="badge${profileMismatch(s) ? " bad" : ""}" title="printer profiles it is for">${esc(s.profiles.join(", "))}</span>` : ""}
       </li>`).join("");
     const conflicts = Array.isArray(job.conflicts) && job.conflicts.length
       ? `<div class="conflicts"><strong>Reports the queue could not count</strong><ul>${job.conflicts.map((c) =>
@@ -487,7 +499,7 @@
         const key = keyOf(q.name, job.id);
         jobsByKey.set(key, job);
         seen.add(key);
-        const sig = JSON.stringify([job, q.active_set, queueNames]);
+        const sig = JSON.stringify([job, q.active_set, queueNames, view.materials, s.profile]);
         const cached = rowCache.get(key);
         if (cached && (cached.sig === sig || cached.el === focused)) want.push(cached.el);
         else { want.push(null); fresh.push({ key, sig, html: jobRow(job, q.name, q.active_set, queueNames), at: want.length - 1 }); }
@@ -496,7 +508,7 @@
         const t = document.createElement("template");
         t.innerHTML = fresh.map((f) => f.html).join("");
         const made = Array.from(t.content.children);
-        fresh.forEach((f, n) => { rowCache.set(f.key, { sig: f.sig, el: made[n] }); want[f.at] = made[n]; });
+        fresh.forEach((f, n) => { rowCache.set(f.key, { sig: f.sig, el: made[n] }); want[f.at] = made[n]; paintSwatches(made[n]); });
       }
       want.forEach((el, n) => { if (list.children[n] !== el) list.insertBefore(el, list.children[n] || null); });
       while (list.children.length > want.length) list.lastElementChild.remove();
@@ -813,6 +825,598 @@
     button.classList.remove("confirm", "danger");
     button.textContent = "Clear";
     act("Clear history", () => api("POST", `${CP}/history/reset`), { success: "History cleared" });
+  });
+
+  // --- materials ------------------------------------------------------------------------------
+
+  const HEX = /^#?([0-9a-f]{3}|[0-9a-f]{6})$/i;
+
+  /** `PLA_red_#ff0000` -> {type: "PLA", colour: "red", hex: "#ff0000"}; missing parts are "". */
+  function materialParts(spec) {
+    const parts = String(spec || "").split("_");
+    const hex = parts.slice(2).join("_");
+    return { type: parts[0] || "", colour: parts[1] || "", hex: HEX.test(hex) ? (hex.startsWith("#") ? hex : `#${hex}`) : "" };
+  }
+
+  function materialChip(spec) {
+    const m = materialParts(spec);
+    const label = [m.type, m.colour].filter(Boolean).join(" ") || spec;
+    const swatch = m.hex ? `<span class="swatch" data-color="${esc(m.hex)}" aria-hidden="true"></span>` : "";
+    return `<span class="mat-chip" title="${esc(spec)}">${swatch}${esc(label)}</span>`;
+  }
+
+  /** Inline style attributes are refused by the page's CSP; colours are set through the CSSOM. */
+  function paintSwatches(root) {
+    root.querySelectorAll("[data-color]").forEach((el) => { el.style.backgroundColor = el.dataset.color; });
+  }
+
+  /** What a set lacks on this printer (the driver's own rule, model.set_printable). */
+  function setNeeds(s) {
+    const loaded = view.materials || [];
+    const needs = [];
+    (s.materials || []).forEach((wanted, tool) => {
+      if (wanted && (loaded[tool] || null) !== wanted) needs.push({ tool, wanted });
+    });
+    return needs;
+  }
+
+  function profileMismatch(s) {
+    const profile = view.state && view.state.profile;
+    return Array.isArray(s.profiles) && s.profiles.length && profile && !s.profiles.includes(profile);
+  }
+
+  async function loadMaterials() {
+    try {
+      const got = await api("GET", `${CP}/materials/get`);
+      view.materials = Array.isArray(got) ? got : [];
+    } catch { return; }
+    renderLoadedMaterials();
+    renderQueues();
+    if (!materialsEdited) renderMaterialRows(view.materials);
+  }
+
+  function renderLoadedMaterials() {
+    const list = view.materials || [];
+    const html = list.length ? list.map((m, tool) => `<li data-tool="${tool}"><span class="muted">Tool ${tool}</span>
+        ${m ? materialChip(m) : '<span class="muted">nothing / unknown</span>'}</li>`).join("")
+      : '<li class="muted">None set: only sets without material needs are printed.</li>';
+    const el = $("loaded-materials");
+    if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; paintSwatches(el); }
+  }
+
+  let materialsEdited = false;
+
+  function materialRowHtml(tool, value) {
+    return `<li data-tool="${tool}"><label><span>Tool ${tool}</span>
+      <input type="text" class="mat-input" list="material-suggestions" maxlength="100" value="${esc(value || "")}" placeholder="empty: nothing / unknown" aria-label="Material in tool ${tool}" spellcheck="false"></label>
+      <span class="swatch big" aria-hidden="true"></span></li>`;
+  }
+
+  function renderMaterialRows(values) {
+    $("materials-rows").innerHTML = values.map((v, i) => materialRowHtml(i, v)).join("");
+    $("materials-rows").querySelectorAll("li").forEach(updateSwatch);
+    materialsEdited = false;
+    updateMaterialButtons();
+    renderNeeded();
+  }
+
+  function updateSwatch(li) {
+    const hex = materialParts(li.querySelector("input").value.trim()).hex;
+    const sw = li.querySelector(".swatch");
+    sw.style.backgroundColor = hex || "";
+    sw.classList.toggle("empty", !hex);
+  }
+
+  function updateMaterialButtons() {
+    const rows = $("materials-rows").children.length;
+    $("materials-remove").disabled = rows === 0;
+    $("materials-add").disabled = rows >= 16;
+  }
+
+  function formMaterials() {
+    return Array.from($("materials-rows").querySelectorAll("input.mat-input")).map((i) => i.value.trim());
+  }
+
+  /** Materials the queued sets ask for that the form does not hold, with a button to load each. */
+  function renderNeeded() {
+    const form = formMaterials();
+    const wanted = new Map();
+    for (const q of view.state?.queues || []) {
+      for (const j of q.jobs) {
+        if (j.draft || j.remaining <= 0) continue;
+        for (const s of j.sets) {
+          if (s.remaining <= 0) continue;
+          (s.materials || []).forEach((m, tool) => { if (m && form[tool] !== m) wanted.set(`${tool}\n${m}`, { tool, m }); });
+        }
+      }
+    }
+    const suggestions = new Set(form.filter(Boolean));
+    for (const { m } of wanted.values()) suggestions.add(m);
+    const dl = Array.from(suggestions).map((m) => `<option value="${esc(m)}"></option>`).join("");
+    if ($("material-suggestions").innerHTML !== dl) $("material-suggestions").innerHTML = dl;
+    const el = $("materials-needed");
+    el.innerHTML = wanted.size ? `Queued sets also need: ${Array.from(wanted.values()).map(({ tool, m }) =>
+      `<button type="button" class="small-inline" data-load-tool="${tool}" data-material="${esc(m)}" title="Put ${esc(m)} in tool ${tool} (then save)">${materialChip(m)} on tool ${tool}</button>`).join(" ")}` : "";
+    paintSwatches(el);
+  }
+
+  $("materials-rows").addEventListener("input", (e) => {
+    const li = e.target.closest("li");
+    if (li) updateSwatch(li);
+    materialsEdited = true;
+    renderNeeded();
+  });
+  $("materials-add").addEventListener("click", () => {
+    const rows = $("materials-rows");
+    rows.insertAdjacentHTML("beforeend", materialRowHtml(rows.children.length, ""));
+    updateSwatch(rows.lastElementChild);
+    rows.lastElementChild.querySelector("input").focus();
+    materialsEdited = true;
+    updateMaterialButtons();
+  });
+  $("materials-remove").addEventListener("click", () => {
+    $("materials-rows").lastElementChild?.remove();
+    materialsEdited = true;
+    updateMaterialButtons();
+    renderNeeded();
+  });
+  $("materials-needed").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-load-tool]");
+    if (!b) return;
+    const tool = Number(b.dataset.loadTool);
+    const rows = $("materials-rows");
+    while (rows.children.length <= tool) rows.insertAdjacentHTML("beforeend", materialRowHtml(rows.children.length, ""));
+    rows.children[tool].querySelector("input").value = b.dataset.material;
+    rows.querySelectorAll("li").forEach(updateSwatch);
+    materialsEdited = true;
+    updateMaterialButtons();
+    renderNeeded();
+  });
+  $("materials-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const values = formMaterials();
+    const form = new URLSearchParams();
+    values.forEach((v) => form.append("materials", v));
+    await saving("materials", async () => {
+      const got = await api("POST", `${CP}/materials/set`, { body: form });
+      view.materials = Array.isArray(got) ? got : values;
+      renderLoadedMaterials();
+      renderMaterialRows(view.materials.length ? view.materials : []);
+      renderQueues();
+      refresh("state");
+      toast("Materials saved");
+    });
+  });
+
+  $("materials-change").addEventListener("click", () => openSettings("materials"));
+
+  /** Run a settings save: a refusal is shown next to the form (and nothing else changes). */
+  async function saving(what, fn, refused = "Not saved") {
+    const err = $(`${what}-error`);
+    const button = $(`${what}-save`);
+    err.hidden = true;
+    button.disabled = true;
+    try {
+      await fn();
+    } catch (e) {
+      err.textContent = `${refused}: ${e.message}`;
+      err.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // --- settings area: tabs ------------------------------------------------------------------
+
+  const TABS = ["materials", "automation", "driver", "queues"];
+
+  function selectTab(name, focus) {
+    for (const t of TABS) {
+      const tab = $(`tab-${t}`);
+      const on = t === name;
+      tab.setAttribute("aria-selected", String(on));
+      tab.tabIndex = on ? 0 : -1;
+      $(`panel-${t}`).hidden = !on;
+      if (on && focus) tab.focus();
+    }
+    loadTab(name);
+  }
+
+  function loadTab(name) {
+    if (name === "materials") { if (!materialsEdited) refresh("materials"); renderNeeded(); }
+    else if (name === "automation") { if (!autoDirty()) loadAutomation(); }
+    else if (name === "driver") loadDriver();
+    else if (name === "queues") loadQueueSettings();
+  }
+
+  document.querySelector("#settings .tabs").addEventListener("click", (e) => {
+    const tab = e.target.closest("[role=tab]");
+    if (tab) selectTab(tab.id.slice(4));
+  });
+  document.querySelector("#settings .tabs").addEventListener("keydown", (e) => {
+    const i = TABS.indexOf(document.activeElement.id.slice(4));
+    if (i < 0) return;
+    let next = null;
+    if (e.key === "ArrowRight") next = TABS[(i + 1) % TABS.length];
+    else if (e.key === "ArrowLeft") next = TABS[(i + TABS.length - 1) % TABS.length];
+    else if (e.key === "Home") next = TABS[0];
+    else if (e.key === "End") next = TABS[TABS.length - 1];
+    if (next) { e.preventDefault(); selectTab(next, true); }
+  });
+
+  function currentTab() {
+    return TABS.find((t) => $(`tab-${t}`).getAttribute("aria-selected") === "true") || "materials";
+  }
+
+  function openSettings(tab) {
+    const details = $("settings");
+    details.open = true;
+    selectTab(tab || currentTab());
+    details.scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  $("open-settings").addEventListener("click", () => openSettings());
+  $("settings").addEventListener("toggle", () => {
+    $("open-settings").setAttribute("aria-expanded", String($("settings").open));
+    if ($("settings").open) loadTab(currentTab());
+  });
+
+  // --- settings area: scripts, preprocessors, events ----------------------------------------
+
+  const EVENT_TEXT = {
+    continuousprint_activate: ["When managing starts", ""],
+    continuousprint_start_print: ["Before each print", ""],
+    continuousprint_success: ["After each successful print", "clearing the bed"],
+    continuousprint_cooldown: ["Managed cooldown", "before clearing, when enabled under Driver"],
+    continuousprint_finish: ["When the queue is done", ""],
+    continuousprint_cancel: ["When a print is cancelled", ""],
+    continuousprint_awaiting_material: ["When a set needs another material", ""],
+    continuousprint_deactivate: ["When managing stops", ""],
+  };
+  const PAUSE = /^[ \t]*@pause\b/m;
+  const auto = { saved: null, draft: null };
+  const clone = (o) => JSON.parse(JSON.stringify(o));
+  const autoDirty = () => auto.draft !== null && JSON.stringify(auto.draft) !== JSON.stringify(auto.saved);
+
+  async function loadAutomation() {
+    try {
+      auto.saved = await api("GET", `${CP}/automation/get`);
+      auto.draft = clone(auto.saved);
+      $("auto-error").hidden = true;
+      renderAutomation();
+    } catch (e) {
+      $("auto-error").textContent = `Could not load the scripts: ${e.message}`;
+      $("auto-error").hidden = false;
+    }
+  }
+
+  function options(names, selected, none) {
+    const opts = names.map((n) => `<option value="${esc(n)}"${n === selected ? " selected" : ""}>${esc(n)}</option>`);
+    if (none !== undefined) opts.unshift(`<option value=""${!selected ? " selected" : ""}>${esc(none)}</option>`);
+    return opts.join("");
+  }
+
+  function usedBy(kind, name) {
+    const out = [];
+    for (const [ev, list] of Object.entries(auto.draft.events)) {
+      if (list.some((a) => (kind === "script" ? a.script : a.preprocessor) === name)) out.push((EVENT_TEXT[ev] || [ev])[0]);
+    }
+    return out;
+  }
+
+  const PERSON_BADGE = '<span class="badge warn" title="contains @pause: the queue stops until someone presses Bed cleared – continue">waits for a person</span>';
+
+  function renderAutomation() {
+    const d = auto.draft;
+    if (!d) return;
+    const scripts = Object.keys(d.scripts);
+    const pres = Object.keys(d.preprocessors);
+    $("auto-events").innerHTML = Object.entries(d.events).map(([ev, list]) => {
+      const [title, note] = EVENT_TEXT[ev] || [ev, ""];
+      const rows = list.map((a, i) => `<li data-index="${i}">
+          <label><span class="sr-only">Script</span><select class="att-script" aria-label="Script ${i + 1} of ${esc(title)}">${options(scripts, a.script)}</select></label>
+          <label class="att-if"><span>if</span><select class="att-pre" aria-label="Preprocessor of script ${i + 1} of ${esc(title)}">${options(pres, a.preprocessor, "always")}</select></label>
+          ${PAUSE.test(d.scripts[a.script] || "") ? PERSON_BADGE : ""}
+          <button type="button" class="att-remove ghost" aria-label="Detach ${esc(a.script)} from ${esc(title)}">Detach</button></li>`).join("");
+      return `<div class="auto-event" data-event="${esc(ev)}">
+        <div class="event-head"><strong>${esc(title)}</strong>${note ? ` <span class="muted">(${esc(note)})</span>` : ""} <code class="muted">${esc(ev)}</code></div>
+        ${rows ? `<ol class="attachments">${rows}</ol>` : '<p class="muted none">Nothing runs.</p>'}
+        <button type="button" class="att-add small-inline" ${scripts.length ? "" : "disabled"}>Attach a script</button></div>`;
+    }).join("");
+    const item = (kind, name, body) => {
+      const uses = usedBy(kind, name);
+      return `<div class="auto-item" data-kind="${kind}" data-name="${esc(name)}">
+        <div class="item-head"><strong>${esc(name)}</strong>${kind === "script" && PAUSE.test(body) ? PERSON_BADGE : ""}
+          <span class="muted">${uses.length ? `used by: ${esc(uses.join(", "))}` : "not attached"}</span>
+          <button type="button" class="item-delete danger ghost">Delete</button></div>
+        <textarea class="item-body" wrap="off" rows="${Math.min(12, Math.max(3, body.split("\n").length + 1))}" spellcheck="false"
+          aria-label="${kind === "script" ? "G-code of script" : "Program of preprocessor"} ${esc(name)}">${esc(body)}</textarea></div>`;
+    };
+    $("auto-scripts").innerHTML = scripts.map((n) => item("script", n, d.scripts[n])).join("") || '<p class="muted">No scripts.</p>';
+    $("auto-preprocessors").innerHTML = pres.map((n) => item("preprocessor", n, d.preprocessors[n])).join("") || '<p class="muted">No preprocessors.</p>';
+    renderTryOptions();
+    renderCallout();
+    markDirty();
+  }
+
+  /** Whether the queue stops for a person after each print: an after-print script with @pause. */
+  function renderCallout() {
+    const d = auto.draft;
+    const waiting = (d.events.continuousprint_success || []).filter((a) => PAUSE.test(d.scripts[a.script] || ""));
+    const el = $("auto-callout");
+    el.classList.toggle("calm", !waiting.length);
+    el.innerHTML = waiting.length
+      ? `<strong>After each print the queue waits for a person.</strong> ${waiting.map((a) => `<em>${esc(a.script)}</em>`).join(", ")}
+        on “after each successful print” contains the host command <code>@pause</code>: the queue stops until someone clears
+        the bed and presses <em>Bed cleared – continue</em>. Attach bed-clearing G-code without <code>@pause</code> instead to print unattended.`
+      : `<strong>Nobody waits after a print.</strong> No script on “after each successful print” contains <code>@pause</code>,
+        so the next print starts by itself: the scripts there must clear the bed. Attach a script with <code>@pause</code> to wait for a person again.`;
+  }
+
+  function markDirty() {
+    const dirty = autoDirty();
+    $("auto-dirty").textContent = dirty ? "Unsaved changes." : "No unsaved changes.";
+    $("auto-dirty").classList.toggle("warn-text", dirty);
+    $("auto-revert").disabled = !dirty;
+  }
+
+  function renderTryOptions() {
+    const d = auto.draft;
+    const what = $("try-what");
+    const current = what.value;
+    const evs = Object.entries(d.events).filter(([, l]) => l.length)
+      .map(([ev]) => `<option value="event:${esc(ev)}">${esc((EVENT_TEXT[ev] || [ev])[0])} (all its scripts)</option>`).join("");
+    const scripts = Object.keys(d.scripts).map((n) => `<option value="script:${esc(n)}">${esc(n)}</option>`).join("");
+    what.innerHTML = `${scripts ? `<optgroup label="One script">${scripts}</optgroup>` : ""}${evs ? `<optgroup label="An event">${evs}</optgroup>` : ""}`;
+    if (Array.from(what.options).some((o) => o.value === current)) what.value = current;
+    const pre = $("try-pre");
+    const cur = pre.value;
+    pre.innerHTML = options(Object.keys(d.preprocessors), cur, "none (always run)");
+    updateTryPre();
+  }
+
+  function updateTryPre() {
+    $("try-pre").disabled = !$("try-what").value.startsWith("script:");
+  }
+  $("try-what").addEventListener("change", updateTryPre);
+
+  function attachmentOf(el) {
+    const ev = el.closest("[data-event]").dataset.event;
+    const li = el.closest("li[data-index]");
+    return { ev, list: auto.draft.events[ev], i: li ? Number(li.dataset.index) : -1 };
+  }
+
+  $("auto-events").addEventListener("change", (e) => {
+    const { list, i } = attachmentOf(e.target);
+    if (i < 0) return;
+    if (e.target.classList.contains("att-script")) list[i].script = e.target.value;
+    if (e.target.classList.contains("att-pre")) list[i].preprocessor = e.target.value;
+    renderAutomation();
+  });
+  $("auto-events").addEventListener("click", (e) => {
+    const b = e.target.closest("button");
+    if (!b) return;
+    const { list, i } = attachmentOf(b);
+    if (b.classList.contains("att-remove")) list.splice(i, 1);
+    else if (b.classList.contains("att-add")) list.push({ script: Object.keys(auto.draft.scripts)[0], preprocessor: "" });
+    else return;
+    renderAutomation();
+  });
+
+  function onItems(e) {
+    const box = e.target.closest(".auto-item");
+    if (!box) return;
+    const table = box.dataset.kind === "script" ? auto.draft.scripts : auto.draft.preprocessors;
+    const name = box.dataset.name;
+    if (e.type === "input" && e.target.classList.contains("item-body")) {
+      table[name] = e.target.value;
+      markDirty();
+      if (box.dataset.kind === "script") renderEventsOnly();
+      const badge = box.querySelector(".item-head .badge");
+      if (box.dataset.kind === "script" && Boolean(badge) !== PAUSE.test(e.target.value)) {
+        if (badge) badge.remove(); else box.querySelector(".item-head strong").insertAdjacentHTML("afterend", PERSON_BADGE);
+      }
+    } else if (e.type === "click" && e.target.closest("button.item-delete")) {
+      const b = e.target.closest("button.item-delete");
+      if (!b.classList.contains("confirm")) {
+        b.classList.add("confirm");
+        b.textContent = usedBy(box.dataset.kind, name).length ? "Delete and detach?" : "Really delete?";
+        setTimeout(() => { b.classList.remove("confirm"); b.textContent = "Delete"; }, 4000);
+        return;
+      }
+      delete table[name];
+      for (const list of Object.values(auto.draft.events)) {
+        for (let i = list.length - 1; i >= 0; i--) {
+          if (box.dataset.kind === "script" && list[i].script === name) list.splice(i, 1);
+          else if (box.dataset.kind === "preprocessor" && list[i].preprocessor === name) list[i].preprocessor = "";
+        }
+      }
+      renderAutomation();
+    }
+  }
+  for (const id of ["auto-scripts", "auto-preprocessors"]) {
+    for (const type of ["input", "change", "click"]) $(id).addEventListener(type, onItems);
+  }
+
+  /** After a script's text changed: the events' "waits for a person" badges, without touching the text areas. */
+  function renderEventsOnly() {
+    const d = auto.draft;
+    document.querySelectorAll("#auto-events li[data-index]").forEach((li) => {
+      const { list, i } = attachmentOf(li);
+      const waits = PAUSE.test(d.scripts[list[i].script] || "");
+      const badge = li.querySelector(".badge");
+      if (waits && !badge) li.querySelector(".att-if").insertAdjacentHTML("afterend", PERSON_BADGE);
+      if (!waits && badge) badge.remove();
+    });
+    renderCallout();
+  }
+
+  function addItem(kind) {
+    const input = $(kind === "script" ? "new-script-name" : "new-pre-name");
+    const name = input.value.trim();
+    const table = kind === "script" ? auto.draft.scripts : auto.draft.preprocessors;
+    if (!name) { input.focus(); return; }
+    if (name in table) { toast(`There is already a ${kind} named “${name}”`, "error"); return; }
+    table[name] = kind === "script" ? "; G-code\n" : "# the last value decides: true runs the script\nTrue\n";
+    input.value = "";
+    renderAutomation();
+    const box = document.querySelector(`.auto-item[data-kind="${kind}"][data-name="${CSS.escape(name)}"] textarea`);
+    if (box) box.focus();
+  }
+  $("new-script").addEventListener("click", () => addItem("script"));
+  $("new-pre").addEventListener("click", () => addItem("preprocessor"));
+  $("new-script-name").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addItem("script"); } });
+  $("new-pre-name").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addItem("preprocessor"); } });
+
+  $("auto-revert").addEventListener("click", () => {
+    auto.draft = clone(auto.saved);
+    $("auto-error").hidden = true;
+    renderAutomation();
+  });
+
+  $("auto-save").addEventListener("click", () => saving("auto", async () => {
+    const sent = clone(auto.draft);
+    await api("POST", `${CP}/automation/edit`, { form: { json: JSON.stringify(sent) } });
+    auto.saved = await api("GET", `${CP}/automation/get`).catch(() => sent);
+    auto.draft = clone(auto.saved);
+    renderAutomation();
+    toast("Scripts and events saved");
+  }));
+
+  $("try-run").addEventListener("click", async () => {
+    const d = auto.draft;
+    const err = $("try-error");
+    err.hidden = true;
+    let symtable;
+    try {
+      symtable = JSON.parse($("try-symtable").value || "{}");
+      if (!symtable || typeof symtable !== "object" || Array.isArray(symtable)) throw new Error("it must be a JSON object");
+    } catch (e) {
+      err.textContent = `Symbols: ${e.message}`;
+      err.hidden = false;
+      return;
+    }
+    const what = $("try-what").value;
+    let bodies = [];
+    if (what.startsWith("script:")) {
+      const pre = $("try-pre").value;
+      bodies = [[d.scripts[what.slice(7)] ?? "", pre ? d.preprocessors[pre] ?? "" : ""]];
+    } else if (what.startsWith("event:")) {
+      bodies = (d.events[what.slice(6)] || []).map((a) => [d.scripts[a.script] ?? "", a.preprocessor ? d.preprocessors[a.preprocessor] ?? "" : ""]);
+    }
+    const button = $("try-run");
+    button.disabled = true;
+    try {
+      const out = await api("POST", `${CP}/automation/simulate`,
+        { form: { symtable: JSON.stringify(symtable), automation: JSON.stringify(bodies) } });
+      $("try-gcode").textContent = out.gcode || "(nothing would be sent)";
+      $("try-stdout").textContent = out.stdout || "";
+      $("try-stderr").textContent = out.stderr || "";
+      $("try-stdout").closest("div").hidden = !out.stdout;
+      $("try-stderr").closest("div").hidden = !out.stderr;
+      $("try-out").hidden = false;
+    } catch (e) {
+      err.textContent = `Could not try it: ${e.message}`;
+      err.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // --- settings area: driver ----------------------------------------------------------------
+
+  async function loadDriver() {
+    try {
+      fillDriver(await api("GET", `${CP}/driver/get`));
+    } catch (e) {
+      $("driver-error").textContent = `Could not load: ${e.message}`;
+      $("driver-error").hidden = false;
+    }
+  }
+
+  function fillDriver(s) {
+    $("drv-retries").value = s.max_retries;
+    $("drv-cooldown").checked = Boolean(s.cooldown);
+    $("drv-below").value = s.cooldown_below;
+    $("drv-timeout").value = s.cooldown_timeout;
+    $("drv-recheck").value = s.recheck_every;
+    updateCooldownFields();
+  }
+
+  function updateCooldownFields() {
+    const on = $("drv-cooldown").checked;
+    for (const id of ["drv-below", "drv-timeout"]) $(id).closest("label").classList.toggle("off", !on);
+  }
+  $("drv-cooldown").addEventListener("change", updateCooldownFields);
+
+  $("driver-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saving("driver", async () => {
+      const doc = {
+        max_retries: parseInt($("drv-retries").value, 10),
+        cooldown: $("drv-cooldown").checked,
+        cooldown_below: Number($("drv-below").value),
+        cooldown_timeout: Number($("drv-timeout").value),
+        recheck_every: Number($("drv-recheck").value),
+      };
+      fillDriver(await api("POST", `${CP}/driver/edit`, { form: { json: JSON.stringify(doc) } }));
+      toast("Driver settings saved");
+    });
+  });
+
+  // --- settings area: queues ----------------------------------------------------------------
+
+  const STRATEGIES = [["IN_ORDER", "In order"], ["LEAST_MANUAL", "Fewest manual changes"]];
+  let queueSettings = [];
+
+  async function loadQueueSettings() {
+    try {
+      queueSettings = await api("GET", `${CP}/queues/get`);
+    } catch (e) {
+      $("queues-error").textContent = `Could not load: ${e.message}`;
+      $("queues-error").hidden = false;
+      return;
+    }
+    $("queue-rows").innerHTML = queueSettings.map((q, i) => `<tr data-queue="${esc(q.name)}">
+      <td><strong>${esc(q.name)}</strong></td>
+      <td class="muted">${q.name === "local" ? "this printer only" : `LAN${q.addr ? ` · ${esc(q.addr)}` : ""}`}</td>
+      <td><select class="queue-strategy" data-index="${i}" aria-label="Strategy of ${esc(q.name)}">
+        ${STRATEGIES.map(([v, label]) => `<option value="${v}"${v === q.strategy ? " selected" : ""}>${label}</option>`).join("")}</select></td></tr>`).join("");
+  }
+
+  $("queues-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saving("queues", async () => {
+      // the list and its order as queues/get gave them; only the strategy changes (joined LAN
+      // queues need no secret again)
+      const doc = queueSettings.map((q, i) => {
+        const sel = $("queue-rows").querySelector(`select[data-index="${i}"]`);
+        const out = { name: q.name, strategy: sel ? sel.value : q.strategy };
+        if (q.addr != null) out.addr = q.addr;
+        return out;
+      });
+      await api("POST", `${CP}/queues/edit`, { form: { json: JSON.stringify(doc) } });
+      await loadQueueSettings();
+      refresh("state");
+      toast("Queues saved");
+    });
+  });
+
+  $("join-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("join-name").value.trim();
+    saving("join", async () => {
+      const current = await api("GET", `${CP}/queues/get`);
+      if (current.some((q) => q.name === name)) throw new ApiError(400, `this node already has a queue named ${name}`);
+      // the queues as they are (no secrets: already joined), then the new one with its secret
+      const doc = current.map((q) => ({ name: q.name, strategy: q.strategy, ...(q.addr != null ? { addr: q.addr } : {}) }));
+      doc.push({ name, strategy: $("join-strategy").value, secret: $("join-secret").value });
+      await api("POST", `${CP}/queues/edit`, { form: { json: JSON.stringify(doc) } });
+      $("join-form").reset();
+      await loadQueueSettings();
+      refresh("state", "peers");
+      toast(`Joined the LAN queue ${name}`);
+    }, "Not joined");
   });
 
   // --- start ------------------------------------------------------------------------------------
