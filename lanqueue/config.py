@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import socket
 import tomllib
@@ -184,8 +185,13 @@ def resolve_options(
 def _check(values: dict[str, Any]) -> None:
     if not 0 < values["port"] < 65536:
         raise ConfigError(f"port {values['port']} is out of range")
-    if values["virtual_speed"] <= 0:
+    if not (values["virtual_speed"] > 0 and math.isfinite(values["virtual_speed"])):
         raise ConfigError("virtual speed must be positive")
+    if not (values["lease_ttl"] > 0 and math.isfinite(values["lease_ttl"])):
+        raise ConfigError(f"lease TTL {values['lease_ttl']} must be a positive number of seconds")
+    lock_delay = values["lock_delay"]
+    if lock_delay is not None and not (lock_delay >= 0 and math.isfinite(lock_delay)):
+        raise ConfigError(f"lock delay {lock_delay} must be zero or a positive number of seconds")
     if values["max_upload_mb"] <= 0:
         raise ConfigError("max upload size must be positive")
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

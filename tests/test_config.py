@@ -45,6 +45,11 @@ def test_repeatable_and_env_lists():
     (["--lan", "local=x"], {}),
     (["--peer", "nohostport"], {}),
     ([], {"LANQUEUE_NO_MDNS": "perhaps"}),
+    (["--lease-ttl", "0"], {}),  # the node used to print a traceback at startup and hang
+    ([], {"LANQUEUE_LEASE_TTL": "-5"}),
+    (["--lease-ttl", "nan"], {}),
+    (["--lock-delay", "-1"], {}),
+    (["--virtual-speed", "nan"], {}),
 ])
 def test_bad_values_are_config_errors(argv, env):
     with pytest.raises(ConfigError):
