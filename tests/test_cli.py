@@ -130,3 +130,31 @@ def test_add_refuses_a_count_below_one_before_uploading(node_process, tmp_path):
     files = requests.get(node.url + "/api/files", headers={"X-Api-Key": API_KEY}, timeout=10).json()["files"]
     state = requests.get(node.url + CP + "/state/get", headers={"X-Api-Key": API_KEY}, timeout=10).json()
     assert files == [] and state["queues"][0]["jobs"] == []
+
+
+def test_virtual_printer_command_injects_a_thermal_runaway(node_process, tmp_path):
+    """`lanqueue virtual-printer` offers the one-time faults too: a thermal runaway after N
+    commands ends a print over the pty with the firmware's reason."""
+    import time
+
+    printer = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "virtual-printer", "--speed", "500",
+                                "--thermal-runaway-after", "40"], stdout=subprocess.PIPE, text=True)
+    try:
+        pty = printer.stdout.readline().strip()
+        node = node_process(["--printer", pty])
+        h = {"X-Api-Key": API_KEY}
+        body = "\n".join(["G28"] + [f"G1 X{i % 50} Y{i % 40} F6000" for i in range(300)]) + "\n"
+        assert requests.post(node.url + "/api/files/local", headers=h, files={"file": ("t.gcode", body)}).status_code == 201
+        deadline = time.monotonic() + 20
+        while requests.get(node.url + "/api/job", headers=h).json()["state"] != "Operational":
+            assert time.monotonic() < deadline, "printer not operational"
+            time.sleep(0.1)
+        r = requests.post(node.url + "/api/files/local/t.gcode", headers=h, json={"command": "select", "print": True})
+        assert r.status_code == 204
+        deadline = time.monotonic() + 20
+        while "Thermal Runaway" not in (job := requests.get(node.url + "/api/job", headers=h).json()).get("error", ""):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+    finally:
+        printer.terminate()
+        printer.wait(10)

@@ -686,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     faults.add_argument("--lost-ok-rate", type=float, default=0.0, help="oks never sent")
     faults.add_argument("--busy-rate", type=float, default=0.0, help="commands that keep it busy for 5 s")
     faults.add_argument("--no-ok-after-resend", action="store_true", help="firmware sends no ok after Resend")
+    faults.add_argument("--storm-rate", type=float, default=0.0, help="lines that start a resend storm (5 refused lines)")
+    once = parser.add_argument_group("one-time faults (after N commands of a connection)")
+    once.add_argument("--reset-after", type=int, metavar="N", help="the board resets")
+    once.add_argument("--thermal-runaway-after", type=int, metavar="N", help="thermal runaway: the firmware halts")
+    once.add_argument("--disconnect-after", type=int, metavar="N", help="the port vanishes (USB unplugged)")
     args = parser.parse_args(argv)
     injected = Faults(
         seed=args.seed,
@@ -694,6 +699,10 @@ def main(argv: list[str] | None = None) -> int:
         lost_ok_rate=args.lost_ok_rate,
         busy_rate=args.busy_rate,
         no_ok_after_resend=args.no_ok_after_resend,
+        storm_rate=args.storm_rate,
+        reset_after=args.reset_after,
+        thermal_runaway_after=args.thermal_runaway_after,
+        disconnect_after=args.disconnect_after,
     )
 
     async def serve() -> None:
