@@ -101,7 +101,7 @@ def test_materials_mark_sets_and_are_set_through_the_page(node_process, browser)
     expect(page.locator("#panel-materials")).to_be_visible()
     expect(page.locator("#tab-materials")).to_have_attribute("aria-selected", "true")
     # the queue's need is offered as a one-click fill; a second tool is typed by hand
-    expect(page.locator("#materials-needed")).to_contain_text("on tool 0")
+    expect(page.locator("#materials-needed")).to_contain_text("Load PETG grey in tool 0")
     page.click("#materials-add")
     page.get_by_label("Material in tool 0").fill("PLA_red_#ff0000")
     swatch = page.locator('#materials-rows li[data-tool="0"] .swatch')
@@ -180,6 +180,16 @@ def test_automation_driver_and_queue_settings(node_process, browser):
     saved = get(url, "/automation/get")
     assert saved["preprocessors"]["Checked"] == "print('checking')\n{'who': 'camera'}\n"
     assert "Bed clear wait" in saved["scripts"]  # detached, not deleted
+
+    # --- order within an event: a second script moved before the first ----------------------
+    start_ev = panel.locator('.auto-event[data-event="continuousprint_start_print"]')
+    start_ev.locator("button.att-add").click()
+    start_ev.locator("select.att-script").nth(1).select_option("Finish")
+    start_ev.get_by_role("button", name="Run Finish earlier in Before each print").click()
+    expect(start_ev.locator("select.att-script").first).to_have_value("Finish")
+    page.click("#auto-save")
+    until(lambda: [a["script"] for a in get(url, "/automation/get")["events"]["continuousprint_start_print"]]
+          == ["Finish", "Start print"], what="order saved")
 
     # --- try it: simulate the event with the (saved) attachment --------------------------------
     page.select_option("#try-what", "event:continuousprint_success")

@@ -254,7 +254,7 @@
       try { kinds = JSON.parse(e.data).kinds || []; } catch { /* ignore a malformed event */ }
       const want = new Set();
       for (const k of kinds) {
-        if (k === "queues") { want.add("state"); want.add("history"); }
+        if (k === "queues") { want.add("state"); want.add("history"); want.add("materials"); } // any stored change, materials too
         else if (k === "driver") { want.add("state"); want.add("history"); want.add("peers"); }
         else if (k === "printer") want.add("printer");
         else if (k === "peers") { want.add("peers"); want.add("state"); }
@@ -872,7 +872,9 @@
     } catch { return; }
     renderLoadedMaterials();
     renderQueues();
-    if (!materialsEdited) renderMaterialRows(view.materials);
+    // the form follows the node until someone edits it (and is left alone when it already agrees)
+    const same = JSON.stringify(formMaterials()) === JSON.stringify(view.materials.map((m) => m || ""));
+    if (!materialsEdited && !same) renderMaterialRows(view.materials);
   }
 
   function renderLoadedMaterials() {
@@ -936,7 +938,7 @@
     if ($("material-suggestions").innerHTML !== dl) $("material-suggestions").innerHTML = dl;
     const el = $("materials-needed");
     el.innerHTML = wanted.size ? `Queued sets also need: ${Array.from(wanted.values()).map(({ tool, m }) =>
-      `<button type="button" class="small-inline" data-load-tool="${tool}" data-material="${esc(m)}" title="Put ${esc(m)} in tool ${tool} (then save)">${materialChip(m)} on tool ${tool}</button>`).join(" ")}` : "";
+      `<button type="button" class="small-inline" data-load-tool="${tool}" data-material="${esc(m)}" title="Put ${esc(m)} in tool ${tool} (then save)">Load ${materialChip(m)} in tool ${tool}</button>`).join(" ")}` : "";
     paintSwatches(el);
   }
 
@@ -989,6 +991,7 @@
   });
 
   $("materials-change").addEventListener("click", () => openSettings("materials"));
+  updateMaterialButtons();
 
   /** Run a settings save: a refusal is shown next to the form (and nothing else changes). */
   async function saving(what, fn, refused = "Not saved") {
@@ -1117,7 +1120,8 @@
           <label><span class="sr-only">Script</span><select class="att-script" aria-label="Script ${i + 1} of ${esc(title)}">${options(scripts, a.script)}</select></label>
           <label class="att-if"><span>if</span><select class="att-pre" aria-label="Preprocessor of script ${i + 1} of ${esc(title)}">${options(pres, a.preprocessor, "always")}</select></label>
           ${PAUSE.test(d.scripts[a.script] || "") ? PERSON_BADGE : ""}
-          <button type="button" class="att-remove ghost" aria-label="Detach ${esc(a.script)} from ${esc(title)}">Detach</button></li>`).join("");
+          <span class="att-buttons">${i ? `<button type="button" class="att-up ghost" aria-label="Run ${esc(a.script)} earlier in ${esc(title)}" title="Run earlier">↑</button>` : ""}
+          <button type="button" class="att-remove ghost" aria-label="Detach ${esc(a.script)} from ${esc(title)}">Detach</button></span></li>`).join("");
       return `<div class="auto-event" data-event="${esc(ev)}">
         <div class="event-head"><strong>${esc(title)}</strong>${note ? ` <span class="muted">(${esc(note)})</span>` : ""} <code class="muted">${esc(ev)}</code></div>
         ${rows ? `<ol class="attachments">${rows}</ol>` : '<p class="muted none">Nothing runs.</p>'}
@@ -1198,6 +1202,7 @@
     if (!b) return;
     const { list, i } = attachmentOf(b);
     if (b.classList.contains("att-remove")) list.splice(i, 1);
+    else if (b.classList.contains("att-up") && i > 0) list.splice(i - 1, 0, ...list.splice(i, 1));
     else if (b.classList.contains("att-add")) list.push({ script: Object.keys(auto.draft.scripts)[0], preprocessor: "" });
     else return;
     renderAutomation();
