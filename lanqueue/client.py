@@ -151,7 +151,7 @@ def _print_status(console: Console, state: dict[str, Any], job: dict[str, Any] |
             if j.get("draft"):
                 flags.append("draft")
             if j.get("acquired"):
-                flags.append(f"printing on {j.get('acquired_by_') or 'this node'}")
+                flags.append(f"printing on {j.get('acquired_by_name') or j.get('acquired_by_') or 'this node'}")
             table.add_row(str(j["id"])[:8], j["name"], f"{j['remaining']}/{j['count']}", sets, ", ".join(flags))
         console.print(table)
         peers = queue.get("peers") or {}

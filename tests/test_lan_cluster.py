@@ -209,3 +209,23 @@ def test_adopt_refuses_a_name_that_matches_several_gone_nodes_and_changes_nothin
     assert post(b, "/lanqueue/lan/adopt", data={"node": ids[pa1]})["adopted"] == 1
     homes = {j["home"] for j in lan_jobs(b)}
     assert ids[pa1] not in homes and ids[pa2] in homes
+
+
+def test_acquired_by_names_the_holder_as_a_key_of_peers(lan_pair):
+    """`acquired_by_` is the holder's node id on every node, so a client can look it up in the
+    queue's `peers` (keyed by node id) or compare it with `addr`; it used to be the node id on
+    the holder itself and the display name elsewhere."""
+    a, b = lan_pair
+    no_wait(b)
+    upload(a, "slow.gcode", gcode("SLOW", moves=3000))
+    jid = post(a, CP + "/set/add", data={"path": "slow.gcode", "queue": "farm", "jobDraft": "false"})["job_id"]
+    wait(lambda: any(j["id"] == jid for j in lan_jobs(b)), what="replicated")
+    post(b, CP + "/set_active", data={"active": "true"})
+    b_id = get(b, "/lanqueue/peers")["node_id"]
+    job = wait(lambda: next((j for j in lan_jobs(a) if j["id"] == jid and j["acquired"]), None), what="acquired")
+    farm = next(q for q in get(a, CP + "/state/get")["queues"] if q["name"] == "farm")
+    assert job["acquired_by_"] == b_id and b_id in farm["peers"]
+    assert job["acquired_by_name"] == farm["peers"][b_id]["name"]
+    on_b = wait(lambda: next((j for j in lan_jobs(b) if j["id"] == jid and j["acquired"]), None), what="acquired on b")
+    assert on_b["acquired_by_"] == b_id
+    post(b, CP + "/set_active", data={"active": "false"})
