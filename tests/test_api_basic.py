@@ -104,3 +104,16 @@ async def test_set_add_to_a_lan_job_says_why_it_is_refused(node_factory):
     state = await (await api.get(CP + "/state/get")).json()
     farm = next(q for q in state["queues"] if q["name"] == "farm")
     assert [len(j["sets"]) for j in farm["jobs"]] == [1]
+
+
+async def test_lan_set_add_with_count_zero_is_refused_not_printed_once(node_factory):
+    import aiohttp
+
+    api, _ = await node_factory(lan=("farm=farm-secret-1",))
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="p.gcode")
+    assert (await api.post("/api/files/local", data=form)).status == 201
+    r = await api.post(CP + "/set/add", data={"path": "p.gcode", "queue": "farm", "count": "0"})
+    assert r.status == 400 and "count" in (await r.json())["error"]
+    state = await (await api.get(CP + "/state/get")).json()
+    assert next(q for q in state["queues"] if q["name"] == "farm")["jobs"] == []

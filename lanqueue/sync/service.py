@@ -411,6 +411,8 @@ class LanService:
     async def add_set(self, queue: str, fields: dict[str, Any], *, job_id: str | None, job_name: str | None, job_draft: bool) -> dict[str, Any]:
         if job_id:
             raise BadRequest("sets cannot be added to a LAN job; build the job in the local queue and move it")
+        if fields.get("count", 1) < 1:  # _set_record would print it once anyway
+            raise BadRequest("a LAN set prints at least one copy: count must be 1 or more")
         q = self.queue(queue)
         s = await self._set_record(fields)
         new_id = str(uuid.uuid4())
