@@ -26,6 +26,9 @@ __all__ = ["Options", "OPTIONS", "add_serve_arguments", "resolve_options", "Conf
 log = logging.getLogger(__name__)
 
 
+MIN_SECRET = 8
+
+
 class ConfigError(Exception):
     """A bad option value; the command line prints it and exits with status 2."""
 
@@ -101,6 +104,8 @@ def parse_lan(spec: str) -> tuple[str, str]:
         raise BadRequest(f"a LAN queue is given as NAME=SECRET, not {spec!r}")
     if name in ("local", "archive"):
         raise BadRequest(f"{name!r} is reserved and cannot be a LAN queue name")
+    if len(secret) < MIN_SECRET:  # the same rule as joining through queues/edit
+        raise BadRequest(f"the secret of LAN queue {name!r} needs at least {MIN_SECRET} characters")
     return name, secret
 
 
