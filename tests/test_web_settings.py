@@ -11,14 +11,21 @@ import time
 
 import pytest
 import requests
-
 from conftest import API_KEY, CP
-from test_web_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, H, pytestmark, row, sync_playwright  # noqa: F401
+from test_web_browser import (  # noqa: F401
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    H,
+    pytestmark,
+    row,
+    sync_playwright,
+)
 
 try:
-    from playwright.sync_api import Page, expect
+    from playwright.sync_api import expect
 except ImportError:  # pragma: no cover - skipped by pytestmark
-    Page = expect = None  # type: ignore[assignment,misc]
+    expect = None  # type: ignore[assignment]
 
 
 def get(url: str, path: str):
@@ -129,6 +136,15 @@ def test_materials_mark_sets_and_are_set_through_the_page(node_process, browser)
     page.click("#materials-remove")
     page.click("#materials-save")
     until(lambda: get(url, "/materials/get") == ["PETG_grey_#808080"], what="tool removed")
+    expect(page.locator("#materials-save")).to_be_enabled()
+    # one tool holding a name with a comma stays one tool
+    page.get_by_label("Material in tool 0").fill("PLA, matte_white_#ffffff")
+    page.click("#materials-save")
+    until(lambda: get(url, "/materials/get") == ["PLA, matte_white_#ffffff"], what="comma kept")
+    expect(page.locator("#materials-save")).to_be_enabled()
+    page.get_by_label("Material in tool 0").fill("PETG_grey_#808080")
+    page.click("#materials-save")
+    until(lambda: get(url, "/materials/get") == ["PETG_grey_#808080"], what="grey again")
     shot(page, "03-materials-loaded")
     assert errors == [], errors
 

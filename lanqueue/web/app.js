@@ -977,13 +977,14 @@
   $("materials-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const values = formMaterials();
-    const form = new URLSearchParams();
-    values.forEach((v) => form.append("materials", v));
+    // one JSON list: repeated fields would be split at commas when there is only one tool
+    const form = new URLSearchParams({ materials: JSON.stringify(values.map((v) => v || null)) });
     await saving("materials", async () => {
       const got = await api("POST", `${CP}/materials/set`, { body: form });
       view.materials = Array.isArray(got) ? got : values;
       renderLoadedMaterials();
-      renderMaterialRows(view.materials.length ? view.materials : []);
+      // what was typed meanwhile stays (and stays unsaved)
+      if (JSON.stringify(formMaterials()) === JSON.stringify(values)) renderMaterialRows(view.materials);
       renderQueues();
       refresh("state");
       toast("Materials saved");
@@ -1283,8 +1284,8 @@
     const sent = clone(auto.draft);
     await api("POST", `${CP}/automation/edit`, { form: { json: JSON.stringify(sent) } });
     auto.saved = await api("GET", `${CP}/automation/get`).catch(() => sent);
-    auto.draft = clone(auto.saved);
-    renderAutomation();
+    if (JSON.stringify(auto.draft) === JSON.stringify(sent)) { auto.draft = clone(auto.saved); renderAutomation(); }
+    else markDirty(); // edited while saving: keep those edits
     toast("Scripts and events saved");
   }));
 
