@@ -117,3 +117,11 @@ async def test_lan_set_add_with_count_zero_is_refused_not_printed_once(node_fact
     assert r.status == 400 and "count" in (await r.json())["error"]
     state = await (await api.get(CP + "/state/get")).json()
     assert next(q for q in state["queues"] if q["name"] == "farm")["jobs"] == []
+
+
+async def test_queues_get_and_state_get_agree_on_a_lan_queue_addr(node_factory):
+    api, node = await node_factory(lan=("farm=farm-secret-1",))
+    listed = {q["name"]: q["addr"] for q in await (await api.get(CP + "/queues/get")).json()}
+    state = await (await api.get(CP + "/state/get")).json()
+    shown = {q["name"]: q["addr"] for q in state["queues"]}
+    assert listed == shown == {"local": None, "farm": node.node_id}

@@ -293,8 +293,12 @@ async def history_reset(request: web.Request) -> web.Response:
 
 @routes.get(BASE + "/queues/get")
 async def queues_get(request: web.Request) -> web.Response:
-    queues = await request.app[NODE].store.queues()
-    return json_response([{"name": q["name"], "addr": q["addr"], "strategy": q["strategy"]} for q in queues])
+    node = request.app[NODE]
+    queues = await node.store.queues()
+    lan = set(node.lan.queues) if node.lan is not None else set()
+    # a LAN queue's addr is this node's address in it, as state/get shows it
+    return json_response([{"name": q["name"], "addr": node.node_id if q["name"] in lan else q["addr"],
+                           "strategy": q["strategy"]} for q in queues])
 
 
 @routes.post(BASE + "/queues/edit")
