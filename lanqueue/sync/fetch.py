@@ -1,7 +1,7 @@
 """Job files for LAN jobs: content-addressed by sha256, fetched from any peer that has them.
 
-A fetched file is streamed into the file store and kept only if its content hashes to the digest
-the job's record names; anything else is deleted and counted as rejected. Peers are served only
+A fetched file is streamed to a staging file and put into the store only if its content hashes
+to the digest the job's record names; anything else is discarded and counted as rejected. Peers are served only
 files the store records by digest, so a request can never reach outside the store.
 """
 
@@ -45,19 +45,20 @@ class FileFetcher:
         """Fetch by digest from any online peer; the content must hash to the digest."""
         target = f"lan/{s.hash[:16]}-{Path(s.path).name}"
         for node_id, url in self.directory.online(q.name).items():
-            try:
-                stored = await self.files.save(target, self.client.stream(url, FILE_PATH + s.hash, queue=q.name, secret=q.secret))
+            try:  # staged, not yet in the store: wrong bytes never sit at the target path
+                staged = await self.files.stage(target, self.client.stream(url, FILE_PATH + s.hash, queue=q.name, secret=q.secret))
             except PeerRequestFailed as e:
                 log.info("fetching %s from %s failed: %s", s.path, node_id[:8], e)
                 continue
             except Exception as e:  # noqa: BLE001 - size limit, bad type: try another peer
                 log.warning("fetching %s from %s refused: %s", s.path, node_id[:8], e)
                 continue
-            if stored.sha256 != s.hash:
+            if staged.sha256 != s.hash:
                 self.rejected += 1
                 log.warning("file %s from %s does not match its digest; rejected", s.path, node_id[:8])
-                self.files.delete(stored.path)
+                self.files.discard(staged)
                 continue
+            stored = await self.files.async_commit(staged)
             await self.store.record_file(stored.path, stored.sha256, stored.size)
             return stored.path
         return None
