@@ -59,7 +59,9 @@ def _client_target(args: argparse.Namespace) -> tuple[str, str]:
     """(base URL, API key) of the node a client command talks to."""
     options: Options = resolve_options(None, config_file=args.config)
     data_dir = Path(args.data_dir) if args.data_dir else Path(options.data_dir)
-    url = args.url or os.environ.get("LANQUEUE_URL") or f"http://127.0.0.1:{options.port}"
+    host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # where serve listens
+    host = f"[{host}]" if ":" in host else host
+    url = args.url or os.environ.get("LANQUEUE_URL") or f"http://{host}:{options.port}"
     key = args.api_key or options.api_key
     if not key:
         key_file = data_dir / "api_key"

@@ -158,3 +158,35 @@ def test_virtual_printer_command_injects_a_thermal_runaway(node_process, tmp_pat
     finally:
         printer.terminate()
         printer.wait(10)
+
+
+def test_client_commands_find_a_node_that_listens_on_one_address(tmp_path):
+    """`lanqueue status` on the node's machine uses the node's own settings: with `host` set to
+    one address (not 0.0.0.0), the client must go there, not to 127.0.0.1."""
+    import os
+    import time
+
+    from conftest import free_port
+
+    port = free_port()
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(f'host = "127.0.0.2"\nport = {port}\ndata-dir = "{tmp_path / "d"}"\n'
+                   f'api-key = "{API_KEY}"\nno-mdns = true\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANQUEUE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "serve", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.2:{port}/api/version", headers={"X-Api-Key": API_KEY}, timeout=1).ok:
+                    break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "node did not start"
+                time.sleep(0.1)
+        r = subprocess.run([sys.executable, "-m", "lanqueue.cli", "status", "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 0 and "queue local" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(15)
