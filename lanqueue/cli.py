@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -32,8 +33,14 @@ def _serve(args: argparse.Namespace) -> int:
     app = node.make_app()
     print(f"lanqueue: node {options.name!r} on http://{options.host}:{options.port}/ "
           f"(printer: {options.printer}, data: {options.data_dir})", flush=True)
-    web.run_app(app, host=options.host, port=options.port, print=None, access_log=None,
-                shutdown_timeout=10.0)
+    try:
+        web.run_app(app, host=options.host, port=options.port, print=None, access_log=None,
+                    shutdown_timeout=10.0)
+    except OSError as e:
+        if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"lanqueue: cannot listen on {options.host}:{options.port}: {e.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

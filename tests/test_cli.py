@@ -190,3 +190,16 @@ def test_client_commands_find_a_node_that_listens_on_one_address(tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "lanqueue.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                            "--data-dir", str(tmp_path / "d"), "--no-mdns"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
