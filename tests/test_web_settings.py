@@ -223,6 +223,17 @@ def test_automation_driver_and_queue_settings(node_process, browser):
     page.click("#auto-revert")
     expect(page.get_by_label("Program of preprocessor Checked")).to_have_value("print('checking')\n{'who': 'camera'}\n")
 
+    # --- rename a script: its attachments follow ----------------------------------------------
+    name = page.get_by_label("Name of script Finish")
+    name.fill("Shut down")
+    name.press("Enter")
+    page.click("#auto-save")
+    until(lambda: "Shut down" in get(url, "/automation/get")["scripts"], what="rename saved")
+    renamed = get(url, "/automation/get")
+    assert "Finish" not in renamed["scripts"]
+    assert [a["script"] for a in renamed["events"]["continuousprint_start_print"]] == ["Shut down", "Start print"]
+    assert [a["script"] for a in renamed["events"]["continuousprint_finish"]] == ["Shut down"]
+
     # --- a bad automation: the node's 400 text is shown and nothing changes --------------------
     good = get(url, "/automation/get")
     page.evaluate("""() => { const s = document.querySelector('#auto-events [data-event="continuousprint_finish"] select.att-script');
@@ -308,6 +319,12 @@ def test_settings_on_a_phone(node_process, browser):
         expect(page.locator(f"#panel-{tab}")).to_be_visible()
         page.wait_for_timeout(300)
         no_overflow(page)
+        unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
+            '#settings input, #settings select, #settings textarea, #settings button'))
+          .filter((e) => e.offsetParent !== null)
+          .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+          .map((e) => e.outerHTML.slice(0, 100))""")
+        assert unlabelled == [], unlabelled
         shot_of(page.locator("#settings"), f"10-phone-{tab}")
     # keyboard: arrows move between tabs
     page.focus("#tab-queues")

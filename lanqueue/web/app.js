@@ -1131,7 +1131,7 @@
     const item = (kind, name, body) => {
       const uses = usedBy(kind, name);
       return `<div class="auto-item" data-kind="${kind}" data-name="${esc(name)}">
-        <div class="item-head"><strong>${esc(name)}</strong>${kind === "script" && PAUSE.test(body) ? PERSON_BADGE : ""}
+        <div class="item-head"><input type="text" class="item-name" value="${esc(name)}" maxlength="100" size="${Math.min(40, Math.max(8, name.length + 2))}" aria-label="Name of ${kind} ${esc(name)}" title="Rename">${kind === "script" && PAUSE.test(body) ? PERSON_BADGE : ""}
           <span class="muted">${uses.length ? `used by: ${esc(uses.join(", "))}` : "not attached"}</span>
           <button type="button" class="item-delete danger ghost">Delete</button></div>
         <textarea class="item-body" wrap="off" rows="${Math.min(12, Math.max(3, body.split("\n").length + 1))}" spellcheck="false"
@@ -1220,8 +1220,10 @@
       if (box.dataset.kind === "script") renderEventsOnly();
       const badge = box.querySelector(".item-head .badge");
       if (box.dataset.kind === "script" && Boolean(badge) !== PAUSE.test(e.target.value)) {
-        if (badge) badge.remove(); else box.querySelector(".item-head strong").insertAdjacentHTML("afterend", PERSON_BADGE);
+        if (badge) badge.remove(); else box.querySelector(".item-head .item-name").insertAdjacentHTML("afterend", PERSON_BADGE);
       }
+    } else if (e.type === "change" && e.target.classList.contains("item-name")) {
+      renameItem(box.dataset.kind, name, e.target);
     } else if (e.type === "click" && e.target.closest("button.item-delete")) {
       const b = e.target.closest("button.item-delete");
       if (!b.classList.contains("confirm")) {
@@ -1240,7 +1242,28 @@
       renderAutomation();
     }
   }
+  /** Rename a script or preprocessor in place (same position), and in every attachment. */
+  function renameItem(kind, old, input) {
+    const name = input.value.trim();
+    const key = kind === "script" ? "scripts" : "preprocessors";
+    if (name === old) { input.value = old; return; }
+    if (!name || name in auto.draft[key]) {
+      toast(name ? `There is already a ${kind} named “${name}”` : "A name cannot be empty", "error");
+      input.value = old;
+      return;
+    }
+    auto.draft[key] = Object.fromEntries(Object.entries(auto.draft[key]).map(([k, v]) => [k === old ? name : k, v]));
+    for (const list of Object.values(auto.draft.events)) {
+      for (const a of list) {
+        if (kind === "script" && a.script === old) a.script = name;
+        if (kind === "preprocessor" && a.preprocessor === old) a.preprocessor = name;
+      }
+    }
+    renderAutomation();
+  }
+
   for (const id of ["auto-scripts", "auto-preprocessors"]) {
+    $(id).addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target.classList.contains("item-name")) { e.preventDefault(); e.target.blur(); } });
     for (const type of ["input", "change", "click"]) $(id).addEventListener(type, onItems);
   }
 
@@ -1273,6 +1296,8 @@
   $("new-pre").addEventListener("click", () => addItem("preprocessor"));
   $("new-script-name").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addItem("script"); } });
   $("new-pre-name").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addItem("preprocessor"); } });
+
+  window.addEventListener("beforeunload", (e) => { if (autoDirty()) e.preventDefault(); });
 
   $("auto-revert").addEventListener("click", () => {
     auto.draft = clone(auto.saved);
