@@ -222,3 +222,33 @@ async def test_firmware_failure_retries_then_stops_with_error(node_factory):
     assert len(failures) == 3  # the first try and two retries
     assert s["statusType"] == "ERROR"
     assert (await state(api))["queues"][0]["jobs"][0]["sets"][0]["remaining"] == 1
+
+
+async def test_AABAAB_counts_in_state_match_after_every_print(node_factory):
+    """Sets A x2 and B x1, job x2: after each print (the default automation waits for a person,
+    so the node stands still there) the counts in state/get are exactly what was printed."""
+    api, node = await node_factory()
+    await printer_ready(node)
+    await upload(api, "A.gcode", gcode("A"))
+    await upload(api, "B.gcode", gcode("B"))
+    r = await (await api.post(CP + "/set/add", data={"path": "A.gcode", "count": "2", "jobName": "J", "jobDraft": "false"})).json()
+    jid = r["job_id"]
+    await api.post(CP + "/set/add", data={"path": "B.gcode", "count": "1", "job": str(jid)})
+    await api.post(CP + "/job/edit", data={"json": json.dumps({"id": jid, "count": 2, "remaining": 2})})
+    # (job remaining, A completed, A remaining, B completed, B remaining) after each print
+    expected = [(2, 1, 1, 0, 1), (2, 2, 0, 0, 1), (1, 2, 2, 1, 1),
+                (1, 3, 1, 1, 1), (1, 4, 0, 1, 1), (0, 4, 0, 2, 0)]
+    await api.post(CP + "/set_active", data={"active": "true"})
+    for done, want in enumerate(expected, start=1):
+        async def settled():
+            s = await state(api)
+            still = s["statusType"] == "NEEDS_ACTION" or s["status"].startswith("Idle")
+            return still and len(printed_tags(node)) == done and s
+
+        s = await wait_for(settled)
+        job = s["queues"][0]["jobs"][0]
+        a, b = job["sets"]
+        assert (job["remaining"], a["completed"], a["remaining"], b["completed"], b["remaining"]) == want, done
+        if s["statusType"] == "NEEDS_ACTION":
+            assert (await api.post(CP + "/runner/continue")).status == 200
+    assert printed_tags(node) == list("AABAAB")
