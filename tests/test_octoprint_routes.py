@@ -127,3 +127,14 @@ async def test_upload_over_the_file_being_printed_is_a_409(node_factory):
     assert r.status == 409 and "error" in await r.json()
     assert node.files.resolve("busy.gcode").read_bytes() == body
     assert (await api.post("/api/job", json={"command": "cancel"})).status == 204
+
+
+async def test_printer_profiles_answer_as_octoprint(node_factory):
+    """Cura's OctoPrint connection asks /api/printerprofiles for the current profile."""
+    api, node = await node_factory(profile="Prusa MK3S")
+    r = await api.get("/api/printerprofiles")
+    assert r.status == 200 and r.content_type == "application/json"
+    profiles = (await r.json())["profiles"]
+    current = [p for p in profiles.values() if p["current"]]
+    assert len(current) == 1 and current[0]["name"] == "Prusa MK3S" and current[0]["extruder"]["count"] == 1
+    assert (await api.get("/api/printerprofiles", headers={"X-Api-Key": "wrong"})).status == 403

@@ -43,6 +43,17 @@ async def settings(request: web.Request) -> web.Response:
     return json_response({"api": {"allowCrossOrigin": False}, "feature": {"sdSupport": False}, "plugins": {}})
 
 
+@routes.get("/api/printerprofiles")
+async def printer_profiles(request: web.Request) -> web.Response:
+    """Cura's OctoPrint connection reads the current profile (heated bed, extruder count) here."""
+    profile = request.app[NODE].options.profile
+    return json_response({"profiles": {"_default": {
+        "id": "_default", "name": profile, "model": profile, "default": True, "current": True,
+        "resource": f"{request.scheme}://{request.host}/api/printerprofiles/_default",
+        "heatedBed": True, "heatedChamber": False, "extruder": {"count": 1},
+    }}})
+
+
 def _flags(state: Any) -> dict[str, bool]:
     name = state.name
     connected = state.is_connected

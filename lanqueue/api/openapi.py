@@ -637,6 +637,9 @@ describe("get", "/api/server", "Server information (OctoPrint shape)", tag=T_OP,
          responses=ok({"type": "object", "properties": {"version": _str, "safemode": {"nullable": True}}}))
 describe("get", "/api/settings", "The few settings slicers read", tag=T_OP, mutates=False, errors=(),
          responses=ok({"type": "object"}))
+describe("get", "/api/printerprofiles", "The printer profile (OctoPrint shape; Cura reads it)", tag=T_OP,
+         mutates=False, errors=(),
+         responses=ok({"type": "object", "required": ["profiles"], "properties": {"profiles": {"type": "object"}}}))
 describe("get", "/api/printer", "Temperatures and state flags", tag=T_OP, mutates=False, errors=("409",),
          responses=ok({"type": "object", "properties": {"temperature": {"type": "object"}, "sd": {"type": "object"},
                                                         "state": {"type": "object"}}}))
