@@ -576,3 +576,22 @@ async def test_download_link_of_a_file_entry_serves_the_stored_bytes(api):
     await err(await api.get("/downloads/files/local/nothere.gcode"), 404)
     await err(await api.get("/downloads/files/local/..%2F..%2Fapi_key"), 400)
     await err(await api.get("/downloads/files/local/.tmp/x"), 400)
+
+
+async def test_driver_edit_refuses_unknown_and_out_of_range_settings(api):
+    import json as _json
+
+    before = await (await api.get(CP + "/driver/get")).json()
+    for bad in ({"bogus": 1}, {"cooldown_below": 99999}, {"recheck_every": 0}, {"max_retries": -1}, {"cooldown_timeout": "soon"}):
+        r = await api.post(CP + "/driver/edit", data={"json": _json.dumps(bad)})
+        assert r.status == 400 and "error" in await r.json(), bad
+    assert await (await api.get(CP + "/driver/get")).json() == before
+    r = await api.post(CP + "/driver/edit", data={"json": _json.dumps({"cooldown": True, "cooldown_below": 30})})
+    assert r.status == 200 and (await r.json())["cooldown_below"] == 30.0
+
+
+async def test_simulate_symtable_must_be_an_object(api):
+    import json as _json
+
+    r = await api.post(CP + "/automation/simulate", data={"symtable": "[]", "automation": _json.dumps([["G28", "True"]])})
+    assert r.status == 400

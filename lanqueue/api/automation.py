@@ -24,6 +24,24 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 MAX_TOOLS = 16
+# (low, high) of each decimal driver setting: temperatures in °C, times in seconds
+SETTING_RANGES = {
+    "cooldown_below": (0.0, 150.0),
+    "cooldown_timeout": (0.0, 24 * 3600.0),
+    "recheck_every": (0.5, 3600.0),
+}
+
+
+def _number(value: object, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadRequest(f"{name} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number") from None
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
+    return number
 
 
 @routes.get(BASE + "/automation/get")
@@ -42,7 +60,9 @@ async def automation_edit(request: web.Request) -> web.Response:
 @routes.post(BASE + "/automation/simulate")
 async def automation_simulate(request: web.Request) -> web.Response:
     form = await read_form(request)
-    symtable = form.json_field("symtable", required=False) or {}
+    symtable = form.json_field("symtable", required=False)
+    if symtable is None:
+        symtable = {}
     attachments = form.json_field("automation")
     node = request.app[NODE]
     return json_response(await async_simulate(symtable, attachments, engine=node.evaluator))
@@ -87,6 +107,9 @@ async def driver_edit(request: web.Request) -> web.Response:
     doc = Form.from_object(form.json_field())
     node = request.app[NODE]
     current = asdict(node.runner.driver.settings)
+    unknown = set(doc.names()) - set(current)
+    if unknown:
+        raise BadRequest(f"unknown driver settings: {', '.join(sorted(unknown))}")
     for f in fields(DriverSettings):
         if not doc.has(f.name):
             continue
@@ -95,16 +118,7 @@ async def driver_edit(request: web.Request) -> web.Response:
         elif f.type in ("int", int):
             current[f.name] = doc.integer(f.name, low=0, high=100)
         else:
-            value = doc.raw(f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise BadRequest(f"{f.name} must be a number")
-            try:
-                number = float(value)
-            except ValueError:
-                raise BadRequest(f"{f.name} must be a number") from None
-            if not 0 <= number <= 7 * 24 * 3600:
-                raise BadRequest(f"{f.name} is out of range")
-            current[f.name] = number
+            current[f.name] = _number(doc.raw(f.name), f.name, *SETTING_RANGES[f.name])
     settings = DriverSettings(**current)
     await node.store.set_setting("driver", current)
     node.runner.driver.settings = settings

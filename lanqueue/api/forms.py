@@ -47,6 +47,10 @@ class Form:
             raise BadRequest(f"{what} must be a JSON object")
         return cls(MultiDict((str(k), v) for k, v in obj.items()))
 
+    def names(self) -> list[str]:
+        """Every field name present (a `name[]` field under its plain name)."""
+        return [k[:-2] if k.endswith("[]") else k for k in self._fields.keys()]
+
     def has(self, name: str) -> bool:
         return name in self._fields or f"{name}[]" in self._fields
 
