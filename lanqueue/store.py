@@ -370,6 +370,12 @@ class Store:
                 await db.execute(f"UPDATE jobs SET {col}=? WHERE id=?", (_sql_value(value), job_id))
             if "sets" in changes:
                 await self._replace_sets(db, job_id, changes["sets"])
+            # remaining may be edited alone: check it against the count it ends up with
+            # (the transaction rolls back, so a refused edit changes nothing)
+            if await self._fetchall("SELECT id FROM jobs WHERE id=? AND remaining > count", (job_id,)):
+                raise BadRequest("a job's remaining cannot exceed its count")
+            if await self._fetchall("SELECT id FROM sets WHERE job_id=? AND remaining > count", (job_id,)):
+                raise BadRequest("a set's remaining cannot exceed its count")
 
         await self._write(work)
         return await self.job(job_id)

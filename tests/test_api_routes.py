@@ -595,3 +595,16 @@ async def test_simulate_symtable_must_be_an_object(api):
 
     r = await api.post(CP + "/automation/simulate", data={"symtable": "[]", "automation": _json.dumps([["G28", "True"]])})
     assert r.status == 400
+
+
+async def test_job_edit_of_remaining_alone_cannot_exceed_the_count(api):
+    """`remaining` sent without `count` is checked against the stored count, for the job and its
+    sets; a refused edit changes nothing."""
+    added = await add_set(api, "a.gcode", count="2")
+    jid, sid = added["job_id"], added["set_"]["id"]
+    before = await local_jobs(api)
+    await err(await edit(api, {"id": jid, "remaining": 50}), 400)
+    await err(await edit(api, {"id": jid, "name": "renamed", "sets": [{"id": sid, "remaining": 40}]}), 400)
+    assert await local_jobs(api) == before
+    job = await ok_json(await edit(api, {"id": jid, "sets": [{"id": sid, "remaining": 1}]}))
+    assert job["sets"][0]["remaining"] == 1 and job["remaining"] == 1
