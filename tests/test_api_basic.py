@@ -125,3 +125,22 @@ async def test_queues_get_and_state_get_agree_on_a_lan_queue_addr(node_factory):
     state = await (await api.get(CP + "/state/get")).json()
     shown = {q["name"]: q["addr"] for q in state["queues"]}
     assert listed == shown == {"local": None, "farm": node.node_id}
+
+
+async def test_editing_the_sets_of_a_lan_job_says_what_can_be_edited(node_factory):
+    """The page sends a LAN job's sets with their string ids ('<uuid>_0'); the answer must say
+    that a LAN job's sets are not edited, not 'set id must be an integer'."""
+    import json
+
+    import aiohttp
+
+    api, _ = await node_factory(lan=("farm=farm-secret-1",))
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="p.gcode")
+    assert (await api.post("/api/files/local", data=form)).status == 201
+    jid = (await (await api.post(CP + "/set/add", data={"path": "p.gcode", "queue": "farm"})).json())["job_id"]
+    doc = {"queue": "farm", "id": jid, "sets": [{"id": f"{jid}_0", "count": 3}]}
+    r = await api.post(CP + "/job/edit", data={"json": json.dumps(doc)})
+    assert r.status == 400
+    error = (await r.json())["error"]
+    assert "integer" not in error and "LAN job" in error and "sets" in error

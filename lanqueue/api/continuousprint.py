@@ -208,14 +208,17 @@ async def job_edit(request: web.Request) -> web.Response:
     queue = doc.get("queue", LOCAL)
     if not isinstance(queue, str):
         raise BadRequest("queue must be a string")
-    changes = parse_job_changes(doc)
     node = request.app[NODE]
     if queue != LOCAL:
+        # LAN set ids are strings and LAN sets are not edited here: let the LAN service say so
+        changes = parse_job_changes({k: v for k, v in doc.items() if k != "sets"})
+        if "sets" in doc:
+            changes["sets"] = None
         jid = doc.get("id")
         if not isinstance(jid, str):
             raise BadRequest("a LAN job id is a string")
         return json_response(await node.lan_for(queue).edit_job(queue, jid, changes))
-    job = await node.store.edit_job(_int_id(doc.get("id"), "job id"), changes)
+    job = await node.store.edit_job(_int_id(doc.get("id"), "job id"), parse_job_changes(doc))
     return json_response(job_view(job))
 
 
