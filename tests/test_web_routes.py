@@ -190,3 +190,34 @@ async def test_metrics_format_and_values(node_factory):
         node.lan = real_lan
     assert m['lanqueue_lan_events_total{event="grants"}'] == 3
     assert m['lanqueue_lan_events_total{event="conflicts"}'] == 1
+
+
+async def test_metrics_count_resends_of_a_print_with_corrupted_lines(node_factory):
+    """Issue 7 lists resends among the metrics: a print over a link that corrupts lines shows them."""
+    import asyncio
+
+    import aiohttp
+
+    from lanqueue.printer.virtual import Faults
+
+    client, node = await node_factory()
+    for _ in range(200):
+        if node.printer.state.name == "OPERATIONAL":
+            break
+        await asyncio.sleep(0.05)
+    m = parse_metrics(await (await client.get("/metrics")).text())
+    assert m["lanqueue_printer_resends_total"] == 0
+    model = node.printer.virtual.model
+    model.faults = Faults(seed=5, corrupt_rate=0.2)
+    body = ("\n".join(f"G1 X{i % 50} Y{i % 40} F6000" for i in range(200)) + "\n").encode()
+    form = aiohttp.FormData()
+    form.add_field("file", body, filename="c.gcode")
+    assert (await client.post("/api/files/local", data=form)).status == 201
+    r = await client.post("/api/files/local/c.gcode", json={"command": "select", "print": True})
+    assert r.status == 204
+    for _ in range(400):
+        m = parse_metrics(await (await client.get("/metrics")).text())
+        if m["lanqueue_printer_resends_total"] > 0:
+            break
+        await asyncio.sleep(0.05)
+    assert m["lanqueue_printer_resends_total"] > 0

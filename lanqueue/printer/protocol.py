@@ -137,6 +137,7 @@ class FirmwareProtocol:
         self.sd_files: list[tuple[str, int]] = []
         # True once the printer must be disconnected (fatal error, gone, emergency stop, action).
         self.wants_close = False
+        self.resends = 0  # resend requests from the firmware, over the life of this object
         self._now = 0.0
         self._buf = bytearray()
         self._reset_link()
@@ -373,6 +374,7 @@ class FirmwareProtocol:
         self._set_state(_S.OPERATIONAL, events)
 
     def _on_resend(self, n: int, events: list[PrinterEvent]) -> None:
+        self.resends += 1
         echo_possible, self._skip_error = self._skip_error, False
         verdict = self.window.on_resend(
             n, self._now, echo_possible=echo_possible, connecting=self.state is _S.CONNECTING
