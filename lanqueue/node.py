@@ -260,11 +260,11 @@ class Node:
         return job_id
 
     async def select_file(self, path: str, *, print_now: bool) -> None:
-        self.selected_file = path
-        if print_now:
+        if print_now:  # a refused print (409) leaves the selection as it was
             if self.runner.active:
                 raise Conflict("the queue is being managed; stop managing before printing directly")
             await self.printer.async_print_file(self.files.resolve(path), path)
+        self.selected_file = path
 
     def printing_path(self) -> str | None:
         progress = self.printer.progress() if self.printer else None

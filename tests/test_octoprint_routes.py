@@ -138,3 +138,20 @@ async def test_printer_profiles_answer_as_octoprint(node_factory):
     current = [p for p in profiles.values() if p["current"]]
     assert len(current) == 1 and current[0]["name"] == "Prusa MK3S" and current[0]["extruder"]["count"] == 1
     assert (await api.get("/api/printerprofiles", headers={"X-Api-Key": "wrong"})).status == 403
+
+
+async def test_a_refused_select_and_print_leaves_the_selection_alone(node_factory):
+    api, node = await node_factory()
+    await operational(api, node)
+    await upload(api, "a.gcode", b"G28\n")
+    await upload(api, "b.gcode", b"G28\n")
+    assert (await api.post("/api/files/local/a.gcode", json={"command": "select"})).status == 204
+    assert (await api.post("/api/connection", json={"command": "disconnect"})).status == 204
+
+    async def offline():
+        return await job_state(api) == "Offline"
+    await wait_for(offline)
+    r = await api.post("/api/files/local/b.gcode", json={"command": "select", "print": True})
+    assert r.status == 409
+    job = await (await api.get("/api/job")).json()
+    assert job["job"]["file"]["name"] == "a.gcode" and node.selected_file == "a.gcode"
