@@ -144,3 +144,28 @@ async def test_editing_the_sets_of_a_lan_job_says_what_can_be_edited(node_factor
     assert r.status == 400
     error = (await r.json())["error"]
     assert "integer" not in error and "LAN job" in error and "sets" in error
+
+
+def _strict(text: str):
+    import json
+
+    def refuse(token):
+        raise AssertionError(f"{token} in an answer: not JSON for a browser")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def test_nan_and_infinity_in_input_never_reach_an_answer(api):
+    """Python's json reads NaN/Infinity/1e400; written back into state/get they make it invalid
+    JSON for every browser (the page could no longer load). Input with them is refused or kept
+    as plain text, and every answer stays strict JSON."""
+    r = await api.post(CP + "/automation/external", data=b'{"x": NaN}', headers={"Content-Type": "application/json"})
+    assert r.status == 400
+    r = await api.post(CP + "/automation/external", data=b'{"x": 1e400}', headers={"Content-Type": "application/json"})
+    assert r.status == 400
+    r = await api.post(CP + "/set/add", data={"json": '{"path": "a.gcode", "metadata": {"t": Infinity}}'})
+    assert r.status == 400
+    r = await api.post(CP + "/set/add", data={"path": "a.gcode", "metadata": '{"t": NaN}'})
+    assert r.status == 200
+    assert _strict(await r.text())["set_"]["metadata"] == '{"t": NaN}'  # kept as the text it was
+    _strict(await (await api.get(CP + "/state/get")).text())

@@ -16,7 +16,7 @@ from ..errors import BadRequest, NotFound
 from ..files import sanitize_path
 from ..model import LOCAL, Strategy
 from .app import json_response
-from .forms import MAX_COUNT, Form, read_form, read_json
+from .forms import MAX_COUNT, Form, loads, read_form, read_json
 from .keys import NODE
 from .views import job_view, set_view, state_json
 
@@ -70,7 +70,7 @@ def _metadata(raw: Any) -> Any:
         if len(raw) > MAX_METADATA:
             raise BadRequest("metadata too large")
         try:
-            return json.loads(raw) if raw else None
+            return loads(raw) if raw else None
         except RecursionError:
             raise BadRequest("metadata is nested too deeply") from None
         except ValueError:

@@ -9,6 +9,7 @@ BadRequest naming the field, so handlers never see half-parsed input and never w
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_TEXT",
     "MAX_LIST",
+    "loads",
 ]
 
 MAX_COUNT = 100_000
@@ -177,16 +179,33 @@ class Form:
         if not isinstance(value, str):
             return value
         try:
-            return json.loads(value)
+            return loads(value)
         except (ValueError, RecursionError):
             raise BadRequest(f"field {name!r} is not valid JSON") from None
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # 1e400: it would be written back as Infinity
+        raise ValueError(f"{token} is out of range")
+    return value
+
+
+def loads(text: str | bytes) -> Any:
+    """json.loads for client input, strict: NaN and Infinity (which Python accepts and would write
+    back into answers, making them invalid JSON for every browser) are refused as ValueError."""
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
 
 
 def _split_list_text(text: str, name: str) -> list[Any]:
     stripped = text.strip()
     if stripped.startswith("["):
         try:
-            value = json.loads(stripped)
+            value = loads(stripped)
         except (ValueError, RecursionError):
             raise BadRequest(f"field {name!r} is not a valid JSON list") from None
         if not isinstance(value, list):
@@ -208,7 +227,7 @@ async def read_json(request: web.Request, what: str = "the body", limit: int = M
         if len(body) > limit:
             raise PayloadTooLarge(f"{what} is larger than {limit} bytes")
     try:
-        return json.loads(bytes(body))
+        return loads(bytes(body))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest(f"{what} is not valid JSON") from None
 
