@@ -147,9 +147,10 @@ class Node:
         return ctx
 
     def _status_for_peers(self) -> dict[str, Any]:
-        progress = self.printer.progress() if self.printer else None
-        state = self.printer.state.text if self.printer else "Offline"
-        return {"status": state, "current_job": progress.name if progress else None}
+        """What the public hello answer says about this printer: its state only. Which job it
+        prints is LAN data, visible to members through the records (`lease_holder`), not to
+        anyone who asks without the secret."""
+        return {"status": self.printer.state.text if self.printer else "Offline", "current_job": None}
 
     async def _lan_ctx(self, app: web.Application) -> AsyncIterator[None]:
         secrets_ = self.options.lan_queues

@@ -229,3 +229,18 @@ def test_acquired_by_names_the_holder_as_a_key_of_peers(lan_pair):
     on_b = wait(lambda: next((j for j in lan_jobs(b) if j["id"] == jid and j["acquired"]), None), what="acquired on b")
     assert on_b["acquired_by_"] == b_id
     post(b, CP + "/set_active", data={"active": "false"})
+
+
+def test_public_hello_does_not_say_what_is_printed(lan_pair):
+    a, b = lan_pair
+    no_wait(b)
+    slow = "\n".join(["M117 S", "G28"] + [f"G1 X{i % 50} Y{i % 50} F60" for i in range(300)]) + "\n"
+    upload(a, "secret-part.gcode", slow)
+    post(a, CP + "/set/add", data={"path": "secret-part.gcode", "queue": "farm", "jobDraft": "false"})
+    post(b, CP + "/set_active", data={"active": "true"})
+    wait(lambda: get(b, "/api/job")["state"] == "Printing", what="b printing")
+    hello = requests.get(b.url + "/lanqueue/peer/v1/hello").text  # no key, no secret
+    assert "secret-part" not in hello and "Printing" in hello
+    # members see it through the LAN records
+    peers = next(q for q in get(a, CP + "/state/get")["queues"] if q["name"] == "farm")["peers"]
+    assert [p["run"] for p in peers.values()] == ["secret-part"]

@@ -502,7 +502,7 @@ class LanService:
         q = self.queue(queue)
         rec = self._record(q, job_id)
         editable = ("name", "draft", "count")
-        unsupported = set(changes) - set(editable) - {"remaining"}
+        unsupported = set(changes) - set(editable)
         if unsupported:
             raise BadRequest(f"on a LAN job only {', '.join(editable)} can be edited, not {sorted(unsupported)}")
         allowed: dict[str, Any] = {k: changes[k] for k in editable if k in changes}

@@ -29,7 +29,7 @@ def queue_view(q: LanQueue, node_id: str, directory: PeerDirectory) -> dict[str,
             "status": _peer_status(p),
             "profile": {"name": p.get("profile")},
             "active_set": None,
-            "run": p.get("current_job"),
+            "run": next((r.name for r in ordered(q) if r.lease_holder == p["node_id"]), None),
             "acquired": [r.id for r in q.core.records.values() if r.lease_holder == p["node_id"]],
             "online": p.get("status") == "online",
         }

@@ -370,12 +370,7 @@
     else if (a === "reconnect") await act("Reconnect", () => api("POST", "/api/connection", { json: { command: "connect" } }));
     else if (a === "adopt") {
       await act("Adopt", async () => {
-        try {
-          return await api("POST", "/lanqueue/lan/adopt", { form: { node: button.dataset.node } });
-        } catch (err) {
-          if (err.status === 404) throw new ApiError(404, "this node cannot adopt jobs yet (no LAN adoption route)");
-          throw err;
-        }
+        return await api("POST", "/lanqueue/lan/adopt", { form: { node: button.dataset.node } });
       }, { success: "Jobs adopted" });
     }
     button.disabled = false;
@@ -418,6 +413,7 @@
   }
 
   function jobRow(job, queue, activeSet, queueNames) {
+    const queueIsLan = queue !== "local";  // a LAN job's copies per set are fixed once shared
     const done = job.remaining <= 0;
     const runsDone = job.count - job.remaining;
     const isActive = job.sets.some((s) => activeSet != null && String(s.id) === String(activeSet));
@@ -431,7 +427,7 @@
     if (Array.isArray(job.conflicts) && job.conflicts.length) badges.push(`<span class="badge bad">${job.conflicts.length} conflict(s)</span>`);
     const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}" data-printable="${setNeeds(s).length || profileMismatch(s) ? "false" : "true"}">
         <span class="path">${esc(s.path)}</span>
-        <label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)}"></label>
+        ${queueIsLan ? `<span>× ${esc(s.count)}</span>` : `<label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)}"></label>`}
         <span class="muted">${esc(s.completed)} done, ${esc(s.remaining)} left</span>
         ${s.missing_file ? '<span class="badge bad">file missing</span>' : ""}
         ${setMaterials(s)}
