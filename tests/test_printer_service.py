@@ -32,36 +32,7 @@ FAST = Timeouts(handshake=1.0, communication=1.0, communication_busy=1.0, resend
 
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Every test leaves the loop as it found it: no background task outlives its service."""
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    assert others == []
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[PrinterEvent] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: PrinterEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    async def wait_for(self, pred: Callable[[PrinterEvent], bool], timeout: float = 20.0, start: int = 0) -> PrinterEvent:
-        async def waiter() -> PrinterEvent:
-            seen = start
-            while True:
-                for event in self.events[seen:]:
-                    if pred(event):
-                        return event
-                seen = len(self.events)
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(waiter(), timeout)
+from printer_helpers import Recorder, no_leaked_tasks  # noqa: F401 - the fixture applies by import
 
 
 def state_is(state: PrinterState) -> Callable[[PrinterEvent], bool]:
