@@ -168,9 +168,18 @@ class QueueDriver:
         if isinstance(action, r.RunScripts):
             self._spawn(self._run_scripts(action))
         elif isinstance(action, r.FindJob):
-            self.feed(await self._find_job())
+            try:
+                found = await self._find_job()
+            except Exception as e:  # noqa: BLE001 - the driver must hear an answer, or it waits forever
+                log.exception("looking for the next job failed")
+                found = r.NoJob(f"could not read the queues: {e}")
+            self.feed(found)
         elif isinstance(action, r.StartPrint):
-            await self._start_print(action.job)
+            try:
+                await self._start_print(action.job)
+            except Exception as e:  # noqa: BLE001 - same: a failed start is a failed print
+                log.exception("starting %s failed", action.job.path)
+                self.feed(r.PrintFailed(f"could not start {action.job.path}: {e}"))
         elif isinstance(action, r.RecordResult):
             await self._record(action)
         elif isinstance(action, r.ReleaseJob):

@@ -252,3 +252,40 @@ async def test_AABAAB_counts_in_state_match_after_every_print(node_factory):
         if s["statusType"] == "NEEDS_ACTION":
             assert (await api.post(CP + "/runner/continue")).status == 200
     assert printed_tags(node) == list("AABAAB")
+
+
+async def test_a_failing_queue_source_does_not_stall_the_driver(node_factory):
+    """If looking for work raises (a LAN peer misbehaving, a disk error), the driver says so and
+    looks again later instead of waiting forever for an answer."""
+    api, node = await node_factory()
+    await printer_ready(node)
+    await set_automation(api, NO_WAIT)
+    calls = []
+
+    class FailingLanSource:  # fault injection: the real LAN service does not fail on demand
+        async def acquire_next(self, queue, profile, loaded):
+            calls.append(queue)
+            raise RuntimeError("peer exploded")
+
+        async def report_result(self, job, result):
+            pass
+
+        async def release(self, job):
+            pass
+
+    node.runner.lan = FailingLanSource()
+    await node.store.ensure_queue("farm")
+    await api.post(CP + "/set_active", data={"active": "true"})
+
+    async def idle_with_reason():
+        s = await state(api)
+        return "could not read the queues" in s["status"] and s
+    await wait_for(idle_with_reason)
+    node.runner.lan = None  # the source recovers: local work is found again
+    await upload(api, "A.gcode", gcode("A"))
+    await api.post(CP + "/set/add", data={"path": "A.gcode", "jobDraft": "false"})
+
+    async def printed():
+        return "A" in printed_tags(node)
+    await wait_for(printed)
+    assert calls and set(calls) == {"farm"}
