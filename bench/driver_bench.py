@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import command_of, pct, reply_to
 
 HERE = Path(__file__).resolve().parent
 KEY = "BENCHKEY0123456789"
@@ -79,16 +80,8 @@ class PrinterSim:
                     self.first_line.put_nowait(now)
                 elif MARK_LAST in line:
                     self.last_line.set()
-                body = line.split("*", 1)[0]
-                if body.startswith("N"):
-                    body = body.split(" ", 1)[1] if " " in body else ""
-                code = body.split(" ", 1)[0].upper()
-                if code == "M115":
-                    writer.write(b"FIRMWARE_NAME:BenchSim 1.0 PROTOCOL_VERSION:1.0\nCap:AUTOREPORT_TEMP:0\nok\n")
-                elif code == "M105":
-                    writer.write(b"ok T:21.0 /0.0 B:21.0 /0.0\n")
-                else:
-                    writer.write(b"ok\n")
+                code, _ = command_of(line)
+                writer.write(reply_to(code))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
@@ -125,15 +118,6 @@ async def wait_for(pred, timeout: float, what: str, step: float = 0.01):
                 return value
         await asyncio.sleep(step)
     raise RuntimeError(f"timed out waiting for {what}")
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 async def run(cycles: int, moves: int) -> dict[str, list[float]]:

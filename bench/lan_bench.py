@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import command_of, pct, reply_to
 
 HERE = Path(__file__).resolve().parent
 KEY = "BENCHKEY0123456789"
@@ -72,15 +73,6 @@ def next_port() -> int:
             except OSError:
                 continue
         return _next_port
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def lo_tx_bytes() -> int | None:
@@ -139,19 +131,11 @@ class PrinterSim:
             while raw := await reader.readline():
                 now = time.monotonic()
                 line = raw.decode("latin-1").strip()
-                body = line.split("*", 1)[0]
-                if body.startswith("N"):
-                    body = body.split(" ", 1)[1] if " " in body else ""
-                code = body.split(" ", 1)[0].upper()
+                code, body = command_of(line)
                 if code == "M117" and "MARK-" in body:
                     self.marks.append((body.split("MARK-", 1)[1].strip(), now))
                     self.changed.set()
-                if code == "M115":
-                    writer.write(b"FIRMWARE_NAME:BenchSim 1.0 PROTOCOL_VERSION:1.0\nCap:AUTOREPORT_TEMP:0\nok\n")
-                elif code == "M105":
-                    writer.write(b"ok T:21.0 /0.0 B:21.0 /0.0\n")
-                else:
-                    writer.write(b"ok\n")
+                writer.write(reply_to(code))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
@@ -591,7 +575,7 @@ def report(args: argparse.Namespace, res: dict[str, Any], elapsed: float, netns:
             c["converge_after_last_submit_s"] * 1000, "ms", "")
         add(f"(c) {args.jobs} jobs to {args.nodes} nodes: submissions per second", args.jobs / c["submit_s"], "1/s", "")
         if "peer_bytes" in c:
-            add(f"(c) loopback bytes during replication minus the bench's own HTTP", c["peer_bytes"] / 1e6, "MB", "")
+            add("(c) loopback bytes during replication minus the bench's own HTTP", c["peer_bytes"] / 1e6, "MB", "")
             per = c["replication_bytes"] / (args.jobs * (args.nodes - 1))
             add("(c) bytes per job per receiving peer (minus background)", per, "B", "")
             add(f"(c) background traffic, {args.nodes} nodes, no jobs", c["idle_bytes_per_s"] / 1e3, "kB/s", "")

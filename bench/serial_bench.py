@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tty
 from pathlib import Path
 
 SIMULATOR = r"""
