@@ -5,6 +5,16 @@ The rest of the node uses `PrinterService` and the events; the rest is public fo
 
 from __future__ import annotations
 
+from .backend import (
+    BackendSettings,
+    Capabilities,
+    Filament,
+    PrinterBackend,
+    PrintProgress,
+    ScriptSupport,
+    UnknownBackend,
+    open_backend,
+)
 from .events import (
     ActionRequested,
     FirmwareInfo,
@@ -25,34 +35,46 @@ from .events import (
     TemperaturesChanged,
 )
 from .protocol import DEFAULT_CANCEL_SCRIPT, FirmwareProtocol, Timeouts
-from .service import PrinterService, PrintProgress
-from .virtual import Faults, VirtualMarlin, VirtualPrinterPty, run_virtual_printer_on_pty
+from .service import PrinterService
+from .virtual import (
+    Faults,
+    VirtualMarlin,
+    VirtualPrinterPty,
+    run_virtual_printer_on_pty,
+)
 
 __all__ = [
-    "ActionRequested",
     "DEFAULT_CANCEL_SCRIPT",
+    "ActionRequested",
+    "BackendSettings",
+    "Capabilities",
     "Faults",
+    "Filament",
     "FirmwareInfo",
     "FirmwareProtocol",
     "LocalProtocolError",
     "PrintCancelled",
     "PrintDone",
-    "PrinterEvent",
-    "PrinterService",
-    "PrinterState",
     "PrintFailed",
     "PrintPaused",
     "PrintProgress",
     "PrintResumed",
     "PrintStarted",
+    "PrinterBackend",
+    "PrinterEvent",
+    "PrinterService",
+    "PrinterState",
     "ProtocolError",
     "RemoteProtocolError",
     "ScriptDone",
+    "ScriptSupport",
     "SdFilesListed",
     "StateChanged",
     "TemperaturesChanged",
     "Timeouts",
+    "UnknownBackend",
     "VirtualMarlin",
     "VirtualPrinterPty",
+    "open_backend",
     "run_virtual_printer_on_pty",
 ]

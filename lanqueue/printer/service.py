@@ -12,10 +12,12 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+from urllib.parse import SplitResult
 
 from ..errors import Conflict, NotFound, Unavailable
+from .backend import BackendSettings, Capabilities, PrintProgress, ScriptSupport
 from .events import (
     LocalProtocolError,
     PrinterEvent,
@@ -36,30 +38,27 @@ _LOG = logging.getLogger(__name__)
 TICK = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class PrintProgress:
-    """Where the current print is; remaining time is extrapolated from the bytes done so far."""
-
-    path: str
-    name: str
-    bytes_done: int
-    bytes_total: int
-    lines_done: int
-    elapsed: float
-    estimated_remaining: float | None
-
-    @property
-    def completion(self) -> float | None:
-        """Fraction done (0..1), None while the size is unknown."""
-        return self.bytes_done / self.bytes_total if self.bytes_total > 0 else None
-
-
 class PrinterService:
     """One printer: connection, printing, scripts, pause/resume/cancel, emergency stop.
 
     `port` is a device path, `socket://host:port`, or "virtual" (an in-process virtual Marlin on
-    a pty, reached through the same serial transport as a real printer).
+    a pty, reached through the same serial transport as a real printer). This is the serial
+    backend of the printer interface (backend.py): the host streams the file line by line, so
+    "upload" is a no-op and scripts are G-code commands.
     """
+
+    script_support: ClassVar[ScriptSupport] = ScriptSupport(gcode=True, waits=("M109", "M190", "M400", "G4"))
+
+    @classmethod
+    def from_url(cls, scheme: str, url: SplitResult, settings: BackendSettings) -> PrinterService:
+        """`virtual`, `serial:///dev/ttyACM0` (or the bare path) or `socket://host:port`."""
+        port = "virtual" if scheme == "virtual" else url.geturl() if scheme == "socket" else url.path
+        return cls(
+            port,
+            settings.baudrate,
+            virtual_speed=settings.virtual_speed,
+            sd_dir=settings.data_dir / "virtual-sd" if settings.data_dir is not None else None,
+        )
 
     def __init__(
         self,
@@ -95,6 +94,19 @@ class PrinterService:
         self._closed = False
 
     # ------------------------------------------------------------------ public state
+    @property
+    def kind(self) -> str:
+        return "virtual" if self.port == "virtual" else "socket" if self.port.startswith("socket://") else "serial"
+
+    @property
+    def target(self) -> str:
+        return self.port
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Marlin over serial reports no tool count or bed through this driver: the defaults."""
+        return Capabilities(model=self.core.firmware_name or None)
+
     @property
     def state(self) -> PrinterState:
         return self.core.state
@@ -270,6 +282,12 @@ class PrinterService:
     def _require_connected(self) -> None:
         if not self.core.state.is_connected:
             raise Unavailable(f"The printer is not connected ({self.core.state.text})")
+
+    async def async_upload(self, path: Path, name: str) -> str:
+        """The host streams files from its own store: nothing to upload."""
+        if not Path(path).is_file():
+            raise NotFound(f"No such file: {path}")
+        return str(path)
 
     async def async_print_file(self, path: Path, name: str) -> None:
         """Start streaming `path`; returns once started. Conflict unless Operational."""
