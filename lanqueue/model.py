@@ -29,6 +29,8 @@ __all__ = [
     "RunResult",
     "PrintSet",
     "Job",
+    "Replica",
+    "JobRef",
     "Run",
     "next_set",
     "apply_success",
@@ -73,6 +75,8 @@ class PrintSet:
     profiles: list[str] = field(default_factory=list)
     metadata: Any = None
     missing_file: bool = False
+    #: sha256 of the file's content where the queue tracks it (LAN sets travel by digest)
+    hash: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +96,8 @@ class Job:
     rank: float = 0.0
     sets: list[PrintSet] = field(default_factory=list)
     acquired: bool = False
+    #: facts of a job replicated between nodes (LAN queues); None for a job only this node has
+    replica: Replica | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "sets"}
@@ -101,6 +107,37 @@ class Job:
     @property
     def done(self) -> bool:
         return self.remaining <= 0
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What a replicated (LAN) job adds to a job: who holds its lease, which node is its home
+    and whether that node is reachable, the record's (epoch, version), its file digest and the
+    completion reports its home could not count. Node ids are the keys of the queue's peers."""
+
+    acquired_by: str | None
+    acquired_by_name: str | None
+    home: str
+    home_name: str
+    home_online: bool
+    epoch: int
+    version: int
+    hash: str | None
+    conflicts: tuple[dict[str, Any], ...] = ()
+    waiting_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The set the driver prints: enough to record its run and count it, in any queue."""
+
+    queue: str
+    job_id: int | str
+    job_name: str
+    set_id: int | str
+    path: str
+    materials: tuple[str | None, ...] = ()
+    token: int | None = None  # LAN lease fencing token
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .model import (
+    JobRef,  # the driver's handle on a held set; defined with the queue model
+)
+
 __all__ = [
     "DriverState",
     "StatusType",
@@ -84,19 +88,6 @@ class StatusType(str, enum.Enum):
     NEEDS_ACTION = "NEEDS_ACTION"
     ERROR = "ERROR"
     INIT = "INIT"
-
-
-@dataclass(frozen=True)
-class JobRef:
-    """The set the driver prints: enough to record its run and count it, local or LAN."""
-
-    queue: str
-    job_id: int | str
-    job_name: str
-    set_id: int | str
-    path: str
-    materials: tuple[str | None, ...] = ()
-    token: int | None = None  # LAN lease fencing token
 
 
 @dataclass(frozen=True)
