@@ -51,7 +51,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", int, 5000, "HTTP port"),
     Option("data_dir", str, None, "folder for the database, files and key (default ~/.local/share/lanqueue)"),
     Option("name", str, None, "display name of this printer (default: host name)"),
-    Option("printer", str, "virtual", "'virtual', a serial device path, or socket://host:port"),
+    Option("printer", str, "virtual", "printer URL: 'virtual', a serial device path (serial:///dev/ttyACM0), "
+           "socket://HOST:PORT, octoprint://HOST:PORT, moonraker://HOST:PORT, prusalink://HOST, bambu://HOST"),
+    Option("printer_key", str, None, "printer secret: OctoPrint/Moonraker API key, PrusaLink password, Bambu "
+           "access code (better in the config file or LANQUEUE_PRINTER_KEY than on the command line)"),
+    Option("printer_user", str, None, "printer user name (PrusaLink)"),
+    Option("printer_serial", str, None, "printer serial number (Bambu)"),
     Option("baudrate", int, 115200, "serial speed"),
     Option("api_key", str, None, "API key (default: generated on first start and stored in the data dir)"),
     Option("profile", str, "Generic", "printer profile name, matched against sets' profiles"),
@@ -77,6 +82,9 @@ class Options:
     data_dir: Path = field(default_factory=lambda: Path(_default_data_dir()))
     name: str = field(default_factory=socket.gethostname)
     printer: str = "virtual"
+    printer_key: str | None = field(default=None, repr=False)  # a secret: never in logs
+    printer_user: str | None = None
+    printer_serial: str | None = None
     baudrate: int = 115200
     api_key: str | None = None
     profile: str = "Generic"
@@ -201,6 +209,7 @@ def _check(values: dict[str, Any]) -> None:
         raise ConfigError("max upload size must be positive")
     if values["log_level"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"unknown log level {values['log_level']!r}")
+    _check_printer(values["printer"])
     for spec in values["lan"]:
         try:
             parse_lan(spec)
@@ -210,3 +219,13 @@ def _check(values: dict[str, Any]) -> None:
         host, sep, port = peer.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"a peer is given as HOST:PORT, not {peer!r}")
+
+
+def _check_printer(url: str) -> None:
+    """A --printer value that names no backend is a config error, before anything starts."""
+    from .printer.backend import UnknownBackend, parse_printer_url
+
+    try:
+        parse_printer_url(url)
+    except UnknownBackend as e:
+        raise ConfigError(str(e)) from None

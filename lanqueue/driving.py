@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import runner as r
 from .model import LOCAL, choose_next
+from .printer.backend import PrinterBackend
+from .printer.events import PrinterState
 
 if TYPE_CHECKING:
     from .files import FileStore
@@ -47,7 +49,7 @@ class QueueDriver:
         self,
         store: Store,
         files: FileStore,
-        printer: Any,
+        printer: PrinterBackend,
         render_scripts: ScriptRenderer,
         *,
         profile: str,
@@ -212,7 +214,7 @@ class QueueDriver:
         self.feed(r.ScriptsDone(action.event, error))
 
     async def _find_job(self) -> r.Event:
-        loaded = list(await self.store.get_setting("materials", []))
+        loaded = loaded_materials(list(await self.store.get_setting("materials", [])), self.printer)
         waiting = 0
         for queue in await self.store.queues():
             name = queue["name"]
@@ -295,8 +297,23 @@ def r_strategy(name: str) -> Any:
         return Strategy.IN_ORDER
 
 
-def _printer_ready(printer: Any) -> bool:
-    return getattr(printer.state, "name", "") in ("OPERATIONAL",)
+def _printer_ready(printer: PrinterBackend) -> bool:
+    return printer.state is PrinterState.OPERATIONAL
+
+
+def loaded_materials(stored: list[str | None], printer: PrinterBackend) -> list[str | None]:
+    """What each tool holds for material matching: what the printer itself reports (AMS, MMU,
+    Spoolman), else what a person entered in the settings for that tool."""
+    try:
+        reported = printer.capabilities.materials()
+    except Exception:  # noqa: BLE001 - a backend that cannot say falls back to the settings
+        reported = []
+    width = max(len(stored), len(reported))
+    out: list[str | None] = []
+    for i in range(width):
+        mine = reported[i] if i < len(reported) else None
+        out.append(mine if mine else (stored[i] if i < len(stored) else None))
+    return out
 
 
 def _split_at_pauses(gcode: str) -> list[str]:

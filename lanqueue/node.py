@@ -36,7 +36,7 @@ from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
 from .model import LOCAL, Job
 from .preprocess import Evaluator
-from .printer import PrinterService
+from .printer import BackendSettings, PrinterBackend, open_backend
 from .runner import DriverSettings, JobRef
 from .store import Store
 from .sync import routes as peer_routes
@@ -58,7 +58,7 @@ class Node:
         self.api_key = ""
         self.store: Store = None  # type: ignore[assignment]  # set up by _store_ctx
         self.files: FileStore = None  # type: ignore[assignment]  # set by prepare()
-        self.printer: PrinterService = None  # type: ignore[assignment]
+        self.printer: PrinterBackend = None  # type: ignore[assignment]
         self.runner: QueueDriver = None  # type: ignore[assignment]
         self.lan: LanService | None = None
         self.discovery: DiscoveryService | None = None
@@ -177,12 +177,12 @@ class Node:
             self.evaluator = None
 
     async def _printer_ctx(self, app: web.Application) -> AsyncIterator[None]:
-        self.printer = PrinterService(
-            self.options.printer,
-            self.options.baudrate,
-            virtual_speed=self.options.virtual_speed,
-            sd_dir=self.data_dir / "virtual-sd",
+        opts = self.options
+        settings = BackendSettings(
+            key=opts.printer_key, user=opts.printer_user, serial=opts.printer_serial,
+            baudrate=opts.baudrate, virtual_speed=opts.virtual_speed, data_dir=self.data_dir,
         )
+        self.printer = open_backend(opts.printer, settings)
         await self.printer.async_start()
         yield
         await self.printer.async_close()
