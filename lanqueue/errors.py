@@ -14,6 +14,7 @@ __all__ = [
     "Conflict",
     "PayloadTooLarge",
     "Unavailable",
+    "InsufficientStorage",
 ]
 
 
@@ -53,3 +54,9 @@ class Unavailable(LanqueueError):
     """A service the request needs is not there right now (printer offline, home node gone)."""
 
     http_status = 503
+
+
+class InsufficientStorage(LanqueueError):
+    """The disk under the data directory is full: nothing was written; retry once space is freed."""
+
+    http_status = 507
