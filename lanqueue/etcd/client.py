@@ -24,14 +24,16 @@ from typing import Any
 
 import aiohttp
 
+from .txn import Compare, Delete, Put, Range, b64, prefix_end
+
 __all__ = [
+    "Compare",
+    "Delete",
     "EtcdClient",
     "EtcdError",
     "EtcdUnavailable",
     "KeyValue",
-    "Compare",
     "Put",
-    "Delete",
     "Range",
     "TxnResult",
     "WatchEvent",
@@ -47,22 +49,8 @@ class EtcdUnavailable(EtcdError):
     """No endpoint answered: the cluster is unreachable from this node (or has no leader)."""
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _unb64(text: str | None) -> bytes:
     return base64.b64decode(text) if text else b""
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range end that selects every key starting with `prefix` (etcd's convention)."""
-    end = bytearray(prefix)
-    for i in range(len(end) - 1, -1, -1):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\0"
 
 
 @dataclass(frozen=True)
@@ -84,62 +72,6 @@ class KeyValue:
             version=int(kv.get("version", 0)),
             lease=int(kv.get("lease", 0)),
         )
-
-
-@dataclass(frozen=True)
-class Compare:
-    """One condition of a transaction: `target` of `key` compared with `value`.
-
-    target is CREATE (create revision; 0 means the key does not exist), MOD, VERSION, VALUE or LEASE.
-    """
-
-    key: bytes
-    target: str
-    value: int | bytes
-    result: str = "EQUAL"
-
-    def to_json(self) -> dict[str, Any]:
-        field_name = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version",
-                      "VALUE": "value", "LEASE": "lease"}[self.target]
-        value = _b64(self.value) if isinstance(self.value, bytes) else str(self.value)
-        return {"key": _b64(self.key), "target": self.target, "result": self.result, field_name: value}
-
-
-@dataclass(frozen=True)
-class Put:
-    key: bytes
-    value: bytes
-    lease: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"key": _b64(self.key), "value": _b64(self.value)}
-        if self.lease:
-            body["lease"] = str(self.lease)
-        return {"request_put": body}
-
-
-@dataclass(frozen=True)
-class Delete:
-    key: bytes
-    range_end: bytes = b""
-
-    def to_json(self) -> dict[str, Any]:
-        body = {"key": _b64(self.key)}
-        if self.range_end:
-            body["range_end"] = _b64(self.range_end)
-        return {"request_delete_range": body}
-
-
-@dataclass(frozen=True)
-class Range:
-    key: bytes
-    range_end: bytes = b""
-
-    def to_json(self) -> dict[str, Any]:
-        body = {"key": _b64(self.key)}
-        if self.range_end:
-            body["range_end"] = _b64(self.range_end)
-        return {"request_range": body}
 
 
 @dataclass(frozen=True)
@@ -192,9 +124,9 @@ class EtcdClient:
 
     async def range(self, key: bytes, range_end: bytes = b"") -> tuple[list[KeyValue], int]:
         """The keys in [key, range_end) (or `key` alone) and the store's revision."""
-        body: dict[str, Any] = {"key": _b64(key)}
+        body: dict[str, Any] = {"key": b64(key)}
         if range_end:
-            body["range_end"] = _b64(range_end)
+            body["range_end"] = b64(range_end)
         answer = await self._call("/v3/kv/range", body)
         kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
         return kvs, int(answer["header"]["revision"])
@@ -241,7 +173,7 @@ class EtcdClient:
     async def watch(self, key: bytes, range_end: bytes, start_revision: int) -> AsyncIterator[tuple[int, list[WatchEvent]]]:
         """Yield (revision, events) from `start_revision` on until the stream ends or fails;
         the caller resumes with the last revision + 1. A compacted start raises EtcdError."""
-        body = {"create_request": {"key": _b64(key), "range_end": _b64(range_end),
+        body = {"create_request": {"key": b64(key), "range_end": b64(range_end),
                                    "start_revision": str(start_revision)}}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=None)
         async for resp in self._stream("/v3/watch", body, timeout):
