@@ -223,6 +223,7 @@ class QueueDriver:
                 for job in jobs:
                     for s in job.sets:
                         s.missing_file = not s.sd and not self.files.exists(s.path)
+                        s.gcode = self.files.gcode(s.path)
                 choice = choose_next(jobs, self.profile, loaded, r_strategy(queue["strategy"]))
                 if choice is not None:
                     job, chosen = choice

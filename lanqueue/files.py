@@ -17,8 +17,10 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import BadRequest, Conflict, LanqueueError, NotFound, PayloadTooLarge
+from .gcodemeta import GcodeIndex
 
 __all__ = ["FileStore", "StoredFile", "StagedFile", "UnsupportedFileType", "sanitize_path", "ALLOWED_SUFFIXES"]
 
@@ -82,8 +84,10 @@ class StagedFile:
 class FileStore:
     """Files on disk under `root`; the caller records (path, digest, size) in the Store."""
 
-    def __init__(self, root: Path, max_size: int) -> None:
+    def __init__(self, root: Path, max_size: int, meta_dir: Path | None = None) -> None:
         self.root = root
+        # slicer metadata of the stored files, parsed as each file enters (None: not kept)
+        self.meta = GcodeIndex(meta_dir) if meta_dir is not None else None
         self._root_text = str(root.resolve())
         self.max_size = max_size
         self.generation = 0  # bumped when a file appears or goes (views cache by it)
@@ -105,6 +109,10 @@ class FileStore:
             raise BadRequest(f"path escapes the file store: {safe_path!r}")
         return full
 
+    def gcode(self, path: str) -> dict[str, Any] | None:
+        """What the slicer wrote about the file at `path` (the `"gcode"` entry of its sets)."""
+        return self.meta.view(path) if self.meta is not None else None
+
     def exists(self, path: str) -> bool:
         """Whether a file is stored at `path`. Called for every set of every state view and
         driver look, so it avoids `resolve()`: a sanitised path has no `..` and is relative, and
@@ -122,7 +130,11 @@ class FileStore:
 
     async def async_commit(self, staged: StagedFile) -> StoredFile:
         """`commit`, then the folder's entry is synced too (off the loop): once the caller
-        acknowledges the upload, even a power cut cannot undo the rename."""
+        acknowledges the upload, even a power cut cannot undo the rename. The slicer's metadata
+        is read from the staged copy first, so whoever sees the file (the generation moves on
+        at the rename) sees its metadata too."""
+        if self.meta is not None and staged.path.lower().endswith((".gcode", ".gco", ".g")):
+            await self.meta.on_commit(staged.path, staged.sha256, staged.tmp)
         stored = self.commit(staged)
         folder = self.location(stored.path).parent
         await asyncio.get_running_loop().run_in_executor(None, _sync_dir, folder)

@@ -359,7 +359,7 @@ class GcodeIndex:
             return
         try:
             meta = read_meta(full)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - metadata is a nicety: never fail a file's upload for it
             log.warning("cannot read %s for its slicer metadata: %s", full, e)
             return
         if meta.thumbnail is not None:

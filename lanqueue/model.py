@@ -75,6 +75,7 @@ class PrintSet:
     profiles: list[str] = field(default_factory=list)
     metadata: Any = None
     missing_file: bool = False
+    gcode: dict[str, Any] | None = None  # what the slicer wrote in the file (gcodemeta), if known
     #: sha256 of the file's content where the queue tracks it (LAN sets travel by digest)
     hash: str | None = None
 
@@ -206,7 +207,9 @@ def set_printable(s: PrintSet, profile: str, loaded: Sequence[str | None]) -> bo
     """Whether this printer (its profile name, the material loaded per tool) can print the set.
 
     An empty or null material entry means "any"; a constrained tool must hold exactly that
-    material. An empty profile list means "any printer".
+    material. An empty profile list means "any printer". A set that names no materials needs
+    what its file says (the slicer's filament type per tool it uses), on each tool whose loaded
+    material is known: a printer that never said what it holds is not stopped by a file.
     """
     if s.missing_file or (s.profiles and profile not in s.profiles):
         return False
@@ -215,6 +218,24 @@ def set_printable(s: PrintSet, profile: str, loaded: Sequence[str | None]) -> bo
             continue
         have = loaded[tool] if tool < len(loaded) else None
         if have != wanted:
+            return False
+    if not any(s.materials):
+        return _file_materials_loaded(s.gcode, loaded)
+    return True
+
+
+def _file_materials_loaded(gcode: dict[str, Any] | None, loaded: Sequence[str | None]) -> bool:
+    """The file's filament type on every tool it extrudes with matches the loaded material's
+    type (`PLA` of `PLA_red_#ff0000`, any case)."""
+    if not gcode:
+        return True
+    types = gcode.get("filament_type") or []
+    used = gcode.get("filament_mm") or []
+    for tool, wanted in enumerate(types):
+        if tool < len(used) and not used[tool]:
+            continue  # configured but unused (Orca and Bambu list every loaded filament)
+        have = loaded[tool] if tool < len(loaded) else None
+        if have and wanted and parse_material(have)[0].lower() != str(wanted).lower():
             return False
     return True
 

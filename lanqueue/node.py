@@ -83,7 +83,8 @@ class Node:
                 _write_private(key_file, secrets.token_hex(16).upper())
                 print(f"lanqueue: generated API key {key_file.read_text().strip()} (stored in {key_file})", flush=True)
             self.api_key = key_file.read_text().strip()
-        self.files = FileStore(self.data_dir / "files", self.options.max_upload_mb * 1024 * 1024)
+        self.files = FileStore(self.data_dir / "files", self.options.max_upload_mb * 1024 * 1024,
+                               meta_dir=self.data_dir / "gcodemeta")
 
     # --- the application -------------------------------------------------------------------
 
@@ -119,6 +120,9 @@ class Node:
 
     async def _store_ctx(self, app: web.Application) -> AsyncIterator[None]:
         self.store = await Store.open(self.data_dir / "lanqueue.sqlite3")
+        if self.files.meta is not None:  # which stored file holds which content, for its metadata
+            digests = {path: row["sha256"] for path, row in (await self.store.files()).items()}
+            await self.files.meta.async_load(digests, self.files.root)
         self.store.add_listener(self._on_store_write)
         yield
         await self.store.async_close()

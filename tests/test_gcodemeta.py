@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 import zlib
 from pathlib import Path
 
+import aiohttp
 import pytest
+from conftest import CP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +21,7 @@ from lanqueue.gcodemeta import (
     qoi_to_png,
     read_meta,
 )
+from lanqueue.model import PrintSet, set_printable
 
 SAMPLES = Path(__file__).resolve().parent.parent / "lanqueue" / "samples"
 
@@ -161,3 +165,65 @@ async def test_index_parses_once_per_content_and_serves_views(tmp_path: Path) ->
     await again.async_load({"other/name.gcode": sha}, tmp_path)
     assert again.view("other/name.gcode") == view
     assert again.view("unknown.gcode") is None
+
+
+# --- through a real node: upload, state/get, the thumbnail route, a restart, material matching
+
+
+async def _upload(client, name: str, content: bytes):
+    data = aiohttp.FormData()
+    data.add_field("file", content, filename=name, content_type="application/octet-stream")
+    r = await client.post("/api/files/local", data=data)
+    assert r.status == 201, await r.text()
+
+
+async def _gcode_of(client, path: str) -> dict | None:
+    state = await (await client.get(f"{CP}/state/get")).json()
+    local = next(q for q in state["queues"] if q["name"] == "local")
+    return next(s["gcode"] for j in local["jobs"] for s in j["sets"] if s["path"] == path)
+
+
+async def test_upload_shows_metadata_in_state_and_serves_the_thumbnail(node_factory) -> None:
+    client, _ = await node_factory()
+    content = (SAMPLES / "superslicer.gcode").read_bytes()
+    await _upload(client, "two_tools.gcode", content)
+    r = await client.post(f"{CP}/set/add", data={"path": "two_tools.gcode", "sd": "false", "job": ""})
+    assert r.status == 200
+    added = (await r.json())["set_"]["gcode"]
+    gcode = await _gcode_of(client, "two_tools.gcode")
+    assert gcode == added
+    sha = hashlib.sha256(content).hexdigest()
+    assert gcode == {"slicer": "SuperSlicer 2.5.59.8", "estimated_time_s": 3900, "filament_mm": [812.5, 640.1],
+                     "filament_g": [2.42, 1.96], "filament_type": ["PLA", "PETG"], "nozzle_diameter": 0.6,
+                     "layer_height": 0.2, "thumbnail": f"/lanqueue/thumbnail/{sha}.jpg"}
+    r = await client.get(gcode["thumbnail"])
+    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
+    assert await r.read() == read_meta(SAMPLES / "superslicer.gcode").thumbnail.data
+    async with aiohttp.ClientSession() as anonymous:  # no API key
+        assert (await anonymous.get(client.make_url(gcode["thumbnail"]))).status == 403
+    assert (await client.get(f"/lanqueue/thumbnail/{'0' * 64}.png")).status == 404
+    assert (await client.get("/lanqueue/thumbnail/..%2Fapi_key")).status == 404
+
+
+async def test_metadata_survives_a_restart(node_factory) -> None:
+    client, _ = await node_factory()
+    await _upload(client, "a.gcode", (SAMPLES / "cura.gcode").read_bytes())
+    await client.post(f"{CP}/set/add", data={"path": "a.gcode", "sd": "false", "job": ""})
+    before = await _gcode_of(client, "a.gcode")
+    assert before is not None and before["slicer"] == "Cura 5.6.0"
+    await client.close()
+    client2, _ = await node_factory()  # the same data dir
+    assert await _gcode_of(client2, "a.gcode") == before
+
+
+def test_a_set_without_materials_needs_its_files_filament() -> None:
+    meta = read_meta(SAMPLES / "superslicer.gcode").to_json()  # PLA on tool 0, PETG on tool 1
+    s = PrintSet(id=1, path="x.gcode", gcode=meta)
+    assert set_printable(s, "Generic", ["PLA_red_#ff0000", "PETG"])
+    assert not set_printable(s, "Generic", ["PETG", "PETG"])  # tool 0 holds the wrong type
+    assert set_printable(s, "Generic", [])  # nothing known loaded: the file does not stop it
+    assert set_printable(s, "Generic", ["pla", None])
+    named = PrintSet(id=2, path="x.gcode", gcode=meta, materials=["PETG"])
+    assert set_printable(named, "Generic", ["PETG", "PLA"])  # the set's own materials win
+    unused = {**meta, "filament_mm": [812.5, 0.0]}  # tool 1 configured but not extruded
+    assert set_printable(PrintSet(id=3, path="x.gcode", gcode=unused), "Generic", ["PLA", "ABS"])

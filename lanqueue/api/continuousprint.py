@@ -169,6 +169,7 @@ async def set_add(request: web.Request) -> web.Response:
     job_id = None if job_raw in (None, "") else _int_id(job_raw, "job id")
     jid, added = await node.store.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
     added.missing_file = not added.sd and not node.files.exists(added.path)
+    added.gcode = node.files.gcode(added.path)
     return json_response({"job_id": jid, "set_": set_view(added)})
 
 

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, NotFound
 from ..files import StagedFile, sanitize_path
 from .app import json_response
 from .forms import read_json
@@ -152,6 +152,18 @@ async def download(request: web.Request) -> web.StreamResponse:
     full = request.app[NODE].files.resolve(sanitize_path(request.match_info["path"]))
     return web.FileResponse(full, headers={"Content-Type": "application/octet-stream",
                                            "Content-Disposition": f'attachment; filename="{full.name}"'})
+
+
+@routes.get("/lanqueue/thumbnail/{name}")
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """The slicer's picture of a file, by content digest: the `thumbnail` of a set's `gcode`.
+    Named by digest, so it never changes: browsers may keep it."""
+    meta = request.app[NODE].files.meta
+    full = meta.thumbnail(request.match_info["name"]) if meta is not None else None
+    if full is None:
+        raise NotFound("no such thumbnail")
+    kind = "image/png" if full.suffix == ".png" else "image/jpeg"
+    return web.FileResponse(full, headers={"Content-Type": kind, "Cache-Control": "private, max-age=31536000, immutable"})
 
 
 @routes.delete("/api/files/local/{path:.+}")

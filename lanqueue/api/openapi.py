@@ -618,6 +618,10 @@ describe("get", "/api/files/local/{path}", "One stored file", tag=T_FILES, param
 describe("get", "/downloads/files/local/{path}", "Download a stored file (the refs.download link)", tag=T_FILES,
          parameters=PATH_PARAM, responses=ok_content("application/octet-stream", "The file's bytes"),
          errors=("400", "404"), mutates=False)
+describe("get", "/lanqueue/thumbnail/{name}", "The slicer's thumbnail of a file (a set's gcode.thumbnail)", tag=T_FILES,
+         parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+                      "description": "`<sha256>.png` or `<sha256>.jpg`, as the set's `gcode.thumbnail` names it"}],
+         responses=ok_content("image/png", "The picture (image/png or image/jpeg)"), errors=("404",), mutates=False)
 describe("delete", "/api/files/local/{path}", "Delete a stored file", tag=T_FILES, parameters=PATH_PARAM,
          responses=NO_CONTENT, errors=("400", "404", "409"))
 describe(
