@@ -60,7 +60,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("baudrate", int, 115200, "serial speed"),
     Option("api_key", str, None, "API key (default: generated on first start and stored in the data dir)"),
     Option("profile", str, "Generic", "printer profile name, matched against sets' profiles"),
-    Option("lan", str, [], "join a LAN queue: NAME=SECRET (repeatable)", repeat=True),
+    Option("lan", str, [], "join a LAN queue: NAME=SECRET, or a queue kept in etcd: "
+           "NAME=etcd://HOST:2379[,HOST:2379...] (etcds:// for TLS) (repeatable)", repeat=True),
+    Option("etcd_user", str, None, "etcd user name for queues kept in etcd"),
+    Option("etcd_password", str, None, "etcd password (better in the config file or LANQUEUE_ETCD_PASSWORD)"),
+    Option("etcd_ca", str, None, "CA certificate file that signs the etcd members' certificates (etcds://)"),
+    Option("etcd_cert", str, None, "client certificate file for etcd (etcds://, when etcd asks for one)"),
+    Option("etcd_key", str, None, "client key file for etcd (etcds://)"),
     Option("peer", str, [], "static peer HOST:PORT (repeatable)", repeat=True),
     Option("no_mdns", bool, False, "do not use mDNS discovery"),
     Option("interface", str, [], "address of an interface for mDNS (repeatable; default all)", repeat=True),
@@ -89,6 +95,11 @@ class Options:
     api_key: str | None = None
     profile: str = "Generic"
     lan: tuple[str, ...] = ()
+    etcd_user: str | None = None
+    etcd_password: str | None = field(default=None, repr=False)  # a secret: never in logs
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
     peer: tuple[str, ...] = ()
     no_mdns: bool = False
     interface: tuple[str, ...] = ()
@@ -101,7 +112,17 @@ class Options:
 
     @property
     def lan_queues(self) -> dict[str, str]:
-        return dict(parse_lan(spec) for spec in self.lan)
+        """Peer-to-peer LAN queues: name -> secret."""
+        return {name: value for name, value in map(parse_lan, self.lan) if not is_etcd_url(value)}
+
+    @property
+    def etcd_queues(self) -> dict[str, str]:
+        """Queues kept in etcd: name -> etcd:// or etcds:// URL."""
+        return {name: value for name, value in map(parse_lan, self.lan) if is_etcd_url(value)}
+
+
+def is_etcd_url(value: str) -> bool:
+    return value.startswith(("etcd://", "etcds://"))
 
 
 def parse_lan(spec: str) -> tuple[str, str]:
@@ -112,6 +133,10 @@ def parse_lan(spec: str) -> tuple[str, str]:
         raise BadRequest(f"a LAN queue is given as NAME=SECRET, not {spec!r}")
     if name in ("local", "archive"):
         raise BadRequest(f"{name!r} is reserved and cannot be a LAN queue name")
+    if is_etcd_url(secret):
+        if not secret.split("://", 1)[1].strip(","):
+            raise BadRequest(f"queue {name!r}: an etcd URL names at least one HOST:PORT")
+        return name, secret
     if len(secret) < MIN_SECRET:  # the same rule as joining through queues/edit
         raise BadRequest(f"the secret of LAN queue {name!r} needs at least {MIN_SECRET} characters")
     return name, secret
