@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from lanqueue.etcd.client import Compare, Delete, EtcdClient, EtcdError, EtcdUnavailable, Put, Range, prefix_end
+from lanqueue.etcd.client import (
+    Compare,
+    Delete,
+    EtcdClient,
+    EtcdError,
+    EtcdUnavailable,
+    Put,
+    Range,
+    prefix_end,
+)
 from tests.etcd_server import enable_auth, free_port, start_cluster
 
 

@@ -1,0 +1,71 @@
+"""The node's queues kept in etcd: one client per cluster URL, one `EtcdQueue` per queue name.
+
+Registered with the node's queue registry like any other provider, so routes, the driver and the
+page use these queues without knowing where they are kept.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .client import EtcdClient
+from .queue import EtcdContext, EtcdQueue
+
+__all__ = ["EtcdCredentials", "EtcdProvider", "endpoints_of"]
+
+
+@dataclass(frozen=True)
+class EtcdCredentials:
+    user: str | None = None
+    password: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+def endpoints_of(url: str) -> list[str]:
+    """`etcd://h1:2379,h2:2379` -> ["http://h1:2379", "http://h2:2379"] (etcds:// -> https)."""
+    scheme, _, hosts = url.partition("://")
+    http = "https" if scheme == "etcds" else "http"
+    return [f"{http}://{h.strip()}" for h in hosts.strip("/").split(",") if h.strip()]
+
+
+def _ssl_context(url: str, creds: EtcdCredentials) -> ssl.SSLContext | None:
+    if not url.startswith("etcds://"):
+        return None
+    context = ssl.create_default_context(cafile=creds.ca)
+    if creds.cert:
+        context.load_cert_chain(creds.cert, creds.key)
+    return context
+
+
+class EtcdProvider:
+    """Every etcd queue this node joined."""
+
+    def __init__(self, specs: Mapping[str, str], ctx: EtcdContext, creds: EtcdCredentials) -> None:
+        self.queues: dict[str, EtcdQueue] = {}
+        for name, url in specs.items():
+            client = EtcdClient(endpoints_of(url), user=creds.user, password=creds.password,
+                                ssl_context=_ssl_context(url, creds))
+            self.queues[name] = EtcdQueue(name, client, ctx)
+
+    def queue(self, name: str) -> EtcdQueue | None:
+        return self.queues.get(name)
+
+    async def async_start(self) -> None:
+        for q in self.queues.values():
+            await q.async_start()
+
+    async def async_close(self) -> None:
+        for q in self.queues.values():
+            await q.async_close()
+
+    def lease_valid(self, name: str) -> bool:
+        q = self.queues.get(name)
+        return q is not None and q.lease_valid()
+
+    def status(self) -> dict[str, Any]:
+        return {name: q.status() for name, q in self.queues.items()}
