@@ -91,7 +91,7 @@ async def test_job_added_on_one_node_prints_on_the_other_exactly_its_count(etcd,
     b = await make_node(tmp_path / "b", "b", etcd.endpoints)
     try:
         path = await a.upload("part.gcode")
-        job, added = await a.queue.add_set({"path": path, "count": 2}, job_id=None, job_name="part", job_draft=False)
+        job, _ = await a.queue.add_set({"path": path, "count": 2}, job_id=None, job_name="part", job_draft=False)
         await eventually(lambda: str(job.id) in b.queue.docs)
         await eventually(lambda: "node-a" in b.queue.nodes and b.queue.file_secret() != b"")
         pick = await b.queue.hold_next("Generic", [], Strategy.IN_ORDER)
