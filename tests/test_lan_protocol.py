@@ -98,6 +98,15 @@ class Cluster:
         return [e for n, e in self.events if isinstance(e, kind) and (node is None or n == node)]
 
 
+def past_gate(c: Cluster, restarted_at: float) -> float:
+    """Tick until a node restarted at `restarted_at` has passed its sync gate (identity grace +
+    one anti-entropy period, then one answered round). Returns the time reached."""
+    now = restarted_at + T.identity_grace + T.anti_entropy_every
+    c.tick(now)
+    c.tick(now + 0.1)
+    return now + 0.1
+
+
 def submit(c: Cluster, home: str = "h", job: str = "j1", count: int = 1) -> None:
     c.do(home, "submit_job", job, "benchy", SETS, count, now=0.0)
 
@@ -239,20 +248,23 @@ def test_outbox_survives_holder_crash_and_is_retried() -> None:
     c.crash("p", 3.0)
     c.cut.clear()
     c.tick(10.0)
-    assert c.cores["h"].records["j1"].sets[0].completed == 1
+    assert c.cores["h"].records["j1"].sets[0].completed == 1  # reported even before the gate opens
     assert not c.stores["p"].outbox
+    past_gate(c, 3.0)
     # The crashed holder also gave its lease back (after its outbox emptied): the job is free.
     assert c.cores["h"].records["j1"].lease_holder is None and not c.stores["p"].held
 
 
-def test_holder_restart_releases_its_leases_at_once() -> None:
+def test_holder_restart_releases_its_leases_once_it_knows_its_state() -> None:
     c = Cluster("h", "p", "q")
     submit(c)
     c.do("p", "want_to_print", "j1", now=0.0)
     c.cores["p"].start_print("j1", 1.0)
     c.crash("p", 5.0)  # the print was interrupted
+    assert c.cores["h"].records["j1"].lease_holder == "p"  # not before the sync gate opens
+    now = past_gate(c, 5.0)
     assert c.cores["h"].records["j1"].lease_holder is None
-    c.do("q", "want_to_print", "j1", now=6.0)
+    c.do("q", "want_to_print", "j1", now=now)
     assert c.of(LeaseAcquired, "q")
 
 
@@ -265,6 +277,11 @@ def test_home_restart_keeps_outstanding_grants_live_for_ttl_plus_lock_delay() ->
     c.crash("h", 1000.0)  # its clock restarts; it cannot know how long it was down
     (restored,) = [e for e in c.of(GrantLive, "h") if e.live_until > 1000.0]
     assert restored.live_until == 1000.0 + 60 + 60 and restored.token == token
+    c.do("q", "want_to_print", "j1", now=1001.0)
+    assert [e.reason for e in c.of(AcquireFailed, "q")] == [DenyReason.SYNCING]
+    c.cores["h"].set_peers(["q"])  # p is unreachable: it went offline (heartbeats)
+    past_gate(c, 1000.0)
+    c.events.clear()
     c.do("q", "want_to_print", "j1", now=1100.0)
     assert [e.reason for e in c.of(AcquireFailed, "q")] == [DenyReason.LOCKED]
     c.tick(1120.0)

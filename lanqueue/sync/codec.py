@@ -28,6 +28,7 @@ MESSAGE_TYPES: dict[str, type] = {
         m.AcquireRequest, m.RenewRequest, m.LeaseGranted, m.LeaseDenied, m.ReleaseRequest,
         m.ReleaseAck, m.ProgressReport, m.ProgressRejected, m.CompletionReport, m.CompletionAck,
         m.NotHome, m.RecordPush, m.DigestRequest, m.RecordFetch, m.ConflictNotice,
+        m.SyncRequest, m.SyncReply, m.IdentityClash,
     )
 }
 _DATA_TYPES: dict[str, type] = {

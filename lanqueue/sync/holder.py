@@ -268,14 +268,22 @@ class HolderSide:
                   and lease.printing is None and not self.outbox_pending(job_id)):
                 lease.next_retry = now + t.retry_every
                 out.append(Send(home, ReleaseRequest(self.node_id, job_id, lease.token)))
+        out.extend(self.report_outbox(now, home_of))
+        stale = [r for r, (_, sent) in self._pending.items() if now - sent > t.ttl]
+        for r in stale:
+            del self._pending[r]
+        return out
+
+    def report_outbox(self, now: float, home_of: Callable[[str], str | None]) -> list[Action]:
+        """Report due outbox entries again. Safe at any time, even before a restarted node knows
+        its own state: each entry is a real print under its own key, counted at most once."""
+        out: list[Action] = []
+        t = self.timings
         for seq, entry in self.outbox.items():
             home = home_of(entry.job_id)
             if home is not None and now >= self._outbox_next_try.get(seq, now):
                 self._outbox_next_try[seq] = now + t.retry_every
                 out.append(Send(home, CompletionReport(self.node_id, entry.job_id, entry.token, seq, entry.set_index)))
-        stale = [r for r, (_, sent) in self._pending.items() if now - sent > t.ttl]
-        for r in stale:
-            del self._pending[r]
         return out
 
     # -- restart ---------------------------------------------------------------------------------

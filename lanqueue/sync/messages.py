@@ -36,6 +36,9 @@ __all__ = [
     "DigestRequest",
     "RecordFetch",
     "ConflictNotice",
+    "SyncRequest",
+    "SyncReply",
+    "IdentityClash",
     "HeldLease",
     "OutboxEntry",
     "Action",
@@ -51,6 +54,7 @@ __all__ = [
     "CompletionApplied",
     "ConflictRecorded",
     "RecordChanged",
+    "Alert",
 ]
 
 
@@ -91,6 +95,7 @@ class DenyReason(enum.Enum):
     NOT_AVAILABLE = "not_available"  # done, draft, deleted
     STALE_TOKEN = "stale_token"  # renew with a token that is not current
     NOT_HOME = "not_home"
+    SYNCING = "syncing"  # the home is catching up with its peers after a restart or a clash
     TIMEOUT = "timeout"  # holder-local: no answer in time
 
 
@@ -175,6 +180,32 @@ class ConflictNotice(Message):
 
     job_id: str
     entry: ConflictEntry
+
+
+@dataclass(frozen=True)
+class SyncRequest(Message):
+    """A node that restarted (or saw its id used twice) asks each peer for everything newer than
+    what it holds, before it grants or completes anything: its disk may have gone back in time."""
+
+    round: int
+    digest: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class SyncReply(Message):
+    """Records newer than the asker's digest, and whether this peer hears the asker's node id
+    from a second live node (`clash`: the other run's instance id, or empty)."""
+
+    round: int
+    records: tuple[JobRecord, ...]
+    clash: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityClash(Message):
+    """Your node id is in use by two live nodes (`instances`); nothing from it is acted on."""
+
+    instances: tuple[str, ...]
 
 
 # ----------------------------------------------------------------------- durable holder-side rows
@@ -290,6 +321,14 @@ class CompletionApplied(Event):
 class ConflictRecorded(Event):
     job_id: str
     entry: ConflictEntry
+
+
+@dataclass(frozen=True)
+class Alert(Event):
+    """Something the user must know about this node (data rolled back, id cloned); for the log."""
+
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True)

@@ -41,15 +41,17 @@ queue, state, now, timings, peers)` rebuilds a core from them and returns its fi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from .durable import DurableState, _Out
 from .errors import LocalProtocolError, NotHomeError, RemoteProtocolError
-from .holder import HolderPhase, HolderSide
+from .holder import REQ_BOOT_SHIFT, HolderPhase, HolderSide
 from .home import Effect, HomeLeases, LeaseState
+from .identity import IdentityWatch
 from .messages import (
     AcquireRequest,
     Action,
+    Alert,
     CompletionAck,
     CompletionApplied,
     CompletionReport,
@@ -60,6 +62,7 @@ from .messages import (
     GrantEnded,
     GrantLive,
     HeldLease,
+    IdentityClash,
     LeaseDenied,
     LeaseGranted,
     Message,
@@ -74,6 +77,8 @@ from .messages import (
     ReleaseRequest,
     RenewRequest,
     Send,
+    SyncReply,
+    SyncRequest,
 )
 from .records import (
     MAX_ADOPTIONS,
@@ -92,6 +97,27 @@ __all__ = ["DurableState", "LanNodeCore"]
 #: Marks a divergence entry that this node (an old home) added to its own copy of an adopted
 #: record until the new home records it; see `LanNodeCore._merge`.
 _PENDING = "[not yet recorded by the new home] "  # DurableState is re-exported from .durable
+#: The command that gives a node a new identity (shown wherever a clash is reported).
+RESET_IDENTITY = "lanqueue reset-identity --data-dir <its data dir>"
+
+
+@dataclass
+class _SyncGate:
+    """A node that restarted, or heard its id used by another node, acts on nothing until every
+    online peer answered a `SyncRequest` sent at or after `open_at`, none reporting a clash.
+
+    Why: a restored SD image makes a home forget grants and counts its peers still hold (it would
+    reissue tokens and print finished copies again), and a cloned card makes two homes of one id.
+    The first answered round (`caught_up`) brings the newer records; `open_at` leaves the time a
+    second live run of this id needs to be heard by the peers (identity_grace + one
+    anti-entropy period, in which every running node speaks to every peer)."""
+
+    open_at: float
+    round: int = 0
+    round_at: float = float("-inf")
+    next_send: float = float("-inf")
+    answered: set[str] = field(default_factory=set)
+    caught_up: bool = False
 
 
 class LanNodeCore:
@@ -105,8 +131,9 @@ class LanNodeCore:
     home_leases_factory: Callable[[Timings], HomeLeases] = HomeLeases
 
     def __init__(self, node_id: str, queue: str, timings: Timings | None = None,
-                 peers: Iterable[str] = (), *, boot: int = 0, next_seq: int = 1) -> None:
+                 peers: Iterable[str] = (), *, boot: int = 0, next_seq: int = 1, instance: str = "") -> None:
         self.node_id = node_id
+        self.instance = instance  # random per run: tells a restart from a clone
         self.queue = queue
         self.timings = timings or Timings()
         self.peers: list[str] = sorted(p for p in set(peers) if p != node_id)
@@ -117,6 +144,15 @@ class LanNodeCore:
         self._next_anti_entropy = 0.0
         self._diverged: dict[str, ConflictEntry] = {}  # adopt notices not yet in the new home's record
         self._ae_index = 0
+        t = self.timings
+        self.clash_hold = t.identity_grace + 3 * t.anti_entropy_every
+        self.identity = IdentityWatch(t.identity_grace, self.clash_hold)
+        self._gate: _SyncGate | None = None
+        self._gate_round = 0
+        self.clash: str = ""  # the other run's instance id while this node's id is used twice
+        self.clash_until = float("-inf")
+        self.rolled_back: str = ""  # what this node found when its data had gone back in time
+        self._rollback_found: dict[str, ConflictEntry] = {}  # home side, recorded when the gate opens
         self._handlers: dict[type[Message], Callable[[Message, float, _Out], None]] = {
             AcquireRequest: self._on_acquire,  # type: ignore[dict-item]
             RenewRequest: self._on_renew,  # type: ignore[dict-item]
@@ -133,6 +169,9 @@ class LanNodeCore:
             DigestRequest: self._on_digest,  # type: ignore[dict-item]
             RecordFetch: self._on_fetch,  # type: ignore[dict-item]
             ConflictNotice: self._on_conflict_notice,  # type: ignore[dict-item]
+            SyncRequest: self._on_sync_request,  # type: ignore[dict-item]
+            SyncReply: self._on_sync_reply,  # type: ignore[dict-item]
+            IdentityClash: self._on_identity_clash,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------------- durable state
@@ -143,14 +182,16 @@ class LanNodeCore:
 
     @classmethod
     def restore(cls, node_id: str, queue: str, state: DurableState, now: float,
-                timings: Timings | None = None, peers: Iterable[str] = ()) -> tuple[LanNodeCore, list[Action]]:
+                timings: Timings | None = None, peers: Iterable[str] = (), *,
+                instance: str = "") -> tuple[LanNodeCore, list[Action]]:
         """Rebuild after a restart (clean or crash) from durable state only.
 
         Becomes home again of the jobs whose record names this node (S6 applies to the grants
         they name); releases the leases it held; re-reports its outbox. Returns the core and the
-        actions to run first (a `Persist` of the new boot number, then events and sends).
+        actions to run first (a `Persist` of the new boot number, then events and sends). Nothing
+        is granted, completed or released before the sync gate opens (`_SyncGate`).
         """
-        core = cls(node_id, queue, timings, peers, boot=state.boot + 1, next_seq=state.next_seq)
+        core = cls(node_id, queue, timings, peers, boot=state.boot + 1, next_seq=state.next_seq, instance=instance)
         out = core._out()
         out.persists.append(Persist(boot=core.holder.boot))
         for rec in state.records.values():
@@ -164,7 +205,7 @@ class LanNodeCore:
                 if c.kind is ConflictKind.DIVERGED and c.holder == node_id and c.detail.startswith(_PENDING):
                     core._diverged[rec.id] = replace(c, detail=c.detail[len(_PENDING):])
         core.holder.restore(state.held, state.outbox, now)
-        out.add(core.holder.tick(now, core._home_of))
+        core._close_gate(now + core.timings.identity_grace + core.timings.anti_entropy_every, now, out)
         return core, core._finish(out, now)
 
     # -------------------------------------------------------------------------- local: queue
@@ -174,6 +215,7 @@ class LanNodeCore:
     def submit_job(self, job_id: str, name: str, sets: Sequence[SetRecord], count: int, now: float, *,
                    draft: bool = False, created: float = 0.0, rank: float = 0.0) -> list[Action]:
         """Add a job with this node as its home (epoch 1)."""
+        self._require_open()
         if job_id in self.records:
             raise LocalProtocolError(f"job {job_id} exists")
         if len(self.records) >= self.timings.max_jobs:
@@ -236,6 +278,7 @@ class LanNodeCore:
         """
         if not targets:
             raise LocalProtocolError("drain needs at least one live peer")
+        self._require_open()
         out = self._out()
         mine = [r for r in self.records.values() if r.home == self.node_id and r.id in self.home and not r.tombstone]
         for i, rec in enumerate(sorted(mine, key=lambda r: r.id)):
@@ -253,6 +296,7 @@ class LanNodeCore:
         """
         if gone_home == self.node_id:
             raise LocalProtocolError("cannot adopt own jobs")
+        self._require_open()
         out = self._out()
         for rec in sorted(self.records.values(), key=lambda r: r.id):
             if rec.home == gone_home and not rec.tombstone:
@@ -264,6 +308,7 @@ class LanNodeCore:
 
     # ------------------------------------------------------------------------ local: holder
     def want_to_print(self, job_id: str, now: float) -> list[Action]:
+        self._require_open()
         rec = self.records.get(job_id)
         if rec is None or not rec.acquirable:
             raise LocalProtocolError(f"job {job_id} cannot be printed")
@@ -272,7 +317,10 @@ class LanNodeCore:
         return self._finish(out, now)
 
     def lease_valid(self, job_id: str, now: float) -> bool:
-        return self.holder.lease_valid(job_id, now)
+        """May the print of `job_id` go on? False once the lease lapsed on this node's clock, and
+        while this node is not sure of its own state (sync gate, id clash): the driver checks this
+        before every further line and stops the print when it turns False."""
+        return self._gate is None and self.holder.lease_valid(job_id, now)
 
     def start_print(self, job_id: str, now: float) -> int:
         """Claim the next print of a held job; returns the set index to print. Needs a valid
@@ -281,6 +329,7 @@ class LanNodeCore:
         index = rec.next_set() if rec is not None and not rec.tombstone else None
         if index is None:
             raise LocalProtocolError(f"nothing left to print in {job_id}")
+        self._require_open()
         self.holder.start_print(job_id, index, now)
         return index
 
@@ -303,21 +352,52 @@ class LanNodeCore:
         return self._finish(out, now)
 
     # ------------------------------------------------------------------------ inputs
-    def handle(self, message: Message, now: float) -> list[Action]:
+    def handle(self, message: Message, now: float, instance: str = "") -> list[Action]:
         """Process one message from a peer. Raises `RemoteProtocolError` for a bad message,
-        in which case nothing from it was applied."""
+        in which case nothing from it was applied.
+
+        `instance` is the sender's run id as its signature carries it. A node id heard from two
+        live runs (a cloned card) is acted on for nothing: a sync request is answered with the
+        clash, anything else with an `IdentityClash` notice, so both runs learn it and stop."""
         handler = self._handlers.get(type(message))
         if handler is None:
             raise RemoteProtocolError(f"unexpected message {type(message).__name__}")
         if message.sender == self.node_id:
             raise RemoteProtocolError("message claims to come from this node")
         out = self._out()
-        handler(message, now, out)
+        self.identity.heard(message.sender, instance, now)
+        other = self.identity.other_than(message.sender, instance, now) if instance else ""
+        if isinstance(message, SyncRequest):
+            self._on_sync_request(message, now, out, other)
+        elif other:
+            out.sends.append(Send(message.sender, IdentityClash(self.node_id, (instance, other))))
+        else:
+            handler(message, now, out)
         return self._finish(out, now)
 
+    def status(self, now: float) -> dict[str, object]:
+        """This node's standing in the queue, for the page, `lanqueue status` and the log."""
+        if self._gate is not None and self.clash and now < self.clash_until:
+            state, detail = "identity_clash", (
+                f"another node is running with this node's id {self.node_id} (a copied SD card?); "
+                f"this node does nothing on the LAN queue {self.queue!r} until one of them gets a "
+                f"new identity: {RESET_IDENTITY}")
+        elif self._gate is not None:
+            state, detail = "syncing", "catching up with the other nodes before granting or printing"
+        else:
+            state, detail = "ok", ""
+        return {"state": state, "detail": detail, "rolled_back": self.rolled_back,
+                "reset_identity": RESET_IDENTITY if state == "identity_clash" else ""}
+
     def tick(self, now: float) -> list[Action]:
-        """Timers: grant expiry and lock-delay, renewals, retries, anti-entropy."""
+        """Timers: grant expiry and lock-delay, renewals, retries, anti-entropy. While the sync
+        gate is closed only the sync rounds run: nothing is freed, renewed or released."""
         out = self._out()
+        if self._gate is not None:
+            self._gate_tick(now, out)
+            if self._gate is not None:
+                out.add(self.holder.report_outbox(now, self._home_of))
+                return self._finish(out, now)
         for job_id in self.home.due(now):
             rec = self.records[job_id]
             d = self.home.deadline(rec, now)
@@ -334,11 +414,138 @@ class LanNodeCore:
                     del self._diverged[job_id]
                 else:
                     out.sends.append(Send(rec.home, ConflictNotice(self.node_id, job_id, entry)))
-            peer = self.peers[self._ae_index % len(self.peers)]
-            self._ae_index += 1
-            digest = tuple((j, r.epoch, r.version) for j, r in sorted(self.records.items()))
-            out.sends.append(Send(peer, DigestRequest(self.node_id, digest)))
+            # Every peer, every period: a second run of this node id is heard within one period.
+            digest = self._digest()
+            out.sends.extend(Send(peer, DigestRequest(self.node_id, digest)) for peer in self.peers)
         return self._finish(out, now)
+
+    # ------------------------------------------------------------------------ the sync gate
+    def _digest(self) -> tuple[tuple[str, int, int], ...]:
+        return tuple((j, r.epoch, r.version) for j, r in sorted(self.records.items()))
+
+    def _require_open(self) -> None:
+        if self._gate is not None:
+            why = ("its node id is in use by another node" if self.clash else
+                   "it is catching up with the other nodes after a restart")
+            raise LocalProtocolError(f"this node cannot act on the LAN queue {self.queue!r} now: {why}")
+
+    def _close_gate(self, open_at: float, now: float, out: _Out) -> None:
+        if self._gate is None:
+            self._gate = _SyncGate(open_at)
+        else:
+            self._gate.open_at = max(self._gate.open_at, open_at)
+        self._new_round(now, out)
+
+    def _new_round(self, now: float, out: _Out) -> None:
+        gate = self._gate
+        assert gate is not None
+        self._gate_round += 1
+        gate.round, gate.round_at, gate.answered = self._gate_round, now, set()
+        self._sync_sends(now, out)
+
+    def _sync_sends(self, now: float, out: _Out) -> None:
+        gate = self._gate
+        assert gate is not None
+        gate.next_send = now + self.timings.retry_every
+        digest = self._digest()
+        out.sends.extend(Send(p, SyncRequest(self.node_id, gate.round, digest))
+                         for p in self.peers if p not in gate.answered)
+
+    def _gate_tick(self, now: float, out: _Out) -> None:
+        gate = self._gate
+        assert gate is not None
+        if gate.round_at < gate.open_at <= now:
+            self._new_round(now, out)  # the confirming round: sent once the grace has passed
+            return
+        if set(self.peers) <= gate.answered:
+            if not gate.caught_up:
+                gate.caught_up = True
+                self._learn_own_past(out)
+            if gate.round_at >= gate.open_at:
+                self._open_gate(now, out)
+                return
+        if now >= gate.next_send:
+            self._sync_sends(now, out)
+
+    def _open_gate(self, now: float, out: _Out) -> None:
+        """Every online peer answered after the grace, none hears this id twice: act again.
+        Record what the sync found (a rollback of this node's data) as conflicts users see."""
+        self._gate = None
+        self.clash = ""
+        self._learn_own_past(out)
+        for job_id, entry in sorted(self._rollback_found.items()):
+            rec = self.records.get(job_id)
+            if rec is not None and self.is_home(job_id) and entry not in rec.conflicts:
+                self._write(rec.with_conflict(entry), out)
+                out.events.append(ConflictRecorded(job_id, entry))
+        self._rollback_found.clear()
+        for rec in sorted(self.records.values(), key=lambda r: r.id):
+            if rec.lease_holder == self.node_id and rec.id not in self.holder.leases and not rec.tombstone:
+                # A peer's copy says this node holds the job, and this node has no row of it.
+                if self.rolled_back:
+                    entry = ConflictEntry(ConflictKind.ROLLED_BACK, self.node_id, rec.lease_token, rec.version,
+                                          "this printer's data was restored from an older image after it was "
+                                          f"granted token {rec.lease_token}: a copy may have been printed twice")
+                    self._diverged[rec.id] = entry
+                    out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
+                out.sends.append(Send(rec.home, ReleaseRequest(self.node_id, rec.id, rec.lease_token)))
+        out.add(self.holder.tick(now, self._home_of))
+
+    def _learn_own_past(self, out: _Out) -> None:
+        """Idempotency keys and request ids this node used before its data went back in time are
+        in its peers' records: continue above them, so a reused key is never taken for a repeat."""
+        seen = max((r.applied_seq(self.node_id) for r in self.records.values()), default=-1)
+        for r in self.records.values():
+            for c in r.conflicts:
+                if c.holder == self.node_id and c.kind not in (ConflictKind.ROLLED_BACK, ConflictKind.DIVERGED):
+                    seen = max(seen, c.seq)
+        if seen >= self.holder.next_seq:
+            self._found_rollback(f"the other nodes hold completions up to number {seen} from this printer, "
+                                 f"its own data only up to {self.holder.next_seq - 1}", out)
+            self.holder.next_seq = seen + 1
+            out.persists.append(Persist(next_seq=self.holder.next_seq))
+        if any(r.lease_holder == self.node_id and (r.lease_req >> REQ_BOOT_SHIFT) >= self.holder.boot
+               for r in self.records.values()):
+            self._found_rollback("a lease was granted to a run of this node that its data does not know", out)
+
+    def _found_rollback(self, detail: str, out: _Out) -> None:
+        if not self.rolled_back:
+            self.rolled_back = f"this node's data went back in time (an older SD card image?): {detail}"
+            out.events.append(Alert("rolled_back", self.rolled_back))
+
+    def _on_sync_request(self, msg: SyncRequest, now: float, out: _Out, clash: str) -> None:
+        if len(msg.digest) > self.timings.max_jobs:
+            raise RemoteProtocolError("digest larger than any queue may be")
+        theirs = {j: (e, v) for j, e, v in msg.digest}
+        newer = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
+        want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
+        out.sends.append(Send(msg.sender, SyncReply(self.node_id, msg.round, newer, clash)))
+        if want and not clash:
+            out.sends.append(Send(msg.sender, RecordFetch(self.node_id, want[: self.timings.max_jobs])))
+
+    def _on_sync_reply(self, msg: SyncReply, now: float, out: _Out) -> None:
+        for rec in msg.records:
+            self._merge(rec, now, out)
+        if msg.clash:
+            self._clashed(msg.clash, now, out)
+        elif self._gate is not None and msg.round == self._gate.round:
+            self._gate.answered.add(msg.sender)
+
+    def _on_identity_clash(self, msg: IdentityClash, now: float, out: _Out) -> None:
+        others = [i for i in msg.instances if i != self.instance]
+        if others and self.instance in msg.instances:
+            self._clashed(others[0], now, out)
+
+    def _clashed(self, other: str, now: float, out: _Out) -> None:
+        """A peer hears this node id from another live run too: stop acting until that ends."""
+        if not self.clash:
+            out.events.append(Alert("identity_clash", f"node id {self.node_id} is used by another running node "
+                                    f"(run {other[:8]}, this run {self.instance[:8]}); give one of them a new "
+                                    f"identity: {RESET_IDENTITY}"))
+        self.clash, self.clash_until = other, now + self.clash_hold
+        for job_id, lease in list(self.holder.leases.items()):
+            lease.valid_until = float("-inf")  # a print under this id must not go on
+        self._close_gate(now + self.clash_hold, now, out)
 
     # ------------------------------------------------------------------------ queries
     def is_home(self, job_id: str) -> bool:
@@ -375,6 +582,7 @@ class LanNodeCore:
         return rec.home
 
     def _own(self, job_id: str) -> JobRecord:
+        self._require_open()
         rec = self.records.get(job_id)
         if rec is None or rec.tombstone:
             raise LocalProtocolError(f"unknown job {job_id}")
@@ -404,19 +612,37 @@ class LanNodeCore:
         if cur is None and len(self.records) >= self.timings.max_jobs:
             raise RemoteProtocolError("too many jobs in this queue")
         was_home = rec.id in self.home
-        if was_home and cur is not None and rec.epoch == cur.epoch:
-            return  # only this node writes its epoch; a "newer" copy would be corrupt, keep ours
-        if cur is not None and cur.home == self.node_id and rec.epoch > cur.epoch and rec.home != self.node_id:
-            # Another node adopted this job: our grants are stale from here on.
-            self.home.drop(rec.id)
+        rolled_back = rec.home == self.node_id and (
+            (cur is None and (rec.epoch == 1 or rec.version > 1)) or
+            (cur is not None and rec.epoch == cur.epoch and cur.home == self.node_id))
+        if rolled_back:
+            # Only this node writes its epoch of its jobs: a newer copy (or a job of ours we do not
+            # know) was written by a run of this node whose data is gone, an older image restored.
+            # Take it (the grants and counts in it are real) and record what happened.
+            self._found_rollback(f"the other nodes hold newer copies of jobs this node is home of "
+                                 f"({rec.id[:8]}: version {rec.version}, here {cur.version if cur else 'none'})", out)
+            self._rollback_found[rec.id] = ConflictEntry(
+                ConflictKind.ROLLED_BACK, self.node_id, rec.lease_token, rec.version,
+                f"the home's data was restored from an older image (it had version "
+                f"{cur.version if cur else 0}, the other nodes {rec.version}); prints it counted or granted "
+                "meanwhile may have been repeated")
+            if self._gate is None:  # found after the gate opened (that peer was away): record now
+                entry = self._rollback_found.pop(rec.id)
+                rec = replace(rec.with_conflict(entry), version=rec.version + 1)
+                out.events.append(ConflictRecorded(rec.id, entry))
+                out.written[rec.id] = rec
+        if cur is not None and rec.epoch > cur.epoch and rec.home != self.node_id:
+            if cur.home == self.node_id:
+                self.home.drop(rec.id)  # another node adopted this job: our grants are stale
             taken = next((k for k in reversed(rec.adoptions) if k[0] == cur.epoch), None)
             if taken is not None and cur.key > taken:
-                # We changed the job after the copy the adopter started from (prints counted
-                # here are not counted there): tell the new home, and repeat from `tick` until its
+                # Our copy is newer than the one the adopter started from (prints counted in it
+                # are not counted there): tell the new home, and repeat from `tick` until its
                 # record shows the conflict. Until then our copy carries the entry (a local
                 # annotation, same key), so the notice survives a restart of this node.
+                who = "old home" if cur.home == self.node_id else f"a copy held by {self.node_id}"
                 entry = ConflictEntry(ConflictKind.DIVERGED, self.node_id, cur.lease_token, cur.version,
-                                      f"old home changed the job up to version {cur.version} after the copy "
+                                      f"{who} changed the job up to version {cur.version} after the copy "
                                       f"adopted at {taken}")
                 if entry not in rec.conflicts:
                     self._diverged[rec.id] = entry
@@ -434,8 +660,12 @@ class LanNodeCore:
         out.events.append(RecordChanged(rec))
         if was_home and rec.home != self.node_id:
             self.home.drop(rec.id)
-        if rec.home == self.node_id and not rec.tombstone and (not was_home or cur is None or rec.epoch > cur.epoch):
+        if rec.home == self.node_id and not rec.tombstone and (
+                not was_home or cur is None or rec.epoch > cur.epoch or rolled_back):
             self._take_home(rec, now, out)
+        hw = rec.applied_seq(self.node_id)
+        if hw >= self.holder.next_seq:
+            self._learn_own_past(out)
 
     def _reply_not_home(self, msg: Message, job_id: str, out: _Out) -> None:
         out.sends.append(Send(msg.sender, NotHome(self.node_id, job_id, self.records.get(job_id))))
@@ -465,7 +695,19 @@ class LanNodeCore:
             effect, DenyReason.STALE_TOKEN if isinstance(msg, RenewRequest) else DenyReason.NOT_AVAILABLE)
         out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, rec.id, msg.req, reason, rec)))
 
+    def _home_waits(self, job_id: str, now: float, *, renew: bool = False) -> bool:
+        """While the sync gate is closed a home writes nothing: requests wait for their retry. A
+        renew (it writes nothing) is answered once the records are caught up, so the printers of
+        this home's jobs keep their leases across its restart."""
+        gate = self._gate
+        if gate is None:
+            return False
+        return not (renew and gate.caught_up and job_id not in self.home.due(now))
+
     def _on_acquire(self, msg: AcquireRequest, now: float, out: _Out) -> None:
+        if self._gate is not None:
+            out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, msg.job_id, msg.req, DenyReason.SYNCING)))
+            return
         rec = self._homed(msg.job_id)
         if rec is None and (dead := self._deleted_here(msg.job_id)) is not None:
             out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, dead.id, msg.req, DenyReason.NOT_AVAILABLE, dead)))
@@ -482,6 +724,8 @@ class LanNodeCore:
         self._grant_reply(msg, d.record, d.effect, d.live_until, out)
 
     def _on_renew(self, msg: RenewRequest, now: float, out: _Out) -> None:
+        if self._home_waits(msg.job_id, now, renew=True):
+            return
         rec = self._homed(msg.job_id)
         if rec is None and (dead := self._deleted_here(msg.job_id)) is not None:
             out.sends.append(Send(msg.sender, LeaseDenied(self.node_id, dead.id, msg.req, DenyReason.NOT_AVAILABLE, dead)))
@@ -496,6 +740,8 @@ class LanNodeCore:
         self._grant_reply(msg, d.record, d.effect, d.live_until, out)
 
     def _on_release(self, msg: ReleaseRequest, now: float, out: _Out) -> None:
+        if self._home_waits(msg.job_id, now):
+            return
         rec = self._homed(msg.job_id)
         if rec is None and self._deleted_here(msg.job_id) is not None:
             out.sends.append(Send(msg.sender, ReleaseAck(self.node_id, msg.job_id, msg.token, True)))
@@ -520,6 +766,8 @@ class LanNodeCore:
             out.sends.append(Send(msg.sender, ProgressRejected(self.node_id, rec.id, msg.token)))
 
     def _on_completion(self, msg: CompletionReport, now: float, out: _Out) -> None:
+        if self._home_waits(msg.job_id, now):
+            return
         rec = self._homed(msg.job_id) or self._deleted_here(msg.job_id)
         if rec is None:
             self._reply_not_home(msg, msg.job_id, out)
@@ -536,6 +784,8 @@ class LanNodeCore:
         out.sends.append(Send(msg.sender, CompletionAck(self.node_id, rec.id, msg.seq, accepted, new)))
 
     def _on_conflict_notice(self, msg: ConflictNotice, now: float, out: _Out) -> None:
+        if self._home_waits(msg.job_id, now):
+            return
         rec = self._homed(msg.job_id) or self._deleted_here(msg.job_id)
         if rec is None:
             return
@@ -564,6 +814,8 @@ class LanNodeCore:
         self._merge(msg.record, now, out)
         out.add(self.holder.on_completion_ack(msg.seq, msg.accepted))
         rec = self.records.get(msg.job_id)
+        if self._gate is not None:
+            return  # releases wait for the gate: a clone must not give back the other run's leases
         if rec is not None:
             out.add(self.holder.pending_release(msg.job_id, rec.home, now))
         lease = self.holder.leases.get(msg.job_id)

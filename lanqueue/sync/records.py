@@ -63,6 +63,9 @@ class Timings:
     retry_every: float = 5.0
     anti_entropy_every: float = 30.0
     max_jobs: int = 10_000
+    #: Longer than any message of a node's previous run can take to arrive: a node id heard from
+    #: an older run this long after a newer run spoke is a second node with the same id (clone).
+    identity_grace: float = 15.0
 
     def __post_init__(self) -> None:
         if not (0 < self.renew_every < self.ttl):
@@ -93,6 +96,7 @@ class ConflictKind(enum.Enum):
     OVER_COMPLETION = "over_completion"  # nothing left to count (job done or set exhausted)
     DELETED = "deleted"  # the job was deleted while it was printed
     DIVERGED = "diverged"  # an old home accepted work after another node adopted the job
+    ROLLED_BACK = "rolled_back"  # a node's data went back in time (an older SD card image)
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,10 @@ def apply_completion(
         return conflict(ConflictKind.DELETED, "job deleted")
     if fenced and token != record.lease_token:
         return conflict(ConflictKind.STALE_TOKEN, f"current token is {record.lease_token}")
+    if fenced and record.lease_holder not in (None, holder):
+        # The same token granted to another node: only a home whose data went back in time does
+        # that (it is why tokens are compared with the holder too).
+        return conflict(ConflictKind.STALE_TOKEN, f"token {token} is held by {record.lease_holder}")
     if record.done or not (0 <= set_index < len(record.sets)) or record.sets[set_index].remaining <= 0:
         return conflict(ConflictKind.OVER_COMPLETION, f"nothing left to count in set {set_index}")
 
