@@ -1,9 +1,28 @@
 """Durable state of one node: queues, jobs, sets, runs, files and settings in one SQLite file.
 
 Every write is one transaction committed with WAL and `synchronous=FULL` before the caller gets
-an answer, so anything the API acknowledged survives kill -9 and power loss. aiosqlite runs the
-connection in its own thread; a single asyncio lock serialises the read-modify-write
-transactions so concurrent requests can never interleave half-way (ranks and counts stay sound).
+an answer, so anything the API acknowledged survives kill -9 and power loss.
+
+The write model (why it is built this way):
+
+- One writer task owns the writing connection. Callers hand it a unit of work and wait for the
+  answer; the task runs each unit inside its own SAVEPOINT, so a unit that is refused (a
+  `BadRequest` raised half-way, after some UPDATEs) rolls back to exactly where it began and
+  changes nothing, while the units queued next to it still commit. Units that arrive while the
+  disk syncs are committed together (group commit): one fsync answers many clients, which is
+  what makes durable writes fast on a real disk. Units never interleave, so read-modify-write
+  code (ranks, counts) stays sound without locks in the callers.
+- Reads never touch the writing connection. They go to separate read-only connections, and in
+  WAL mode a reader sees only committed transactions. Before this, reads shared the writer's
+  connection and could see a refused edit's changes before its rollback (state/get served them
+  and the driver started a draft job on a refused `draft: false`). Reads that must agree with
+  each other (jobs and their sets) run in one read transaction: `snapshot()`.
+- `generation` is bumped only after a commit that changed something, so a cache keyed by it can
+  never hold a state that was rolled back: the readers could not see one in the first place.
+
+Damage and full disks are errors with a clear meaning: `DataDirError` names the file and what to
+do (the node exits with it), `InsufficientStorage` (507) says the disk is full and nothing was
+written.
 
 The schema is versioned with `PRAGMA user_version` and one migration step per version. Other
 components (the LAN queues) keep their tables in the same file and register their own steps
@@ -13,22 +32,40 @@ under their own name in the `migrations` table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
+import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, InsufficientStorage, NotFound
 from .model import ARCHIVE, LOCAL, Job, PrintSet, Run, Strategy, apply_success, rank_between, reset_job
 
-__all__ = ["Store", "Migration"]
+__all__ = ["Store", "Migration", "DataDirError", "check_database"]
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 HISTORY_LIMIT = 100
+READERS = 2  # read connections: state/get's rebuild holds one while the other serves small reads
+GROUP_LIMIT = 64  # units of work committed together at most
+
+log = logging.getLogger(__name__)
+
+# the read connection of the current task's snapshot(), if it has one
+_SNAPSHOT: contextvars.ContextVar[aiosqlite.Connection | None] = contextvars.ContextVar(
+    "lanqueue_store_snapshot", default=None
+)
+
+
+class DataDirError(Exception):
+    """The database cannot be used as it is (damaged, not a database, read-only): the message
+    is one line naming the file and what to do, for the log and the exit status."""
 
 
 async def _v1(db: aiosqlite.Connection) -> None:
@@ -105,38 +142,72 @@ async def _run_script(db: aiosqlite.Connection, script: str) -> None:
 class Store:
     """The node's SQLite database. Open with `await Store.open(path)`, close with `async_close()`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: aiosqlite.Connection, readers: Sequence[aiosqlite.Connection], path: Path) -> None:
         self._db = db
         self.path = path
-        self._lock = asyncio.Lock()
-        self.generation = 0  # bumped on every committed write; readers use it to cache views
+        self.generation = 0  # bumped after every commit that changed something; caches key by it
         self._listeners: list[Callable[[], None]] = []
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers = list(readers)
+        for r in readers:
+            self._readers.put_nowait(r)
+        self._pending: asyncio.Queue[tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], asyncio.Future[Any]]]
+        self._pending = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db, path)
-        await store._migrate()
+        """Open (creating or migrating) the database; a damaged or unusable file raises
+        `DataDirError` with every connection closed again (no thread is left to hold the
+        process open)."""
+        opened: list[aiosqlite.Connection] = []
+        try:
+            db = await _connect(path, opened)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await _quick_check(db, path)
+            readers = []
+            for _ in range(READERS):
+                reader = await _connect(path, opened)
+                await reader.execute("PRAGMA query_only=ON")
+                readers.append(reader)
+            store = cls(db, readers, path)
+            await store._migrate()
+        except (sqlite3.Error, OSError) as e:
+            for conn in opened:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            raise DataDirError(_damage_advice(path, e)) from e
+        store._writer_task = asyncio.create_task(store._writer_loop(), name="lanqueue-store-writer")
         return store
 
     async def async_close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None  # type: ignore[assignment]
-            await db.close()
+        if self._db is None:
+            return
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        while not self._pending.empty():
+            _, future = self._pending.get_nowait()
+            if not future.done():
+                future.set_exception(RuntimeError("the store was closed before this write ran"))
+        db, self._db = self._db, None  # type: ignore[assignment]
+        for conn in [db, *self._all_readers]:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
-        """The connection, for components that keep their own tables in this file."""
+        """The writing connection, for inspection (pragmas) only: writes go through
+        `transaction()`, reads through `fetchall()`."""
         return self._db
 
     async def _migrate(self) -> None:
+        """Run before the writer task starts, so nothing else uses the connection yet."""
         async with self._db.execute("PRAGMA user_version") as cur:
             (version,) = await cur.fetchone()  # type: ignore[misc]
         for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -150,30 +221,28 @@ class Store:
                 raise
 
     async def migrate_component(self, component: str, steps: Sequence[Migration]) -> None:
-        """Run the migration steps of another component that keeps tables in this database."""
-        async with self._lock:
-            await self._db.execute(
+        """Run the migration steps of another component that keeps tables in this database
+        (each step with its version record in one transaction)."""
+
+        async def version_of(db: aiosqlite.Connection) -> int:
+            await db.execute(
                 "CREATE TABLE IF NOT EXISTS migrations (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
-            await self._db.commit()
-            async with self._db.execute(
-                "SELECT version FROM migrations WHERE component=?", (component,)
-            ) as cur:
-                row = await cur.fetchone()
-            version = row[0] if row else 0
-            for number, step in enumerate(steps[version:], start=version + 1):
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    await step(self._db)
-                    await self._db.execute(
-                        "INSERT INTO migrations(component, version) VALUES (?, ?) "
-                        "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
-                        (component, number),
-                    )
-                    await self._db.commit()
-                except BaseException:
-                    await self._db.rollback()
-                    raise
+            rows = await self._fetchall("SELECT version FROM migrations WHERE component=?", (component,))
+            return int(rows[0][0]) if rows else 0
+
+        version = await self._write(version_of)
+        for number, step in enumerate(steps[version:], start=version + 1):
+
+            async def work(db: aiosqlite.Connection, step: Migration = step, number: int = number) -> None:
+                await step(db)
+                await db.execute(
+                    "INSERT INTO migrations(component, version) VALUES (?, ?) "
+                    "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                    (component, number),
+                )
+
+            await self._write(work)
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -183,30 +252,122 @@ class Store:
         return lambda: self._listeners.remove(callback)
 
     async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        """Run `work` in one IMMEDIATE transaction; commit (fsync) before returning."""
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(self._db)
-                await self._db.commit()
-            except BaseException:
-                await self._db.rollback()
-                raise
-            self.generation += 1
-        for callback in list(self._listeners):
-            callback()
-        return result
+        """Run `work` in a transaction of its own (see the module's write model); the answer
+        comes after the commit (fsync). Work may read with `self._fetchall` (it then reads its
+        own uncommitted changes) but must not call `_write` itself."""
+        if self._writer_task is None or self._writer_task.done():
+            raise RuntimeError("the store is closed")
+        if asyncio.current_task() is self._writer_task:
+            raise RuntimeError("a unit of work cannot queue another one (it would wait for itself)")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((work, future))
+        return await future
 
     async def transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        """For components with their own tables: `work` runs in one durable transaction."""
+        """For components with their own tables: everything `work` writes commits together,
+        or (when it raises) none of it."""
         return await self._write(work)
+
+    async def _writer_loop(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < GROUP_LIMIT and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            batch = [(w, f) for w, f in batch if not f.done()]  # callers cancelled while queued
+            try:
+                if batch:
+                    await self._commit_group(batch)
+            except asyncio.CancelledError:  # closing mid-group: no caller waits for ever
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(RuntimeError("the store was closed during this write"))
+                raise
+
+    async def _commit_group(
+        self, batch: list[tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], asyncio.Future[Any]]]
+    ) -> None:
+        """One transaction for the batch: each unit in a savepoint, one commit for all."""
+        db = self._db
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for work, _ in batch:
+                outcomes.append(await self._run_unit(db, work))
+            if any(ok for ok, _ in outcomes):
+                await db.commit()
+            else:
+                await db.rollback()
+        except Exception as e:  # BEGIN or COMMIT failed (disk full, I/O error): nothing is kept
+            if db.in_transaction:
+                with contextlib.suppress(Exception):
+                    await db.rollback()
+            error = _storage_error(e)
+            outcomes = [(False, error)] * len(batch)
+        if any(ok for ok, _ in outcomes):
+            self.generation += 1
+        for (_, future), (ok, value) in zip(batch, outcomes):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if any(ok for ok, _ in outcomes):
+            for callback in list(self._listeners):
+                try:
+                    callback()
+                except Exception:  # a listener must not stop the writer
+                    log.exception("store listener failed")
+
+    async def _run_unit(self, db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> tuple[bool, Any]:
+        await db.execute("SAVEPOINT unit")
+        try:
+            result = await work(db)
+        except Exception as e:
+            try:
+                await db.execute("ROLLBACK TO unit")
+                await db.execute("RELEASE unit")
+            except sqlite3.Error:
+                # SQLite already rolled the whole transaction back (disk full, I/O error):
+                # the units before this one are gone too, so the group fails as one
+                raise e from None
+            return False, _storage_error(e)
+        await db.execute("RELEASE unit")
+        return True, result
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """Reads made by this task inside the block all see the same committed state."""
+        if asyncio.current_task() is self._writer_task or _SNAPSHOT.get() is not None:
+            yield
+            return
+        reader = await self._readers.get()
+        token = _SNAPSHOT.set(reader)
+        try:
+            await reader.execute("BEGIN")
+            try:
+                yield
+            finally:
+                await reader.execute("COMMIT")
+        finally:
+            _SNAPSHOT.reset(token)
+            self._readers.put_nowait(reader)
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         return await self._fetchall(sql, args)
 
     async def _fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+        """Rows from committed state, or (inside a unit of work) from the writer's transaction."""
+        if asyncio.current_task() is self._writer_task:
+            return await _rows(self._db, sql, args)
+        held = _SNAPSHOT.get()
+        if held is not None:
+            return await _rows(held, sql, args)
+        reader = await self._readers.get()
+        try:
+            return await _rows(reader, sql, args)
+        finally:
+            self._readers.put_nowait(reader)
 
     # --- settings --------------------------------------------------------------------------
 
@@ -283,6 +444,10 @@ class Store:
 
     async def jobs(self, queue: str | None = None) -> list[Job]:
         """Jobs with their sets in rank order; every queue but the archive when `queue` is None."""
+        async with self.snapshot():
+            return await self._jobs(queue)
+
+    async def _jobs(self, queue: str | None) -> list[Job]:
         if queue is None:
             job_rows = await self._fetchall(
                 "SELECT * FROM jobs WHERE queue != ? ORDER BY rank, id", (ARCHIVE,)
@@ -304,6 +469,10 @@ class Store:
         return _assemble(job_rows, set_rows)
 
     async def job(self, job_id: int) -> Job:
+        async with self.snapshot():
+            return await self._job(job_id)
+
+    async def _job(self, job_id: int) -> Job:
         job_rows = await self._fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
         if not job_rows:
             raise NotFound(f"no job with id {job_id}")
@@ -669,3 +838,73 @@ def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Ro
                          metadata=_json_column(metadata))
             )
     return list(jobs.values())
+
+async def _rows(conn: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> list[aiosqlite.Row]:
+    async with conn.execute(sql, args) as cur:
+        return list(await cur.fetchall())
+
+
+async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    opened.append(conn)
+    conn.row_factory = aiosqlite.Row
+    await conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+async def _quick_check(db: aiosqlite.Connection, path: Path) -> None:
+    """A truncated file often opens and fails only at the first page it lacks: look at every
+    page once at start (milliseconds for a farm's database) instead of failing mid-request."""
+    async with db.execute("PRAGMA quick_check") as cur:
+        rows = [r[0] for r in await cur.fetchall()]
+    if rows != ["ok"]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0]})")
+
+
+def _damage_advice(path: Path, e: BaseException) -> str:
+    """One line: which file, what is wrong, what to do."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered or "permission" in lowered or "unable to open" in lowered:
+        advice = (f"the data directory {path.parent} or the file must be writable by this user "
+                  "(check its permissions and that its filesystem is mounted read-write)")
+    elif "full" in lowered or "no space" in lowered:
+        advice = f"free some space on the disk of {path.parent}"
+    else:
+        advice = (f"run `lanqueue check --data-dir {path.parent}` to see what can be saved; "
+                  f"to start empty, move {path.name} away (the node creates a new one)")
+    return f"cannot use the database {path}: {text}; {advice}"
+
+
+def _storage_error(e: Exception) -> Exception:
+    """A full disk becomes a 507 a client can understand; other errors pass unchanged."""
+    if isinstance(e, sqlite3.OperationalError) and "full" in str(e).lower():
+        return InsufficientStorage("the node's disk is full: nothing was written; "
+                                   "free space on the node and retry")
+    if isinstance(e, OSError) and e.errno == 28:
+        return InsufficientStorage("the node's disk is full: nothing was written; "
+                                   "free space on the node and retry")
+    return e
+
+
+def check_database(path: Path) -> tuple[bool, list[str]]:
+    """`lanqueue check`: open the file read-only and run SQLite's integrity check. Returns
+    (healthy, report lines); changes nothing."""
+    if not path.exists():
+        return True, [f"{path}: no database yet (the node creates one)"]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        return False, [_damage_advice(path, e)]
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if rows != ["ok"]:
+            return False, [f"{path}: {line}" for line in rows[:20]] + [
+                _damage_advice(path, sqlite3.DatabaseError("integrity check failed"))]
+        jobs = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] if version else 0
+        return True, [f"{path}: ok (schema version {version}, {jobs} jobs)"]
+    except sqlite3.Error as e:
+        return False, [_damage_advice(path, e)]
+    finally:
+        conn.close()
