@@ -367,6 +367,26 @@ class BackendBase:
         self._done_fraction = None
         self._emit(self.ends.end(outcome, self._now(), reason))
 
+    async def _keep_connected(self, session_once: Callable[[], Any]) -> None:
+        """Run one connected session after another for the backend's whole life: a session ends
+        when the printer or the network goes away; then wait (growing to a limit) and retry.
+        Every failure shows as OFFLINE with the reason, once."""
+        delay = self.settings.reconnect_delay
+        while True:
+            started = self._now()
+            try:
+                await session_once()
+                reason = "the printer closed the connection"
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure of the link is a reason to retry
+                reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            self._set_state(PrinterState.OFFLINE, reason)
+            if self._now() - started > 10 * delay:
+                delay = self.settings.reconnect_delay  # it was up for a while: retry quickly
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.max_reconnect_delay)
+
     def _require_operational(self) -> None:
         from ..errors import Conflict
 
