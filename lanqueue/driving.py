@@ -1,8 +1,9 @@
 """The asyncio adapter around the driver (runner.py): performs its actions, feeds back outcomes.
 
 All driver decisions stay in `runner.Driver`; this module only does the I/O: it renders and sends
-scripts, asks the store (or a LAN queue) for the next printable set, starts prints on the printer
-service, records results durably and listens to the printer. Events are processed one at a time
+scripts, asks the node's queues (one interface, `lanqueue.queues.Queue`, whatever their kind) for
+the next printable set and holds it, starts prints on the printer, records results durably
+through the queue that holds the set and listens to the printer. Events are processed one at a time
 from a queue, so the driver never sees two events at once.
 """
 
@@ -15,15 +16,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import runner as r
-from .model import LOCAL, choose_next
+from .model import Strategy
 from .printer.backend import PrinterBackend
 from .printer.events import PrinterState
 
 if TYPE_CHECKING:
     from .files import FileStore
+    from .queues.registry import QueueRegistry
     from .store import Store
 
-__all__ = ["QueueDriver", "ScriptRenderer", "LanSource"]
+__all__ = ["QueueDriver", "ScriptRenderer"]
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,6 @@ PAUSE_LINE = "@pause"
 
 class ScriptRenderer(Protocol):
     async def __call__(self, event: str, job: r.JobRef | None) -> str: ...
-
-
-class LanSource(Protocol):
-    """What the driver needs of the LAN queues (lanqueue.sync provides it)."""
-
-    async def acquire_next(self, queue: str, profile: str, loaded: list[str | None]) -> r.JobRef | None: ...
-    async def report_result(self, job: r.JobRef, result: str) -> None: ...
-    async def release(self, job: r.JobRef) -> None: ...
 
 
 class QueueDriver:
@@ -54,7 +48,7 @@ class QueueDriver:
         *,
         profile: str,
         settings: r.DriverSettings | None = None,
-        lan: LanSource | None = None,
+        queues: QueueRegistry,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -62,7 +56,7 @@ class QueueDriver:
         self.printer = printer
         self.render_scripts = render_scripts
         self.profile = profile
-        self.lan = lan
+        self.queues = queues
         self.driver = r.Driver(settings or r.DriverSettings())
         self._clock = clock
         self._events: asyncio.Queue[r.Event] = asyncio.Queue()
@@ -185,8 +179,9 @@ class QueueDriver:
         elif isinstance(action, r.RecordResult):
             await self._record(action)
         elif isinstance(action, r.ReleaseJob):
-            if action.job.queue != LOCAL and self.lan is not None:
-                await self.lan.release(action.job)
+            queue = self.queues.find(action.job.queue)
+            if queue is not None:  # a queue left meanwhile has nothing of ours to release
+                await queue.release(action.job)
         else:  # pragma: no cover - a new action type without an adapter is a programming error
             raise TypeError(f"unknown action {action!r}")
 
@@ -216,25 +211,11 @@ class QueueDriver:
     async def _find_job(self) -> r.Event:
         loaded = loaded_materials(list(await self.store.get_setting("materials", [])), self.printer)
         waiting = 0
-        for queue in await self.store.queues():
-            name = queue["name"]
-            if name == LOCAL:
-                jobs = await self.store.jobs(LOCAL)
-                for job in jobs:
-                    for s in job.sets:
-                        s.missing_file = not s.sd and not self.files.exists(s.path)
-                        s.gcode = self.files.gcode(s.path)
-                choice = choose_next(jobs, self.profile, loaded, r_strategy(queue["strategy"]))
-                if choice is not None:
-                    job, chosen = choice
-                    return r.JobFound(
-                        r.JobRef(LOCAL, job.id, job.name, chosen.id, chosen.path, tuple(chosen.materials))
-                    )
-                waiting += sum(1 for j in jobs if not j.draft and j.remaining > 0)
-            elif self.lan is not None:
-                ref = await self.lan.acquire_next(name, self.profile, loaded)
-                if ref is not None:
-                    return r.JobFound(ref)
+        for queue, row in await self.queues.listed():
+            pick = await queue.hold_next(self.profile, loaded, _strategy(row["strategy"]))
+            if pick.ref is not None:
+                return r.JobFound(pick.ref)
+            waiting += pick.waiting
         reason = f"{waiting} job(s) need another material, profile or a missing file" if waiting else ""
         return r.NoJob(reason)
 
@@ -256,13 +237,11 @@ class QueueDriver:
         if self._run_id is None:
             return
         run_id, self._run_id = self._run_id, None
-        job = action.job
-        count = None
-        if action.result == "success" and job.queue == LOCAL:
-            count = (int(job.job_id), int(job.set_id))
-        await self.store.end_run(run_id, action.result, count_success_of=count)
-        if job.queue != LOCAL and self.lan is not None:
-            await self.lan.report_result(job, action.result)
+        queue = self.queues.find(action.job.queue)
+        if queue is None:  # the queue was left while its job printed: history still says how it ended
+            await self.store.end_run(run_id, action.result)
+            return
+        await queue.finish(action.job, action.result, run_id)
 
     # --- printer events --------------------------------------------------------------------
 
@@ -289,9 +268,7 @@ class QueueDriver:
         return self.driver.job.path if self._our_print and self.driver.job else None
 
 
-def r_strategy(name: str) -> Any:
-    from .model import Strategy
-
+def _strategy(name: str) -> Strategy:
     try:
         return Strategy(name)
     except ValueError:

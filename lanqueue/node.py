@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,10 +35,13 @@ from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
 from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
-from .model import LOCAL, Job
+from .model import LOCAL, Job, JobRef
 from .preprocess import Evaluator
 from .printer import BackendSettings, PrinterBackend, open_backend
-from .runner import DriverSettings, JobRef
+from .queues import PortableJob, PortableSet
+from .queues.lan import LanProvider
+from .queues.registry import LocalProvider, QueueRegistry
+from .runner import DriverSettings
 from .store import Store
 from .sync import routes as peer_routes
 from .sync.records import Timings
@@ -61,6 +65,7 @@ class Node:
         self.printer: PrinterBackend = None  # type: ignore[assignment]
         self.runner: QueueDriver = None  # type: ignore[assignment]
         self.lan: LanService | None = None
+        self.queues: QueueRegistry = None  # type: ignore[assignment]  # set up by _store_ctx
         self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
@@ -124,6 +129,8 @@ class Node:
             digests = {path: row["sha256"] for path, row in (await self.store.files()).items()}
             await self.files.meta.async_load(digests, self.files.root)
         self.store.add_listener(self._on_store_write)
+        self.queues = QueueRegistry(self.store)
+        self.queues.add(LocalProvider(self.store, self.files))
         yield
         await self.store.async_close()
 
@@ -170,7 +177,10 @@ class Node:
         await self.lan.async_start()
         self._lan_box.service = self.lan
         self.lan.add_listener(self._on_store_write)
+        provider = LanProvider(self.lan)
+        self.queues.add(provider)
         yield
+        self.queues.remove(provider)
         self._lan_box.service = None
         await self.lan.async_close(drain=True)  # hand our jobs to a live peer before exiting
 
@@ -200,7 +210,7 @@ class Node:
             self.render_scripts,
             profile=self.options.profile,
             settings=DriverSettings(**settings),
-            lan=self.lan,
+            queues=self.queues,
         )
         resume = self.options.resume and bool(await self.store.get_setting("active", False))
         await self.runner.async_start(activate=resume)
@@ -212,11 +222,6 @@ class Node:
             self.runner.queue_changed()
 
     # --- services the routes ask for -------------------------------------------------------
-
-    def lan_for(self, queue: str) -> LanService:
-        if self.lan is None or not self.lan.has_queue(queue):
-            raise NotFound(f"no queue named {queue!r}")
-        return self.lan
 
     async def automation(self) -> Automation:
         stored = await self.store.get_setting("automation")
@@ -261,8 +266,9 @@ class Node:
 
     async def queue_uploaded_file(self, path: str) -> int:
         """A slicer's "upload and print": a new, ready job of one set in the local queue."""
-        job_id, _ = await self.store.add_set({"path": path, "count": 1, "remaining": 1}, job_id=None, job_name=None, job_draft=False)
-        return job_id
+        job_id, _ = await self.queues.get(LOCAL).add_set({"path": path, "count": 1, "remaining": 1}, job_id=None,
+                                                         job_name=None, job_draft=False)
+        return int(job_id)
 
     async def select_file(self, path: str, *, print_now: bool) -> None:
         if print_now:  # a refused print (409) leaves the selection as it was
@@ -295,9 +301,9 @@ class Node:
                 errors.append(f"job {jid}: {e.message}")
         return paths, errors
 
-    async def import_job(self, path: str, queue: str) -> Job:
-        if queue != LOCAL:
-            raise BadRequest("import into the local queue, then move the job to a LAN queue")
+    async def import_job(self, path: str, queue_name: str) -> Job:
+        """A `.gjob` file's job, as a new draft at the end of the queue (of any kind)."""
+        queue = self.queues.get(queue_name)
         source = self.files.resolve(path)
         # unzip (and CRC-check) every member off the loop, before anything is written
         content, members = await asyncio.get_running_loop().run_in_executor(None, read_gjob, source, self.files.max_size)
@@ -311,11 +317,14 @@ class Node:
             stored = await self.files.save(target, one_chunk())
             await self.store.record_file(stored.path, stored.sha256, stored.size)
             stored_paths.append(stored.path)
-        sets = [
-            {**{k: s[k] for k in ("count", "materials", "profiles", "metadata")}, "path": p, "remaining": s["count"]}
-            for s, p in zip(content.sets, stored_paths)
-        ]
-        return await self.store.add_job(content.name, draft=True, count=content.count, sets=sets)
+        portable = PortableJob(
+            name=content.name, count=content.count, draft=True, created=time.time(),
+            sets=tuple(PortableSet(path=p, count=s["count"], materials=tuple(s["materials"]),
+                                   profiles=tuple(s["profiles"]), metadata=s["metadata"])
+                       for s, p in zip(content.sets, stored_paths)),
+        )
+        new_id = await queue.import_job(portable)
+        return next(j for j in await queue.jobs() if str(j.id) == new_id)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -262,18 +262,30 @@ async def test_a_failing_queue_source_does_not_stall_the_driver(node_factory):
     await set_automation(api, NO_WAIT)
     calls = []
 
-    class FailingLanSource:  # fault injection: the real LAN service does not fail on demand
-        async def acquire_next(self, queue, profile, loaded):
-            calls.append(queue)
+    from lanqueue.queues import QueueInfo
+
+    class FailingQueue:  # fault injection: no real queue fails on demand
+        name = "farm"
+
+        async def hold_next(self, profile, loaded, strategy):
+            calls.append(self.name)
             raise RuntimeError("peer exploded")
 
-        async def report_result(self, job, result):
-            pass
+        async def jobs(self):
+            return []
 
-        async def release(self, job):
-            pass
+        async def info(self):
+            return QueueInfo()
 
-    node.runner.lan = FailingLanSource()
+        def cache_key(self):
+            return None
+
+    class FailingProvider:
+        def queue(self, name):
+            return FailingQueue() if name == "farm" else None
+
+    provider = FailingProvider()
+    node.queues.add(provider)
     await node.store.ensure_queue("farm")
     await api.post(CP + "/set_active", data={"active": "true"})
 
@@ -281,7 +293,7 @@ async def test_a_failing_queue_source_does_not_stall_the_driver(node_factory):
         s = await state(api)
         return "could not read the queues" in s["status"] and s
     await wait_for(idle_with_reason)
-    node.runner.lan = None  # the source recovers: local work is found again
+    node.queues.remove(provider)  # the source recovers: local work is found again
     await upload(api, "A.gcode", gcode("A"))
     await api.post(CP + "/set/add", data={"path": "A.gcode", "jobDraft": "false"})
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..files import sanitize_path
 from ..model import LOCAL, Strategy
+from ..queues import Queue, is_no_id, move_between
 from .app import json_response
 from .forms import MAX_COUNT, Form, loads, read_form, read_json
 from .keys import NODE
@@ -109,20 +110,23 @@ def _parse_edited_set(obj: Any) -> dict[str, Any]:
     sid = form.raw("id")
     fields = parse_set_fields(form, partial=sid is not None)
     if sid is not None:
-        fields["id"] = _int_id(sid, "set id")
+        if isinstance(sid, (dict, list)):
+            raise BadRequest("set id must be an integer or a string")
+        fields["id"] = sid  # the queue says whether it names one of its sets
     return fields
 
 
-def _int_id(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise BadRequest(f"{what} must be an integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{what} must be an integer, not {value!r}") from None
-    if not 0 < number < 2**62:
-        raise NotFound(f"no {what.split()[0]} with id {number}")
-    return number
+def _job_ids(form: Form, queue: Queue, name: str = "job_ids") -> list[str]:
+    """A list of job ids in the queue's form; an id no job can have is a bad request here."""
+    ids = []
+    for item in form.list_items(name):
+        try:
+            ids.append(queue.parse_job_id(item))
+        except NotFound:
+            raise BadRequest(f"field {name!r} holds an id out of range: {item!r}") from None
+        except BadRequest:
+            raise BadRequest(f"field {name!r} holds a bad id: {item!r}") from None
+    return ids
 
 
 def _queue_name(form: Form, field: str = "queue", default: str | None = LOCAL) -> str:
@@ -161,15 +165,9 @@ async def set_add(request: web.Request) -> web.Response:
     job_raw = form.raw("job")
     job_name = form.text("jobName")
     job_draft = form.boolean("jobDraft", True)
-    queue = _queue_name(form)
-    node = request.app[NODE]
-    if queue != LOCAL:  # LAN job ids are UUIDs: the LAN service decides what `job` may be
-        lan = node.lan_for(queue)
-        return json_response(await lan.add_set(queue, fields, job_id=form.text("job"), job_name=job_name, job_draft=bool(job_draft)))
-    job_id = None if job_raw in (None, "") else _int_id(job_raw, "job id")
-    jid, added = await node.store.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
-    added.missing_file = not added.sd and not node.files.exists(added.path)
-    added.gcode = node.files.gcode(added.path)
+    queue = request.app[NODE].queues.get(_queue_name(form))
+    job_id = None if is_no_id(job_raw) else queue.parse_job_id(job_raw)
+    jid, added = await queue.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
     return json_response({"job_id": jid, "set_": set_view(added)})
 
 
@@ -192,12 +190,8 @@ async def job_add(request: web.Request) -> web.Response:
     form = await read_form(request)
     doc = Form.from_object(form.json_field())
     name = doc.text("name", required=True)
-    queue = doc.text("queue", LOCAL, max_len=100) or LOCAL
-    node = request.app[NODE]
-    if queue != LOCAL:
-        return json_response(await node.lan_for(queue).add_job(queue, name))
-    job = await node.store.add_job(name or "Untitled", draft=True)
-    return json_response(job_view(job))
+    queue = request.app[NODE].queues.get(doc.text("queue", LOCAL, max_len=100) or LOCAL)
+    return json_response(job_view(await queue.add_job(name or "")))
 
 
 @routes.post(BASE + "/job/edit")
@@ -206,61 +200,42 @@ async def job_edit(request: web.Request) -> web.Response:
     doc = form.json_field()
     if not isinstance(doc, dict):
         raise BadRequest("json must be an object")
-    queue = doc.get("queue", LOCAL)
-    if not isinstance(queue, str):
+    name = doc.get("queue", LOCAL)
+    if not isinstance(name, str):
         raise BadRequest("queue must be a string")
-    node = request.app[NODE]
-    if queue != LOCAL:
-        # LAN set ids are strings and LAN sets are not edited here: let the LAN service say so
-        changes = parse_job_changes({k: v for k, v in doc.items() if k != "sets"})
-        if "sets" in doc:
-            changes["sets"] = None
-        jid = doc.get("id")
-        if not isinstance(jid, str):
-            raise BadRequest("a LAN job id is a string")
-        return json_response(await node.lan_for(queue).edit_job(queue, jid, changes))
-    job = await node.store.edit_job(_int_id(doc.get("id"), "job id"), parse_job_changes(doc))
-    return json_response(job_view(job))
+    queue = request.app[NODE].queues.get(name)
+    job_id = queue.parse_job_id(doc.get("id"))
+    changes = parse_job_changes({k: v for k, v in doc.items() if k not in ("id", "queue")})
+    return json_response(job_view(await queue.edit_job(job_id, changes)))
 
 
 @routes.post(BASE + "/job/mv")
 async def job_mv(request: web.Request) -> web.Response:
     form = await read_form(request)
-    src = _queue_name(form, "src_queue")
-    dest = _queue_name(form, "dest_queue", src)
-    raw_id = form.text("id", required=True) or ""
+    queues = request.app[NODE].queues
+    src = queues.get(_queue_name(form, "src_queue"))
+    dest = queues.get(_queue_name(form, "dest_queue", src.name))
+    job_id = src.parse_job_id(form.text("id", required=True))
     after = form.text("after_id")
-    node = request.app[NODE]
-    if src == LOCAL and dest == LOCAL:
-        after_id = None if after in (None, "", "null", "None") else _int_id(after, "after_id")
-        await node.store.move_job(_int_id(raw_id, "job id"), after_id, LOCAL)
-    else:
-        await node.lan_for(dest if dest != LOCAL else src).move_job(src, dest, raw_id, after)
+    if dest is src:
+        await src.move_within(job_id, None if is_no_id(after) else after)
+    else:  # another queue, of any kind: the job goes to its end
+        await move_between(src, dest, job_id)
     return json_response("OK")
 
 
 @routes.post(BASE + "/job/rm")
 async def job_rm(request: web.Request) -> web.Response:
     form = await read_form(request)
-    queue = _queue_name(form)
-    node = request.app[NODE]
-    if queue == LOCAL:
-        n = await node.store.remove_jobs(form.id_list("job_ids"))
-    else:
-        n = await node.lan_for(queue).remove_jobs(queue, form.string_list("job_ids") or [])
-    return json_response({"jobs_deleted": n})
+    queue = request.app[NODE].queues.get(_queue_name(form))
+    return json_response({"jobs_deleted": await queue.remove_jobs(_job_ids(form, queue))})
 
 
 @routes.post(BASE + "/job/reset")
 async def job_reset(request: web.Request) -> web.Response:
     form = await read_form(request)
-    queue = _queue_name(form)
-    node = request.app[NODE]
-    if queue == LOCAL:
-        n = await node.store.reset_jobs(form.id_list("job_ids"))
-    else:
-        n = await node.lan_for(queue).reset_jobs(queue, form.string_list("job_ids") or [])
-    return json_response({"num_updated": n})
+    queue = request.app[NODE].queues.get(_queue_name(form))
+    return json_response({"num_updated": await queue.reset_jobs(_job_ids(form, queue))})
 
 
 @routes.post(BASE + "/job/export")
@@ -297,12 +272,9 @@ async def history_reset(request: web.Request) -> web.Response:
 
 @routes.get(BASE + "/queues/get")
 async def queues_get(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    queues = await node.store.queues()
-    lan = set(node.lan.queues) if node.lan is not None else set()
-    # a LAN queue's addr is this node's address in it, as state/get shows it
-    return json_response([{"name": q["name"], "addr": node.node_id if q["name"] in lan else q["addr"],
-                           "strategy": q["strategy"]} for q in queues])
+    # a queue's addr is this node's address in it, as state/get shows it
+    return json_response([{"name": q.name, "addr": (await q.info()).addr, "strategy": row["strategy"]}
+                          for q, row in await request.app[NODE].queues.listed()])
 
 
 @routes.post(BASE + "/queues/edit")

@@ -154,6 +154,11 @@ class Form:
             ids.append(number)
         return ids
 
+    def list_items(self, name: str) -> list[Any]:
+        """The raw items of a list field, for a caller that checks them itself (job ids, whose
+        form depends on the queue)."""
+        return self._list_items(name)
+
     def _list_items(self, name: str) -> list[Any]:
         """The raw items of a list field (JSON list items keep their JSON type)."""
         if isinstance(self._fields, (MultiDict, MultiDictProxy)):

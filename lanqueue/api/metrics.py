@@ -64,20 +64,17 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-async def _lan_queue_lengths(node: Node) -> dict[str, dict[str, int]]:
+async def _other_queue_lengths(node: Node, counted: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Lengths of the queues the store's counts do not cover (LAN queues), through the queue
+    interface."""
     out: dict[str, dict[str, int]] = {}
-    lan = node.lan
-    if lan is None or not hasattr(lan, "queue_view"):
-        return out
-    for q in await node.store.queues():
-        if q["name"] == LOCAL:
+    skip = set(counted) | {LOCAL}
+    for q, _ in await node.queues.listed():
+        if q.name in skip:
             continue
-        view = await lan.queue_view(q["name"])
-        if not view:
-            continue
-        jobs = view.get("jobs", [])
-        pending = sum(1 for j in jobs if not j.get("draft") and (j.get("remaining") or 0) > 0)
-        out[q["name"]] = {"total": len(jobs), "pending": pending}
+        jobs = await q.jobs()
+        pending = sum(1 for j in jobs if not j.draft and j.remaining > 0)
+        out[q.name] = {"total": len(jobs), "pending": pending}
     return out
 
 
@@ -98,7 +95,7 @@ async def render_metrics(node: Node) -> str:
 
     queues = {name: {"total": 0, "pending": 0} for name in [q["name"] for q in await node.store.queues()]}
     queues.update(counts["jobs"])
-    queues.update(await _lan_queue_lengths(node))
+    queues.update(await _other_queue_lengths(node, counts["jobs"]))
     w.family("lanqueue_queue_jobs", "gauge", "Jobs in each queue.",
              (({"queue": name}, c["total"]) for name, c in queues.items()))
     w.family("lanqueue_queue_jobs_pending", "gauge", "Jobs in each queue that still have prints to do (not drafts).",

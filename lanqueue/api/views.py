@@ -11,19 +11,97 @@ import gc
 import json
 import secrets
 import weakref
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..model import LOCAL, Job, PrintSet
+from ..model import Job, PrintSet
+from ..queues import Queue, QueueInfo
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["set_view", "job_view", "state_view", "state_json"]
+__all__ = [
+    "JOB_FIELDS",
+    "QUEUE_FIELDS",
+    "SET_FIELDS",
+    "OutField",
+    "job_view",
+    "queue_view",
+    "set_view",
+    "state_json",
+    "state_view",
+]
+
+
+@dataclass(frozen=True)
+class OutField:
+    """One field of an answer: its name, JSON type(s) and meaning. `replica`: present only on
+    jobs and sets of replicated (LAN) queues. The presenter below writes exactly these fields
+    (a test holds them together), and the OpenAPI document describes answers from them."""
+
+    name: str
+    kind: str | tuple[str, ...]
+    description: str
+    replica: bool = False
+
+
+SET_FIELDS: tuple[OutField, ...] = (
+    OutField("id", ("integer", "string"), "set id: an integer in the local queue, `<job uuid>_<n>` in a LAN queue"),
+    OutField("path", "string", "file path in the node's file store (or on the SD card when `sd`)"),
+    OutField("count", "integer", "copies per run of the job"),
+    OutField("remaining", "integer", "copies still to print in the current run"),
+    OutField("completed", "integer", "copies printed over the job's life (reset by job/reset)"),
+    OutField("rank", "number", "order within the job"),
+    OutField("sd", "boolean", "the file is on the printer's SD card"),
+    OutField("materials", "array", "material wanted per tool (null or empty: any)"),
+    OutField("profiles", "array", "printer profiles that may print it (empty: any)"),
+    OutField("metadata", ("object", "array", "string", "number", "boolean", "null"), "client data, returned as stored"),
+    OutField("missing_file", "boolean", "the file is not in this node's file store"),
+    OutField("gcode", ("object", "null"), "what the slicer wrote in the file: slicer, estimated_time_s, "
+             "filament_mm, filament_g, filament_type (per tool), nozzle_diameter, layer_height, "
+             "thumbnail (URL path); null if the file says nothing"),
+    OutField("hash", "string", "sha256 of the file's content (LAN files travel by digest)", replica=True),
+)
+
+JOB_FIELDS: tuple[OutField, ...] = (
+    OutField("queue", "string", "the queue holding the job"),
+    OutField("name", "string", "job name"),
+    OutField("count", "integer", "runs of the whole job"),
+    OutField("remaining", "integer", "runs still to do"),
+    OutField("draft", "boolean", "a draft is never printed"),
+    OutField("acquired", "boolean", "a printer holds the job (printing it now)"),
+    OutField("created", "integer", "creation time, seconds since the epoch"),
+    OutField("id", ("integer", "string"), "job id: an integer in the local queue, a UUID in a LAN queue"),
+    OutField("rank", "number", "order within the queue"),
+    OutField("sets", "array", "the job's sets in rank order"),
+    OutField("acquired_by_", ("string", "null"), "node id of the lease holder (a key of the queue's peers)", replica=True),
+    OutField("acquired_by_name", ("string", "null"), "the lease holder's name ('this node' for this one)", replica=True),
+    OutField("peer_", "string", "node id of the job's home (the original's field)", replica=True),
+    OutField("home", "string", "node id of the job's home, the only node that changes its record", replica=True),
+    OutField("home_name", "string", "the home's name ('this node' for this one)", replica=True),
+    OutField("home_online", "boolean", "the home is this node or reachable from it", replica=True),
+    OutField("epoch", "integer", "moves when the job changes home (drain, adopt)", replica=True),
+    OutField("version", "integer", "moves on every change the home makes", replica=True),
+    OutField("hash", ("string", "null"), "digest of the first set's file", replica=True),
+    OutField("conflicts", "array", "completion reports the home could not count", replica=True),
+    OutField("waiting_reason", "string", "why a printable job is not printed (only when it waits)", replica=True),
+)
+
+QUEUE_FIELDS: tuple[OutField, ...] = (
+    OutField("name", "string", "queue name ('local' for this node's own queue)"),
+    OutField("strategy", "string", "how the driver picks among printable jobs (IN_ORDER, LEAST_MANUAL)"),
+    OutField("addr", ("string", "null"), "this node's address in the queue (its node id in a LAN queue)"),
+    OutField("peers", ("object", "array"), "the other members of a LAN queue, by node id"),
+    OutField("rank", "number", "order among the node's queues"),
+    OutField("active_set", ("integer", "string", "null"), "the set this node prints from the queue now"),
+    OutField("jobs", "array", "the queue's jobs in rank order"),
+)
 
 
 def set_view(s: PrintSet) -> dict[str, Any]:
-    return {
+    """A set on the wire (SET_FIELDS)."""
+    out = {
         "id": s.id,
         "path": s.path,
         "count": s.count,
@@ -35,11 +113,16 @@ def set_view(s: PrintSet) -> dict[str, Any]:
         "profiles": s.profiles,
         "metadata": s.metadata,
         "missing_file": s.missing_file,
+        "gcode": s.gcode,
     }
+    if s.hash is not None:
+        out["hash"] = s.hash
+    return out
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    return {
+    """A job of any queue on the wire (JOB_FIELDS; the replica fields for LAN jobs)."""
+    out = {
         "queue": job.queue,
         "name": job.name,
         "count": job.count,
@@ -51,53 +134,64 @@ def job_view(job: Job) -> dict[str, Any]:
         "rank": job.rank,
         "sets": [set_view(s) for s in job.sets],
     }
+    rep = job.replica
+    if rep is not None:
+        out.update({
+            "acquired_by_": rep.acquired_by, "acquired_by_name": rep.acquired_by_name,
+            "peer_": rep.home, "home": rep.home, "home_name": rep.home_name, "home_online": rep.home_online,
+            "epoch": rep.epoch, "version": rep.version, "hash": rep.hash, "conflicts": list(rep.conflicts),
+        })
+        if rep.waiting_reason is not None:
+            out["waiting_reason"] = rep.waiting_reason
+    return out
 
 
-def flag_missing_files(node: Node, jobs: list[Job]) -> None:
-    """Mark sets whose file is not in the store (SD sets live on the printer's card)."""
-    seen: dict[str, bool] = {}
-    for job in jobs:
-        for s in job.sets:
-            if s.sd:
-                s.missing_file = False
-                continue
-            present = seen.get(s.path)
-            if present is None:
-                present = seen[s.path] = node.files.exists(s.path)
-            s.missing_file = not present
+def queue_view(name: str, row: dict[str, Any], info: QueueInfo, active_set: Any, jobs: Any) -> dict[str, Any]:
+    """A queue in `state/get` (QUEUE_FIELDS); `jobs` as given (a list of job views or a
+    stand-in the caller splices its cached text into)."""
+    return {
+        "name": name,
+        "strategy": row["strategy"],
+        "addr": info.addr,
+        "peers": info.peers,
+        "rank": row["rank"],
+        "active_set": active_set,
+        "jobs": jobs,
+    }
 
 
 class _JobsCache:
-    """The JSON text of the local queue's jobs as of one (store, file store) generation."""
+    """The JSON text of one queue's jobs as of one value of the queue's `cache_key()`."""
 
     __slots__ = ("key", "text")
 
-    def __init__(self, key: tuple[int, int], text: str) -> None:
+    def __init__(self, key: Hashable, text: str) -> None:
         self.key = key
         self.text = text
 
 
 _caches: weakref.WeakKeyDictionary[Any, _JobsCache] = weakref.WeakKeyDictionary()
-# stands in for the local jobs while the rest of the state is encoded, then is replaced by their
-# cached JSON text; random per process so no job or queue name can collide with it
-_SPLICE = f"lanqueue-local-jobs-{secrets.token_hex(8)}"
+# stands in for a queue's jobs while the rest of the state is encoded, then is replaced by their
+# JSON text; random per process so no job or queue name can collide with it
+_SPLICE = f"lanqueue-queue-jobs-{secrets.token_hex(8)}"
 
 
-async def _local_jobs_json(node: Node) -> str:
-    """Reading, shaping and encoding every local job is the whole cost of state/get; clients
-    poll it, so the text is kept until the next write to the store or the file store. The key
-    is taken before reading: a write landing meanwhile makes the entry stale, never wrongly
-    fresh. Only the text is kept (a tenth of the memory of the objects)."""
-    key = (node.store.generation, node.files.generation)
-    cache = _caches.get(node.store)
+async def _jobs_json(q: Queue) -> str:
+    """Reading, shaping and encoding every job is the whole cost of state/get; clients poll
+    it, so a queue that can tell when its jobs change (`cache_key`) has the text kept until
+    then. The key is taken before reading: a write landing meanwhile makes the entry stale,
+    never wrongly fresh. Only the text is kept (a tenth of the memory of the objects)."""
+    key = q.cache_key()
+    cache = _caches.get(q) if key is not None else None
     if cache is None or cache.key != key:
         with _no_gc():  # held across one read: the rows are made on the store's thread
-            jobs = await node.store.jobs(LOCAL)
-            flag_missing_files(node, jobs)
+            jobs = await q.jobs()
             text = json.dumps([job_view(j) for j in jobs])
             del jobs
+        if key is None:
+            return text
         cache = _JobsCache(key, text)
-        _caches[node.store] = cache
+        _caches[q] = cache
     return cache.text
 
 
@@ -122,39 +216,21 @@ async def state_view(node: Node) -> dict[str, Any]:
 
 
 async def state_json(node: Node) -> str:
-    """`state_view` as JSON text, re-using the cached encoding of the local jobs."""
-    jobs_text = await _local_jobs_json(node)
-    text = json.dumps(await _state(node, _SPLICE))
-    return text.replace(json.dumps(_SPLICE), jobs_text, 1)
-
-
-async def _state(node: Node, local_jobs: Any) -> dict[str, Any]:
+    """`state_view` as JSON text; each queue's jobs are spliced in as (cached) text."""
     runner = node.runner
     queues = []
-    for q in await node.store.queues():
-        if q["name"] == LOCAL:
-            queues.append(
-                {
-                    "name": LOCAL,
-                    "strategy": q["strategy"],
-                    "addr": None,
-                    "peers": [],
-                    "rank": q["rank"],
-                    "active_set": runner.active_set_id(LOCAL),
-                    "jobs": local_jobs,
-                }
-            )
-        elif node.lan is not None:
-            view = await node.lan.queue_view(q["name"])
-            if view is not None:
-                view["rank"] = q["rank"]
-                view["strategy"] = q["strategy"]
-                view["active_set"] = runner.active_set_id(q["name"])
-                queues.append(view)
-    return {
+    texts: list[tuple[str, str]] = []
+    for q, row in await node.queues.listed():
+        marker = f"{_SPLICE}-{len(texts)}"
+        texts.append((marker, await _jobs_json(q)))
+        queues.append(queue_view(q.name, row, await q.info(), runner.active_set_id(q.name), marker))
+    text = json.dumps({
         "active": runner.active,
         "status": runner.status,
         "statusType": runner.status_type,
         "profile": node.options.profile,
         "queues": queues,
-    }
+    })
+    for marker, jobs_text in texts:
+        text = text.replace(json.dumps(marker), jobs_text, 1)
+    return text

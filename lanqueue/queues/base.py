@@ -35,7 +35,7 @@ success) and `release`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,11 +118,16 @@ class Queue(Protocol):
         """Queue-level facts for the page (address, peers)."""
         ...
 
+    def cache_key(self) -> Hashable | None:
+        """A value that changes whenever `jobs()` could answer differently, so a reader may keep
+        what it made of the jobs until then; None if the queue cannot tell (nothing is kept)."""
+        ...
+
     async def add_set(self, fields: dict[str, Any], *, job_id: str | None, job_name: str | None,
-                      job_draft: bool) -> tuple[Job, PrintSet]:
+                      job_draft: bool) -> tuple[int | str, PrintSet]:
         """Add one set (validated set fields) to job `job_id`, or to a new job named `job_name`
-        (default: the file's stem) when `job_id` is None. Returns the job after the change and
-        the new set. `NotFound` for an unknown job; `BadRequest` if this queue cannot hold it."""
+        (default: the file's stem) when `job_id` is None. Returns the job's id as its jobs show
+        it (`Job.id`) and the new set. `NotFound` for an unknown job; `BadRequest` if this queue cannot hold it."""
         ...
 
     async def add_job(self, name: str) -> Job:

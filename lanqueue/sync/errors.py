@@ -1,19 +1,26 @@
-"""The two error types of the LAN protocol core (h11 style).
+"""The error types of the LAN protocol core (h11 style), without HTTP.
 
-`LocalProtocolError`: this node misused the core (a bug or a user request that cannot be done
+`LocalProtocolError`: this node misused the core (a bug, or a user request that cannot be done
 here, such as deleting a job this node is not home of). `RemoteProtocolError`: a peer sent
 something the protocol does not allow (wrong queue, a table would overflow); nothing from that
-message was stored. Both are `LanqueueError`s so the API layer maps them to JSON answers once.
+message was applied or stored. These say what went wrong in protocol terms only: the asyncio
+adapter (`sync.service.http_error`) is the one place that turns them into the API's errors.
 """
 
 from __future__ import annotations
 
-from ..errors import BadRequest, Conflict
-
-__all__ = ["LocalProtocolError", "RemoteProtocolError", "NotHomeError"]
+__all__ = ["InvalidEdit", "LocalProtocolError", "NotHomeError", "ProtocolError", "RemoteProtocolError"]
 
 
-class LocalProtocolError(Conflict):
+class ProtocolError(Exception):
+    """Base of the LAN protocol's errors."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class LocalProtocolError(ProtocolError):
     """The caller asked for something the protocol state does not allow."""
 
 
@@ -25,5 +32,9 @@ class NotHomeError(LocalProtocolError):
         self.home = home
 
 
-class RemoteProtocolError(BadRequest):
+class InvalidEdit(LocalProtocolError):
+    """An edit of a LAN job with a value the job cannot take (checked before anything changes)."""
+
+
+class RemoteProtocolError(ProtocolError):
     """A peer broke the protocol; the message was rejected and nothing from it stored."""

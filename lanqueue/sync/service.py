@@ -11,28 +11,35 @@ state it depends on is durable, and the core never sees two inputs at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest, Conflict, NotFound, Unavailable
+from ..errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from ..files import FileStore
-from ..model import LOCAL, PrintSet, set_printable
-from ..runner import JobRef
+from ..model import LOCAL, JobRef, PrintSet, set_printable
 from ..store import Store
-from . import codec
-from .errors import LocalProtocolError, RemoteProtocolError
+from . import codec, views
+from .edits import OPS, clean_update
+from .errors import (
+    InvalidEdit,
+    LocalProtocolError,
+    NotHomeError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from .fetch import FILE_PATH, FileFetcher
 from .messages import (
     AcquireFailed,
     Action,
-    ConflictRecorded,
     CompletionApplied,
+    ConflictRecorded,
     DigestRequest,
     Event,
     GrantEnded,
@@ -44,20 +51,55 @@ from .messages import (
     RecordChanged,
     Send,
 )
-from . import views
-from .fetch import FILE_PATH, FileFetcher
 from .persistence import LanPersistence
 from .protocol import LanNodeCore
 from .records import JobRecord, SetRecord, Timings
 from .transport import PeerClient, PeerRequestFailed
 
-__all__ = ["LanService", "LanQueue", "PeerDirectory", "MESSAGE_PATH", "EDIT_PATH", "FILE_PATH"]
+__all__ = [
+    "EDIT_PATH",
+    "FILE_PATH",
+    "MESSAGE_PATH",
+    "LanQueue",
+    "LanService",
+    "NotHomeConflict",
+    "PeerDirectory",
+    "http_error",
+]
 
 log = logging.getLogger(__name__)
 MESSAGE_PATH = "/lanqueue/peer/v1/message"
 EDIT_PATH = "/lanqueue/peer/v1/edit"
 TICK = 0.5
 ACQUIRE_WAIT = 5.0
+
+
+class NotHomeConflict(Conflict):
+    """Only the job's home may do what was asked; `home` is that node's id."""
+
+    def __init__(self, message: str, home: str | None) -> None:
+        super().__init__(message)
+        self.home = home
+
+
+def http_error(e: ProtocolError) -> LanqueueError:
+    """The one place a protocol error becomes an error of the API: a value a job cannot take is
+    a bad request, a peer's bad message too; anything else the protocol state refuses is a
+    conflict (the home's id travels along when only the home may act)."""
+    if isinstance(e, (InvalidEdit, RemoteProtocolError)):
+        return BadRequest(e.message)
+    if isinstance(e, NotHomeError):
+        return NotHomeConflict(e.message, e.home)
+    return Conflict(e.message)
+
+
+@contextlib.contextmanager
+def _for_api() -> Iterator[None]:
+    """Around what the API (and the driver) ask: protocol errors leave as API errors."""
+    try:
+        yield
+    except ProtocolError as e:
+        raise http_error(e) from None
 
 
 class PeerDirectory:
@@ -199,12 +241,11 @@ class LanService:
     # --- performing the core's actions ------------------------------------------------------
 
     async def _call(self, q: LanQueue, fn: Callable[[float], list[Action]], reply_to: str | None = None) -> list[Message]:
+        """Feed the core one input and perform what it returns; its errors leave unchanged
+        (nothing was applied), for the caller to answer in its own terms."""
         async with q.lock:
             q.core.set_peers(self.directory.online(q.name))
-            try:
-                actions = fn(self._clock())
-            except LocalProtocolError as e:
-                raise Conflict(str(e)) from None
+            actions = fn(self._clock())
             return await self._perform(q, actions, reply_to)
 
     async def _perform(self, q: LanQueue, actions: list[Action], reply_to: str | None = None) -> list[Message]:
@@ -249,8 +290,8 @@ class LanService:
             raise RemoteProtocolError("message sender does not match its signature")
         try:
             return await self._call(q, lambda now: q.core.handle(message, now), reply_to=signed_by)
-        except Conflict as e:
-            raise RemoteProtocolError(str(e)) from None
+        except LocalProtocolError as e:  # the message asked for what this node cannot do
+            raise RemoteProtocolError(e.message) from None
 
     def _on_event(self, q: LanQueue, event: Event) -> None:
         if isinstance(event, LeaseAcquired):
@@ -320,7 +361,7 @@ class LanService:
             s = rec.sets[index]
             if not set_printable(_as_print_set(rec, index), profile, loaded):
                 continue
-            path = await self._local_file(q, s)
+            path = await self.local_file(q, s)
             if path is None:
                 continue
             token = await self._acquire(q, rec.id)
@@ -331,10 +372,10 @@ class LanService:
                     index = q.core.start_print(rec.id, self._clock())
             except LocalProtocolError as e:
                 log.info("acquired %s but cannot start: %s", rec.id[:8], e)
-                await self._call(q, lambda now: q.core.release(rec.id, now))
+                await self._call(q, functools.partial(_release, q.core, rec.id))
                 continue
             s = q.core.records[rec.id].sets[index]
-            path = await self._local_file(q, s)
+            path = await self.local_file(q, s)
             if path is None:
                 await self._abort_and_release(q, rec.id)
                 continue
@@ -346,7 +387,7 @@ class LanService:
         self._waiters[(q.name, job_id)] = waiter
         try:
             await self._call(q, lambda now: q.core.want_to_print(job_id, now))
-        except Conflict:
+        except LocalProtocolError:
             self._waiters.pop((q.name, job_id), None)
             return None
         try:
@@ -363,19 +404,22 @@ class LanService:
     async def report_result(self, job: JobRef, result: str) -> None:
         q = self.queue(job.queue)
         job_id = str(job.job_id)
-        if result == "success":
-            await self._call(q, lambda now: q.core.report_complete(job_id, now))
-        else:
-            async with q.lock:
-                q.core.abort_print(job_id)
+        with _for_api():
+            if result == "success":
+                await self._call(q, lambda now: q.core.report_complete(job_id, now))
+            else:
+                async with q.lock:
+                    q.core.abort_print(job_id)
 
     async def release(self, job: JobRef) -> None:
         q = self.queue(job.queue)
-        await self._call(q, lambda now: q.core.release(str(job.job_id), now))
+        with _for_api():
+            await self._call(q, lambda now: q.core.release(str(job.job_id), now))
 
     # --- files ----------------------------------------------------------------------------
 
-    async def _local_file(self, q: LanQueue, s: SetRecord) -> str | None:
+    async def local_file(self, q: LanQueue, s: SetRecord) -> str | None:
+        """The set's file in this node's file store (fetched from a peer if need be), or None."""
         return await self.fetcher.local_file(q, s)
 
     def _prefetch(self, q: LanQueue, rec: JobRecord) -> None:
@@ -388,7 +432,7 @@ class LanService:
 
     async def _prefetch_one(self, q: LanQueue, s: SetRecord) -> None:
         try:
-            await self._local_file(q, s)
+            await self.local_file(q, s)
         finally:
             self._fetching.discard(s.hash)
 
@@ -399,33 +443,10 @@ class LanService:
     async def file_for_peer(self, digest: str) -> Path:
         return await self.fetcher.file_for_peer(digest)
 
-    # --- the API's side -------------------------------------------------------------------
+    # --- the API's side (lanqueue.queues.lan) ----------------------------------------------
 
-    async def queue_view(self, name: str) -> dict[str, Any] | None:
-        q = self.queues.get(name)
-        return None if q is None else views.queue_view(q, self.node_id, self.directory)
-
-    def job_view(self, q: LanQueue, r: JobRecord) -> dict[str, Any]:
-        return views.job_view(q, r, self.node_id, self.directory)
-
-    async def add_set(self, queue: str, fields: dict[str, Any], *, job_id: str | None, job_name: str | None, job_draft: bool) -> dict[str, Any]:
-        if job_id:
-            raise BadRequest("sets cannot be added to a LAN job; build the job in the local queue and move it")
-        if fields.get("count", 1) < 1:  # _set_record would print it once anyway
-            raise BadRequest("a LAN set prints at least one copy: count must be 1 or more")
-        q = self.queue(queue)
-        s = await self._set_record(fields)
-        new_id = str(uuid.uuid4())
-        name = job_name or Path(s.path).stem
-        await self._call(q, lambda now: q.core.submit_job(new_id, name, [s], 1, now, draft=bool(job_draft),
-                                                          created=time.time(), rank=self._last_rank(q)))
-        view = self.job_view(q, q.core.records[new_id])
-        return {"job_id": new_id, "set_": view["sets"][0]}
-
-    async def add_job(self, queue: str, name: str | None) -> dict[str, Any]:
-        raise BadRequest("create LAN jobs with set/add or by moving a local job into the LAN queue")
-
-    async def _set_record(self, f: dict[str, Any]) -> SetRecord:
+    async def set_record(self, f: dict[str, Any]) -> SetRecord:
+        """A set to share: its file must be in this node's file store (it travels by digest)."""
         if f.get("sd"):
             raise BadRequest("SD card files cannot be shared on a LAN queue")
         path = f["path"]
@@ -437,106 +458,22 @@ class LanService:
         return SetRecord(path=path, count=count, remaining=count, materials=materials,
                          profiles=tuple(f.get("profiles") or []), hash=digest)
 
-    def _last_rank(self, q: LanQueue) -> float:
-        ranks = [r.rank for r in q.core.records.values() if not r.tombstone]
-        return (max(ranks) + 1.0) if ranks else 1.0
-
-    async def submit_local_job(self, queue: str, local_job_id: int) -> str:
-        """job/mv from the local queue into a LAN queue: the job (and its files) become shared."""
+    async def submit(self, queue: str, job_id: str, name: str, sets: list[SetRecord], count: int, *,
+                     draft: bool, created: float) -> None:
+        """A new job homed here, after the queue's last job."""
         q = self.queue(queue)
-        job = await self.store.job(local_job_id)
-        if not job.sets:
-            raise BadRequest("the job has no sets")
-        sets = [await self._set_record({"path": s.path, "count": s.count, "materials": s.materials,
-                                        "profiles": s.profiles, "sd": s.sd}) for s in job.sets]
-        new_id = str(uuid.uuid4())
-        count = max(1, job.count)
-        await self._call(q, lambda now: q.core.submit_job(new_id, job.name, sets, count, now, draft=job.draft,
-                                                          created=float(job.created), rank=self._last_rank(q)))
-        await self.store.remove_jobs([local_job_id])
-        return new_id
+        with _for_api():
+            await self._call(q, lambda now: q.core.submit_job(job_id, name, sets, count, now, draft=draft,
+                                                              created=created, rank=_last_rank(q)))
 
-    async def move_job(self, src: str, dest: str, job_id: str, after: str | None) -> None:
-        if src == LOCAL:
-            try:
-                local_id = int(job_id)
-            except ValueError:
-                raise BadRequest("a local job id is an integer") from None
-            await self.submit_local_job(dest, local_id)
-            return
-        q = self.queue(src)
-        rec = self._record(q, job_id)
-        if dest == LOCAL:
-            await self._move_to_local(q, rec)
-            return
-        if dest != src:
-            raise BadRequest("move a LAN job to the local queue first")
-        ordered = [r for r in views.ordered(q) if r.id != job_id]
-        ids = [r.id for r in ordered]
-        if after in (None, "", "null", "None"):
-            rank = (ordered[0].rank - 1.0) if ordered else 1.0
-        else:
-            if after not in ids:
-                raise NotFound(f"no job {after} in {src}")
-            i = ids.index(after)
-            rank = (ordered[i].rank + ordered[i + 1].rank) / 2 if i + 1 < len(ordered) else ordered[i].rank + 1.0
-        await self._edit_at_home(q, rec, "update", {"rank": rank})
-
-    async def _move_to_local(self, q: LanQueue, rec: JobRecord) -> None:
-        if rec.lease_holder is not None:
-            raise Conflict("the job is being printed; wait until it is released")
-        paths = []
-        for s in rec.sets:
-            path = await self._local_file(q, s)
-            if path is None:
-                raise Unavailable(f"the file {s.path} is not available from any peer")
-            paths.append(path)
-        await self._edit_at_home(q, rec, "delete", {})
-        local = await self.store.add_job(rec.name, draft=rec.draft, count=rec.count)
-        for s, path in zip(rec.sets, paths):
-            await self.store.add_set({"path": path, "count": s.count, "remaining": s.count,
-                                      "materials": [m or None for m in s.materials], "profiles": list(s.profiles)},
-                                     job_id=int(local.id), job_name=None, job_draft=rec.draft)
-
-    async def edit_job(self, queue: str, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    async def edit(self, queue: str, job_id: str, op: str, fields: dict[str, Any]) -> None:
+        """Change a job (op: update, delete, reset) where it is made: at its home."""
         q = self.queue(queue)
-        rec = self._record(q, job_id)
-        editable = ("name", "draft", "count")
-        unsupported = set(changes) - set(editable)
-        if unsupported:
-            raise BadRequest(f"on a LAN job only {', '.join(editable)} can be edited, not {sorted(unsupported)}")
-        allowed: dict[str, Any] = {k: changes[k] for k in editable if k in changes}
-        if allowed:
-            await self._edit_at_home(q, rec, "update", allowed)
-        return self.job_view(q, q.core.records[job_id])
-
-    async def remove_jobs(self, queue: str, job_ids: list[str]) -> int:
-        q = self.queue(queue)
-        n = 0
-        for job_id in job_ids:
-            rec = q.core.records.get(job_id)
-            if rec is None or rec.tombstone:
-                continue
-            await self._edit_at_home(q, rec, "delete", {})
-            n += 1
-        return n
-
-    async def reset_jobs(self, queue: str, job_ids: list[str]) -> int:
-        q = self.queue(queue)
-        n = 0
-        for job_id in job_ids:
-            rec = q.core.records.get(job_id)
-            if rec is None or rec.tombstone:
-                continue
-            await self._edit_at_home(q, rec, "reset", {})
-            n += 1
-        return n
-
-    def _record(self, q: LanQueue, job_id: str) -> JobRecord:
         rec = q.core.records.get(job_id)
         if rec is None or rec.tombstone:
             raise NotFound(f"no job {job_id} in {q.name}")
-        return rec
+        with _for_api():
+            await self._edit_at_home(q, rec, op, fields)
 
     async def _edit_at_home(self, q: LanQueue, rec: JobRecord, op: str, fields: dict[str, Any]) -> None:
         """Changes to a LAN job are made by its home; forward them when that is another node."""
@@ -561,33 +498,18 @@ class LanService:
                 await self._perform(q, actions)
 
     async def apply_edit(self, queue: str, op: str, job_id: str, fields: dict[str, Any]) -> JobRecord:
-        """At the home: apply an edit (from this node's API or forwarded by a peer)."""
+        """At the home: apply an edit (from this node's API or forwarded by a peer). Raises
+        protocol errors (`InvalidEdit` for a bad value): the caller answers in its terms."""
         q = self.queue(queue)
+        if op not in OPS:
+            raise InvalidEdit(f"unknown edit {op!r}")
         if op == "update":
-            clean: dict[str, Any] = {}
-            if "name" in fields:
-                if not isinstance(fields["name"], str) or not fields["name"] or len(fields["name"]) > 1000:
-                    raise BadRequest("bad name")
-                clean["name"] = fields["name"]
-            if "draft" in fields:
-                if not isinstance(fields["draft"], bool):
-                    raise BadRequest("bad draft")
-                clean["draft"] = fields["draft"]
-            if "rank" in fields:
-                if isinstance(fields["rank"], bool) or not isinstance(fields["rank"], (int, float)):
-                    raise BadRequest("bad rank")
-                clean["rank"] = float(fields["rank"])
-            if "count" in fields:
-                if isinstance(fields["count"], bool) or not isinstance(fields["count"], int) or not 1 <= fields["count"] <= 100_000:
-                    raise BadRequest("a LAN job's count must be between 1 and 100000")
-                clean["count"] = fields["count"]
+            clean = clean_update(fields)
             await self._call(q, lambda now: q.core.update_job(job_id, now, **clean))
         elif op == "delete":
             await self._call(q, lambda now: q.core.delete_job(job_id, now))
-        elif op == "reset":
-            await self._call(q, lambda now: q.core.reset_job(job_id, now))
         else:
-            raise BadRequest(f"unknown edit {op!r}")
+            await self._call(q, lambda now: q.core.reset_job(job_id, now))
         return q.core.records[job_id]
 
     async def async_drain(self) -> int:
@@ -645,11 +567,21 @@ class LanService:
             for home in match:
                 before = sum(1 for r in q.core.records.values() if r.home == home and not r.tombstone)
                 if before:
-                    await self._call(q, functools.partial(_adopt, q.core, home))
+                    with _for_api():
+                        await self._call(q, functools.partial(_adopt, q.core, home))
                     adopted += before
         if not adopted:
             raise NotFound(f"no LAN jobs whose home is {gone!r}")
         return adopted
+
+
+def _last_rank(q: LanQueue) -> float:
+    ranks = [r.rank for r in q.core.records.values() if not r.tombstone]
+    return (max(ranks) + 1.0) if ranks else 1.0
+
+
+def _release(core: LanNodeCore, job_id: str, now: float) -> list[Action]:
+    return core.release(job_id, now)
 
 
 def _adopt(core: LanNodeCore, home: str, now: float) -> list[Action]:

@@ -1,18 +1,23 @@
-"""How LAN queues and their jobs look to clients: the original's fields (`acquired`,
-`acquired_by_`, `peer_`, `hash`, UUID ids, `<uuid>_<n>` set ids) plus lanqueue's own (home,
-whether it is online and why a job waits, epoch and version, conflicts)."""
+"""LAN records as the queue model: a replicated `JobRecord` becomes a `model.Job` whose
+`replica` carries what only a LAN job has (lease holder, home and whether it is reachable,
+epoch and version, file digest, conflicts, why it waits). The wire format is shaped once, by the
+presenter in `lanqueue.api.views`, for jobs of every queue.
+
+Ids as the original plugin shows LAN jobs: the job's UUID, `<uuid>_<n>` for its n-th set, and
+the set's position as its rank."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..model import Job, PrintSet, Replica
 from . import codec
 from .records import JobRecord
 
 if TYPE_CHECKING:
     from .service import LanQueue, PeerDirectory
 
-__all__ = ["ordered", "queue_view", "job_view"]
+__all__ = ["job_of", "ordered", "peers_of", "set_id", "set_index"]
 
 
 def ordered(q: LanQueue) -> list[JobRecord]:
@@ -21,58 +26,63 @@ def ordered(q: LanQueue) -> list[JobRecord]:
     return sorted(recs, key=lambda r: (r.rank, r.created, r.id))
 
 
-def queue_view(q: LanQueue, node_id: str, directory: PeerDirectory) -> dict[str, Any]:
-    online = directory.online(q.name)
-    peers = {
+def set_id(job_id: str, index: int) -> str:
+    return f"{job_id}_{index}"
+
+
+def set_index(job_id: str, sid: Any) -> int | None:
+    """The position named by a `<uuid>_<n>` set id of this job, or None."""
+    prefix = f"{job_id}_"
+    if not isinstance(sid, str) or not sid.startswith(prefix) or not sid[len(prefix):].isdigit():
+        return None
+    return int(sid[len(prefix):])
+
+
+def job_of(q: LanQueue, r: JobRecord, node_id: str, directory: PeerDirectory,
+           online: dict[str, str] | None = None) -> Job:
+    """The record as a model job (pass `online` when converting many, to ask discovery once)."""
+    online = directory.online(q.name) if online is None else online
+    home_online = r.home == node_id or r.home in online
+    home_name = "this node" if r.home == node_id else directory.name_of(r.home)
+    holder = r.lease_holder
+    waiting = None
+    if not home_online and r.acquirable:
+        waiting = f"waiting for its home {home_name} (offline): adopt its jobs to print them"
+    replica = Replica(
+        acquired_by=holder,
+        acquired_by_name=None if holder is None else ("this node" if holder == node_id else directory.name_of(holder)),
+        home=r.home, home_name=home_name, home_online=home_online,
+        epoch=r.epoch, version=r.version,
+        hash=r.sets[0].hash if r.sets else None,
+        conflicts=tuple(codec.encode(c) for c in r.conflicts),
+        waiting_reason=waiting,
+    )
+    sets = [
+        PrintSet(id=set_id(r.id, i), path=s.path, count=s.count, remaining=s.remaining, completed=s.completed,
+                 rank=float(i), sd=False, materials=list(s.materials), profiles=list(s.profiles),
+                 metadata=None, missing_file=False, hash=s.hash)
+        for i, s in enumerate(r.sets)
+    ]
+    return Job(id=r.id, queue=q.name, name=r.name, count=r.count, remaining=r.remaining, draft=r.draft,
+               created=int(r.created), rank=r.rank, sets=sets, acquired=holder is not None, replica=replica)
+
+
+def peers_of(q: LanQueue, directory: PeerDirectory) -> dict[str, Any]:
+    """The queue's members as the original's `peers` object, keyed by node id."""
+    live = ordered(q)
+    return {
         p["node_id"]: {
             "name": p.get("name"),
             "status": _peer_status(p),
             "profile": {"name": p.get("profile")},
             "active_set": None,
-            "run": next((r.name for r in ordered(q) if r.lease_holder == p["node_id"]), None),
+            "run": next((r.name for r in live if r.lease_holder == p["node_id"]), None),
             "acquired": [r.id for r in q.core.records.values() if r.lease_holder == p["node_id"]],
             "online": p.get("status") == "online",
         }
         for p in directory.snapshot()
         if q.name in (p.get("queues") or [])
     }
-    return {
-        "name": q.name,
-        "addr": node_id,
-        "peers": peers,
-        "jobs": [job_view(q, r, node_id, directory, online) for r in ordered(q)],
-    }
-
-
-def job_view(q: LanQueue, r: JobRecord, node_id: str, directory: PeerDirectory,
-             online: dict[str, str] | None = None) -> dict[str, Any]:
-    online = directory.online(q.name) if online is None else online
-    home_online = r.home == node_id or r.home in online
-    home_name = "this node" if r.home == node_id else directory.name_of(r.home)
-    holder = r.lease_holder
-    view = {
-        "id": r.id, "queue": q.name, "name": r.name, "count": r.count, "remaining": r.remaining,
-        "draft": r.draft, "created": int(r.created), "rank": r.rank,
-        "acquired": holder is not None,
-        # the holder's node id, a key of the queue's `peers` (or this node's `addr`), as the original
-        "acquired_by_": holder,
-        "acquired_by_name": None if holder is None else ("this node" if holder == node_id else directory.name_of(holder)),
-        "peer_": r.home, "home": r.home, "home_name": home_name, "home_online": home_online,
-        "epoch": r.epoch, "version": r.version,
-        "hash": r.sets[0].hash if r.sets else None,
-        "conflicts": [codec.encode(c) for c in r.conflicts],
-        "sets": [
-            {
-                "id": f"{r.id}_{i}", "path": s.path, "count": s.count, "remaining": s.remaining,
-                "completed": s.completed, "rank": float(i), "sd": False, "materials": list(s.materials),
-                "profiles": list(s.profiles), "metadata": None, "hash": s.hash, "missing_file": False,
-            }
-            for i, s in enumerate(r.sets)
-        ],
-    }
-    if not home_online and r.acquirable:
-        view["waiting_reason"] = f"waiting for its home {home_name} (offline): adopt its jobs to print them"
-    return view
 
 
 def _peer_status(p: dict[str, Any]) -> str:
