@@ -20,9 +20,17 @@ async def test_page_and_static_files_are_public(api):
         assert "http://" not in body and "https://" not in body  # nothing loaded from elsewhere
         assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert r.headers["Referrer-Policy"] == "no-referrer"
-    r = await api.get("/static/app.js", headers={"X-Api-Key": ""})
-    assert r.status == 200 and r.content_type == "text/javascript"
-    assert "EventSource" in await r.text()
+    # app.js is an ES module; every module it imports (transitively) is served as JavaScript
+    todo, served = ["app.js"], {}
+    while todo:
+        name = todo.pop()
+        r = await api.get(f"/static/{name}", headers={"X-Api-Key": ""})
+        assert r.status == 200 and r.content_type == "text/javascript", name
+        served[name] = await r.text()
+        todo += [m for m in re.findall(r'^import (?:.* from )?"\./([\w.-]+)";$', served[name], re.M)
+                 if m not in served and m not in todo]
+    assert {"core.js", "live.js", "queues.js", "settings.js"} <= set(served)
+    assert "EventSource" in served["live.js"]
     r = await api.get("/static/style.css", headers={"X-Api-Key": ""})
     assert r.status == 200 and r.content_type == "text/css"
     assert (await api.get("/favicon.ico", headers={"X-Api-Key": ""})).status == 200
@@ -55,7 +63,7 @@ async def test_static_refuses_traversal_and_unknown_names(api):
         status, body = await _raw_get(api, target)
         assert status in (400, 403, 404), target  # 403: resolved outside /static/, the key is required
         assert b"import" not in body and b"root:" not in body, target
-    status, body = await _raw_get(api, "/static/app.js")
+    status, body = await _raw_get(api, "/static/live.js")
     assert status == 200 and b"EventSource" in body
 
 
