@@ -136,6 +136,9 @@ def _print_status(console: Console, state: dict[str, Any], job: dict[str, Any] |
     colour = {"NORMAL": "green", "NEEDS_ACTION": "yellow", "ERROR": "red"}.get(state["statusType"], "white")
     console.print(f"[bold]{'managing' if state['active'] else 'not managing'}[/bold] "
                   f"[{colour}]{state['status']}[/{colour}]  profile {state['profile']}")
+    drives = state.get("printer")
+    if drives:
+        console.print(f"drives: {drives['backend']} printer {drives['target']} ({drives['state']})")
     if job:
         progress = job.get("progress") or {}
         done = progress.get("completion")

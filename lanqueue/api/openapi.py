@@ -294,6 +294,9 @@ SCHEMAS: dict[str, Schema] = {
             "status": _str,
             "statusType": {"type": "string", "enum": ["NORMAL", "NEEDS_ACTION", "ERROR", "INIT"]},
             "profile": _str,
+            "printer": {"type": "object", "nullable": True,
+                        "description": "the printer this node drives: backend, target (address), state, "
+                                       "error, capabilities (tools, nozzle_diameter, bed_size, filaments, model)"},
             "queues": {"type": "array", "items": _ref("Queue")},
         },
     },

@@ -215,6 +215,21 @@ async def state_view(node: Node) -> dict[str, Any]:
     return json.loads(await state_json(node))
 
 
+def printer_view(node: Node) -> dict[str, Any] | None:
+    """Which printer this node drives: the backend kind ("virtual", "serial", "octoprint",
+    "moonraker", ...), the printer's address (never a secret), its state and capabilities."""
+    printer = node.printer
+    if printer is None:
+        return None
+    return {
+        "backend": printer.kind,
+        "target": printer.target,
+        "state": printer.state.text,
+        "error": printer.error,
+        "capabilities": printer.capabilities.to_json(),
+    }
+
+
 async def state_json(node: Node) -> str:
     """`state_view` as JSON text; each queue's jobs are spliced in as (cached) text."""
     runner = node.runner
@@ -229,6 +244,7 @@ async def state_json(node: Node) -> str:
         "status": runner.status,
         "statusType": runner.status_type,
         "profile": node.options.profile,
+        "printer": printer_view(node),
         "queues": queues,
     })
     for marker, jobs_text in texts:
