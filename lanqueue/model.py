@@ -33,6 +33,8 @@ __all__ = [
     "JobRef",
     "Run",
     "next_set",
+    "SetCounts",
+    "count_print",
     "apply_success",
     "reset_job",
     "set_printable",
@@ -169,19 +171,34 @@ def next_set(job: Job) -> PrintSet | None:
     return None
 
 
+SetCounts = tuple[int, int, int]
+"""A set's (count, remaining, completed), what the counting rule reads and writes."""
+
+
+def count_print(job_remaining: int, sets: Sequence[SetCounts], index: int) -> tuple[int, list[SetCounts]]:
+    """The counting rule, for jobs of every queue (local rows and replicated LAN records alike):
+    one successful print of set `index` takes one from its remaining and adds one to its
+    completed; when no set of the run remains, the job's remaining drops by one and, if runs
+    remain, every set starts again at its count. Returns the job's remaining and the sets."""
+    out = list(sets)
+    count, remaining, completed = out[index]
+    out[index] = (count, max(0, remaining - 1), completed + 1)
+    if all(r <= 0 for _, r, _ in out):
+        job_remaining = max(0, job_remaining - 1)
+        if job_remaining > 0:
+            out = [(c, c, done) for c, _, done in out]
+    return job_remaining, out
+
+
 def apply_success(job: Job, set_id: int | str) -> Job:
     """Count one successful print of `set_id`; returns the updated job (the input is not changed)."""
     job = _copy(job)
-    target = next((s for s in job.sets if s.id == set_id), None)
-    if target is None:
+    index = next((i for i, s in enumerate(job.sets) if s.id == set_id), None)
+    if index is None:
         raise KeyError(f"set {set_id} is not in job {job.id}")
-    target.remaining = max(0, target.remaining - 1)
-    target.completed += 1
-    if all(s.remaining <= 0 for s in job.sets):
-        job.remaining = max(0, job.remaining - 1)
-        if job.remaining > 0:
-            for s in job.sets:
-                s.remaining = s.count
+    job.remaining, counts = count_print(job.remaining, [(s.count, s.remaining, s.completed) for s in job.sets], index)
+    for s, (_, remaining, completed) in zip(job.sets, counts):
+        s.remaining, s.completed = remaining, completed
     return job
 
 

@@ -90,6 +90,7 @@ from .records import (
     Timings,
     apply_completion,
     is_newer,
+    record_problem,
 )
 
 __all__ = ["DurableState", "LanNodeCore"]
@@ -524,6 +525,7 @@ class LanNodeCore:
             out.sends.append(Send(msg.sender, RecordFetch(self.node_id, want[: self.timings.max_jobs])))
 
     def _on_sync_reply(self, msg: SyncReply, now: float, out: _Out) -> None:
+        self._check_records(msg.records)
         for rec in msg.records:
             self._merge(rec, now, out)
         if msg.clash:
@@ -601,6 +603,19 @@ class LanNodeCore:
         deadline = self.home.take(rec, now)
         if deadline is not None and rec.lease_holder is not None:
             out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, deadline))
+
+    def _check_records(self, records: Sequence[JobRecord]) -> None:
+        """Everything that makes a peer's records unacceptable, checked for a whole message
+        before any of it is merged: a refused message changes nothing (`handle`'s promise)."""
+        new: set[str] = set()
+        for rec in records:
+            problem = record_problem(rec, self.queue)
+            if problem:
+                raise RemoteProtocolError(f"record {rec.id[:8]}: {problem}")
+            if rec.id not in self.records:
+                new.add(rec.id)
+        if new and len(self.records) + len(new) > self.timings.max_jobs:
+            raise RemoteProtocolError("too many jobs in this queue")
 
     def _merge(self, rec: JobRecord, now: float, out: _Out) -> None:
         """Apply a replica from a peer: highest (epoch, version) wins."""
@@ -829,6 +844,7 @@ class LanNodeCore:
 
     # -- replication handlers
     def _on_push(self, msg: RecordPush, now: float, out: _Out) -> None:
+        self._check_records(msg.records)
         for rec in msg.records:
             self._merge(rec, now, out)
 

@@ -1,4 +1,4 @@
-"""Replicated LAN job records, the counting rules, and the protocol's timings.
+"""Replicated LAN job records, how completions are counted in them, and the protocol's timings.
 
 A record is the whole job as every peer of a LAN queue sees it. Only the job's home writes it, so
 replication needs no merge logic: the copy with the highest `(epoch, version)` wins. `epoch` moves
@@ -6,13 +6,16 @@ when the home changes (drain, adopt); `version` moves on every write by the home
 grants, because the grant (holder and fencing token) is part of the durable record: persisting
 the record *is* persisting the token (guarantee S2).
 
-Everything here is immutable; changes return new records. Pure standard library.
+Everything here is immutable; changes return new records. No I/O; the counting rule is
+`model.count_print`, shared with the local queue.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
+
+from ..model import count_print
 
 __all__ = [
     "Timings",
@@ -28,6 +31,7 @@ __all__ = [
     "requested_prints",
     "CompletionOutcome",
     "apply_completion",
+    "record_problem",
     "MAX_CONFLICTS",
     "MAX_HOLDERS_TRACKED",
     "HANDOFF_RATE_SLACK",
@@ -215,9 +219,8 @@ def apply_completion(
 ) -> tuple[CompletionOutcome, JobRecord]:
     """The home's decision on one completion report, and the record after it.
 
-    Counting rules: the set's remaining -1 and completed +1; when no set of the run remains, the
-    job's remaining -1, and if runs remain every set starts over at its count. A rejected report
-    becomes a recorded conflict and never changes counts (S3).
+    Counting is `model.count_print`, the one rule for every queue. A rejected report becomes a
+    recorded conflict and never changes counts (S3).
     """
     if any(c.holder == holder and c.seq == seq for c in record.conflicts):
         return CompletionOutcome.DUPLICATE_CONFLICT, record
@@ -241,16 +244,23 @@ def apply_completion(
     if record.done or not (0 <= set_index < len(record.sets)) or record.sets[set_index].remaining <= 0:
         return conflict(ConflictKind.OVER_COMPLETION, f"nothing left to count in set {set_index}")
 
-    sets = list(record.sets)
-    s = sets[set_index]
-    sets[set_index] = replace(s, remaining=s.remaining - 1, completed=s.completed + 1)
-    remaining = record.remaining
-    if all(x.remaining <= 0 for x in sets):
-        remaining -= 1
-        if remaining > 0:
-            sets = [replace(x, remaining=x.count) for x in sets]
+    remaining, counts = count_print(record.remaining, [(x.count, x.remaining, x.completed) for x in record.sets],
+                                    set_index)
+    sets = tuple(replace(x, remaining=r, completed=done) for x, (_, r, done) in zip(record.sets, counts))
     applied = _with_seq(record, holder, seq)
-    return CompletionOutcome.APPLIED, record.bump(sets=tuple(sets), remaining=remaining, applied=applied)
+    return CompletionOutcome.APPLIED, record.bump(sets=sets, remaining=remaining, applied=applied)
+
+
+def record_problem(rec: JobRecord, queue: str) -> str | None:
+    """Why a peer's record cannot be taken into `queue`, or None: checked for every record of a
+    message before any is merged."""
+    if rec.queue != queue:
+        return f"record of queue {rec.queue!r} sent to {queue!r}"
+    if rec.count < 0 or rec.remaining < 0:
+        return "negative job counts"
+    if any(s.count < 0 or s.remaining < 0 or s.completed < 0 for s in rec.sets):
+        return "negative set counts"
+    return None
 
 
 def _with_seq(record: JobRecord, holder: str, seq: int) -> tuple[tuple[str, int], ...]:

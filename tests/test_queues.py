@@ -1,0 +1,222 @@
+"""The one queue interface: the local queue on a real SQLite file, the generic move between
+queues, the presenter's declared fields, the one counting rule, and the LAN core refusing a
+whole message when one of its records is bad."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lanqueue.api.views import JOB_FIELDS, SET_FIELDS, job_view
+from lanqueue.errors import BadRequest, NotFound, Unavailable
+from lanqueue.files import FileStore
+from lanqueue.model import Job, PrintSet, Replica, Strategy, apply_success
+from lanqueue.queues import Queue, move_between
+from lanqueue.queues.local import LocalQueue
+from lanqueue.queues.registry import LocalProvider, QueueRegistry
+from lanqueue.store import Store
+from lanqueue.sync.errors import RemoteProtocolError
+from lanqueue.sync.messages import Persist, RecordPush
+from lanqueue.sync.protocol import LanNodeCore
+from lanqueue.sync.records import CompletionOutcome, JobRecord, SetRecord, Timings, apply_completion
+
+T = Timings(ttl=60.0, renew_every=20.0, lock_delay=60.0, retry_every=5.0, anti_entropy_every=30.0)
+
+
+@pytest.fixture
+async def parts(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite3")
+    files = FileStore(tmp_path / "files", 1 << 20)
+    (tmp_path / "files" / "a.gcode").write_text("G28\n")
+    yield store, files
+    await store.async_close()
+
+
+async def add(q: Queue, name: str, count: int = 1, path: str = "a.gcode") -> str:
+    jid, _ = await q.add_set({"path": path, "count": count, "remaining": count}, job_id=None, job_name=name,
+                             job_draft=False)
+    return str(jid)
+
+
+# --- the local queue and the registry -----------------------------------------------------
+
+
+async def test_registry_resolves_names_once_and_refuses_unknown_ones(parts):
+    store, files = parts
+    reg = QueueRegistry(store)
+    reg.add(LocalProvider(store, files))
+    local = reg.get("local")
+    assert isinstance(local, Queue) and reg.get("local") is local
+    with pytest.raises(NotFound):
+        reg.get("farm")
+    assert [q.name for q, _ in await reg.listed()] == ["local"]
+
+
+async def test_local_ids_cross_as_strings_and_stay_integers_on_the_wire(parts):
+    q = LocalQueue(*parts)
+    jid = await add(q, "A")
+    assert q.parse_job_id(int(jid)) == q.parse_job_id(jid) == jid
+    for bad in ("x", None, True, "1.5"):
+        with pytest.raises(BadRequest):
+            q.parse_job_id(bad)
+    with pytest.raises(NotFound):
+        q.parse_job_id(0)
+    (job,) = await q.jobs()
+    assert job_view(job)["id"] == int(jid) and isinstance(job_view(job)["sets"][0]["id"], int)
+
+
+async def test_the_held_local_job_shows_acquired_until_released(parts):
+    """state/get shows `acquired: true` for the local job being printed, as the original does;
+    the cache key moves with it, so a cached view is never stale."""
+    q = LocalQueue(*parts)
+    await add(q, "A")
+    b = await add(q, "B")
+    await q.edit_job(b, {"draft": True})
+    key = q.cache_key()
+    pick = await q.hold_next("Generic", [], Strategy.IN_ORDER)
+    assert pick.ref is not None and pick.ref.job_name == "A"
+    assert [(j.name, j.acquired) for j in await q.jobs()] == [("A", True), ("B", False)]
+    assert q.cache_key() != key
+    await q.release(pick.ref)
+    assert [j.acquired for j in await q.jobs()] == [False, False]
+
+
+async def test_finish_counts_a_success_by_the_counting_rule(parts):
+    store, files = parts
+    q = LocalQueue(store, files)
+    await add(q, "A", count=2)
+    pick = await q.hold_next("Generic", [], Strategy.IN_ORDER)
+    assert pick.ref is not None
+    run = await store.begin_run(q.name, pick.ref.job_id, pick.ref.job_name, pick.ref.set_id, pick.ref.path)
+    await q.finish(pick.ref, "success", run)
+    (job,) = await q.jobs()
+    assert (job.sets[0].remaining, job.sets[0].completed, job.acquired) == (1, 1, False)
+    assert [r.result for r in await store.history()] == ["success"]
+
+
+async def test_a_job_that_needs_what_is_not_loaded_is_counted_as_waiting(parts):
+    q = LocalQueue(*parts)
+    await q.add_set({"path": "a.gcode", "count": 1, "remaining": 1, "materials": ["PETG"]}, job_id=None,
+                    job_name="P", job_draft=False)
+    pick = await q.hold_next("Generic", ["PLA"], Strategy.IN_ORDER)
+    assert pick.ref is None and pick.waiting == 1
+
+
+# --- moving between queues: one generic path ----------------------------------------------
+
+
+async def test_a_job_moves_between_queues_of_any_kind_through_one_path(parts):
+    store, files = parts
+    await store.ensure_queue("other")
+    src, dest = LocalQueue(store, files), LocalQueue(store, files, "other")
+    jid = await add(src, "Mover", count=3)
+    new_id = await move_between(src, dest, jid)
+    assert [j.name for j in await src.jobs()] == []
+    (moved,) = await dest.jobs()
+    assert (str(moved.id), moved.name, moved.sets[0].count, moved.sets[0].remaining) == (new_id, "Mover", 3, 3)
+
+
+async def test_a_failed_removal_from_the_source_undoes_the_move(parts):
+    """Export, import, then remove: if the source cannot let go, the copy goes again and the
+    job stays where it was (never lost, never in both)."""
+    store, files = parts
+    await store.ensure_queue("other")
+
+    class StuckSource(LocalQueue):  # fault injection: a source whose removal fails
+        async def remove_jobs(self, job_ids):
+            raise Unavailable("the job's home is offline")
+
+    src, dest = StuckSource(store, files), LocalQueue(store, files, "other")
+    jid = await add(src, "Stays")
+    with pytest.raises(Unavailable):
+        await move_between(src, dest, jid)
+    assert [j.name for j in await src.jobs()] == ["Stays"]
+    assert await dest.jobs() == []
+
+
+async def test_the_job_being_printed_cannot_be_moved(parts):
+    store, files = parts
+    await store.ensure_queue("other")
+    src, dest = LocalQueue(store, files), LocalQueue(store, files, "other")
+    jid = await add(src, "Busy")
+    await src.hold_next("Generic", [], Strategy.IN_ORDER)
+    with pytest.raises(Exception, match="being printed"):
+        await move_between(src, dest, jid)
+    assert [j.name for j in await src.jobs()] == ["Busy"] and await dest.jobs() == []
+
+
+# --- one presenter, its fields declared once ----------------------------------------------
+
+
+def _jobs() -> tuple[Job, Job]:
+    local = Job(id=1, queue="local", name="L", sets=[PrintSet(id=2, path="a.gcode")])
+    replica = Replica(acquired_by=None, acquired_by_name=None, home="n1", home_name="this node", home_online=False,
+                      epoch=1, version=2, hash="h", waiting_reason="waiting for its home")
+    lan = Job(id="u", queue="farm", name="F", sets=[PrintSet(id="u_0", path="a.gcode", hash="h")], replica=replica)
+    return local, lan
+
+
+def test_the_presenter_writes_exactly_the_declared_fields() -> None:
+    local, lan = _jobs()
+    own_job = {f.name for f in JOB_FIELDS if not f.replica}
+    own_set = {f.name for f in SET_FIELDS if not f.replica}
+    assert set(job_view(local)) == own_job
+    assert set(job_view(local)["sets"][0]) == own_set
+    assert set(job_view(lan)) == {f.name for f in JOB_FIELDS}
+    assert set(job_view(lan)["sets"][0]) == {f.name for f in SET_FIELDS}
+    lan_view = job_view(lan)
+    assert (lan_view["peer_"], lan_view["home"], lan_view["acquired_by_"], lan_view["hash"]) == ("n1", "n1", None, "h")
+
+
+# --- one counting rule --------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.lists(st.integers(1, 3), min_size=1, max_size=3), st.lists(st.integers(0, 2), max_size=12))
+def test_local_and_lan_jobs_count_prints_alike(runs: int, counts: list[int], picks: list[int]) -> None:
+    """A local job and a LAN record fed the same successful prints hold the same counts."""
+    job = Job(id=1, queue="local", name="J", count=runs, remaining=runs,
+              sets=[PrintSet(id=i, path=f"{i}.gcode", count=c, remaining=c) for i, c in enumerate(counts)])
+    rec = JobRecord(id="j", queue="farm", home="h", epoch=1, version=1, name="J", count=runs, remaining=runs,
+                    sets=tuple(SetRecord(f"{i}.gcode", count=c, remaining=c) for i, c in enumerate(counts)),
+                    lease_holder="p", lease_token=5)
+    for seq, pick in enumerate(picks):
+        index = pick % len(counts)
+        if job.remaining <= 0 or job.sets[index].remaining <= 0:
+            continue
+        job = apply_success(job, index)
+        outcome, rec = apply_completion(rec, "p", 5, seq, index)
+        assert outcome is CompletionOutcome.APPLIED
+        assert rec.remaining == job.remaining
+        assert [(s.remaining, s.completed) for s in rec.sets] == [(s.remaining, s.completed) for s in job.sets]
+
+
+# --- the LAN core takes a whole message or nothing of it ----------------------------------
+
+
+@pytest.mark.parametrize("spoil", ["wrong queue", "negative count", "one too many"])
+def test_a_lan_message_with_one_bad_record_among_good_ones_changes_nothing_and_persists_nothing(spoil: str) -> None:
+    small = Timings(ttl=60.0, renew_every=20.0, lock_delay=60.0, retry_every=5.0, anti_entropy_every=30.0, max_jobs=3)
+    home = LanNodeCore("h", "farm", small, ["p"])
+    peer = LanNodeCore("p", "farm", small, ["h"])
+    for i in range(3):
+        home.submit_job(f"j{i}", f"job {i}", [SetRecord("a.gcode", count=1, remaining=1, hash="a" * 64)], 1, 0.0)
+    good = [home.records[f"j{i}"] for i in range(3)]
+    if spoil == "wrong queue":
+        bad = replace(good[1], queue="other")
+    elif spoil == "negative count":
+        bad = replace(good[1], remaining=-1)
+    else:
+        bad = replace(good[1], id="j9")  # a fourth job in a queue of at most three
+    message = (good[0], bad, good[2]) if spoil != "one too many" else (*good, bad)
+    before = peer.durable_state()
+    with pytest.raises(RemoteProtocolError):
+        peer.handle(RecordPush("h", message), 1.0)
+    assert peer.records == {} and peer.durable_state() == before
+    # the same records without the bad one are taken, and persisted (the check can pass)
+    actions = peer.handle(RecordPush("h", tuple(good)), 1.0)
+    persisted = [r.id for a in actions if isinstance(a, Persist) for r in a.records]
+    assert sorted(peer.records) == sorted(persisted) == ["j0", "j1", "j2"]
