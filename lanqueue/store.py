@@ -176,6 +176,7 @@ class Store:
                 readers.append(reader)
             store = cls(db, readers, path)
             await store._migrate()
+            await _write_probe(db)
         except (sqlite3.Error, OSError) as e:
             for conn in opened:
                 with contextlib.suppress(Exception):
@@ -809,7 +810,10 @@ def _json_column(text: str | None) -> Any:
         return []
     if text is None or text == "null":
         return None
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:  # stored before the limits existed: show that, keep state/get working
+        return "<value nested too deeply to show; edit it>"
 
 
 def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Row]) -> list[Job]:
@@ -852,6 +856,21 @@ async def _connect(path: Path, opened: list[aiosqlite.Connection]) -> aiosqlite.
     return conn
 
 
+async def _write_probe(db: aiosqlite.Connection) -> None:
+    """A read-only file opens and reads fine; find out now, not at the first client's write:
+    rewrite the schema version (same value) in one committed transaction."""
+    async with db.execute("PRAGMA user_version") as cur:
+        (version,) = await cur.fetchone()  # type: ignore[misc]
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute(f"PRAGMA user_version={int(version)}")
+        await db.commit()
+    except BaseException:
+        if db.in_transaction:
+            await db.rollback()
+        raise
+
+
 async def _quick_check(db: aiosqlite.Connection, path: Path) -> None:
     """A truncated file often opens and fails only at the first page it lacks: look at every
     page once at start (milliseconds for a farm's database) instead of failing mid-request."""
@@ -877,7 +896,12 @@ def _damage_advice(path: Path, e: BaseException) -> str:
 
 
 def _storage_error(e: Exception) -> Exception:
-    """A full disk becomes a 507 a client can understand; other errors pass unchanged."""
+    """A full disk becomes a 507 a client can understand; a value the door's limits should have
+    refused (lanqueue.limits) a 400 rather than a 500; other errors pass unchanged."""
+    if isinstance(e, UnicodeEncodeError):
+        return BadRequest("text must be valid Unicode (no lone UTF-16 surrogates)")
+    if isinstance(e, RecursionError):
+        return BadRequest("a value is nested too deeply to store")
     if isinstance(e, sqlite3.OperationalError) and "full" in str(e).lower():
         return InsufficientStorage("the node's disk is full: nothing was written; "
                                    "free space on the node and retry")

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from ..errors import BadRequest, PayloadTooLarge
+from ..limits import check_text, check_value
 
 __all__ = [
     "Form",
@@ -69,7 +70,7 @@ class Form:
             raise BadRequest(f"field {name!r} must be a string")
         if len(value) > max_len or "\x00" in value:
             raise BadRequest(f"field {name!r} is too long or contains NUL")
-        return value
+        return check_text(value, f"field {name!r}")
 
     def boolean(self, name: str, default: bool | None = None, *, required: bool = False) -> bool | None:
         value = self._fields.get(name)
@@ -202,8 +203,10 @@ def _finite(token: str) -> float:
 
 def loads(text: str | bytes) -> Any:
     """json.loads for client input, strict: NaN and Infinity (which Python accepts and would write
-    back into answers, making them invalid JSON for every browser) are refused as ValueError."""
-    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    back into answers, making them invalid JSON for every browser) are refused as ValueError.
+    A decoded value outside the stored-value limits (depth, size, text that is not UTF-8) is a
+    BadRequest saying which (lanqueue.limits)."""
+    return check_value(json.loads(text, parse_constant=_not_json, parse_float=_finite), "the JSON")
 
 
 def _split_list_text(text: str, name: str) -> list[Any]:
