@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mosquitto import Broker, free_port, make_cert, mosquitto_unavailable, start_mosquitto
+from mosquitto import (
+    Broker,
+    free_port,
+    make_cert,
+    mosquitto_unavailable,
+    start_mosquitto,
+)
 
 __all__ = ["BambuRig", "bambu_unavailable"]
 
@@ -71,7 +77,9 @@ class BambuRig:
 
         kw.setdefault("reconnect_delay", 0.1)
         kw.setdefault("max_reconnect_delay", 0.5)
-        return BackendSettings(key=CODE, serial=SERIAL, **kw)
+        kw.setdefault("key", CODE)
+        kw.setdefault("serial", SERIAL)
+        return BackendSettings(**kw)
 
     @property
     def sdcard(self) -> Path:
@@ -81,7 +89,7 @@ class BambuRig:
         """Boot the printer: its broker, its FTPS server, its firmware (idle, nothing printing)."""
         if broker_too:
             self.broker.start()
-        log = open(self.dir / "printer.log", "ab")
+        log = open(self.dir / "printer.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "bambu_printer.py"), "--serial", SERIAL,
              "--mqtt-port", str(self.broker.port), "--ftp-port", str(self.ftp_port),

@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["Broker", "free_port", "make_cert", "mosquitto_unavailable", "start_mosquitto"]
 
@@ -75,7 +75,7 @@ class Broker:
         """Start the broker and wait until it accepts connections."""
         if self.proc is not None and self.proc.poll() is None:
             return
-        log = open(self.dir / "mosquitto.log", "ab")
+        log = open(self.dir / "mosquitto.log", "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             ["mosquitto", "-c", str(self.dir / "mosquitto.conf")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -111,7 +111,7 @@ class Broker:
         path = self.dir / "mosquitto.log"
         return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
-    def __enter__(self) -> Broker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

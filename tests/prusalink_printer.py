@@ -78,8 +78,8 @@ class Firmware:
             return [f"{mode} MODE: Percent done: {self.percent}; print time remaining in mins: "
                     f"{self.remaining}; Change in mins: -1" for mode in ("NORMAL", "SILENT")]
         if cmd.startswith("M105"):
-            return [f"T:{t['temp_t']:.1f} /{self.target_t:.1f} B:{t['temp_b']:.1f} /{self.target_b:.1f} "
-                    f"T0:{t['temp_t']:.1f} /{self.target_t:.1f} @:0 B@:0 P:25.0 A:30.0"]
+            return [(f"T:{t['temp_t']:.1f} /{self.target_t:.1f} B:{t['temp_b']:.1f} /{self.target_b:.1f} "
+                     f"T0:{t['temp_t']:.1f} /{self.target_t:.1f} @:0 B@:0 P:25.0 A:30.0")]
         if cmd.startswith("M114"):
             p = " ".join(f"{a.upper()}:{t[a]:.2f}" for a in "xyze")
             return [f"{p} Count {p}"]
@@ -126,7 +126,7 @@ class Firmware:
 
 def main() -> None:
     link = sys.argv[1]
-    log = open(sys.argv[2] if len(sys.argv) > 2 else os.devnull, "a", buffering=1)
+    log = open(sys.argv[2] if len(sys.argv) > 2 else os.devnull, "a", buffering=1)  # noqa: SIM115
     master, slave = os.openpty()
     tty.setraw(slave)
     if os.path.lexists(link):

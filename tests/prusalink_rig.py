@@ -35,7 +35,7 @@ from typing import Any
 
 from mosquitto import free_port
 
-__all__ = ["PrusaLinkRig", "prusalink_unavailable", "prusalink_program"]
+__all__ = ["PrusaLinkRig", "prusalink_program", "prusalink_unavailable"]
 
 HERE = Path(__file__).resolve().parent
 VENV_PROGRAM = "/opt/lanqueue-venvs/prusalink/bin/prusalink"
@@ -123,7 +123,7 @@ class PrusaLinkRig:
         return BackendSettings(user=USER, key=PASSWORD, **kw)
 
     def _popen(self, name: str, args: list[str], **kw: Any) -> subprocess.Popen[Any]:
-        log = open(self.dir / f"{name}.log", "ab")
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         proc = subprocess.Popen(args, stdout=kw.pop("stdout", log), stderr=log, **kw)
         log.close()
         self.procs[name] = proc
@@ -210,7 +210,7 @@ class PrusaLinkRig:
     def close(self) -> None:
         for name in ("forward", "prusalink", "printer"):
             self._stop(name)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
 
 
 # --------------------------------------------------------------------------- the forwarder

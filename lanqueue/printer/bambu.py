@@ -72,6 +72,7 @@ STATES = {
     "PAUSE": PrinterState.PAUSED,
 }
 PLATE = "Metadata/plate_1.gcode"
+LOST = "the printer is idle: the print was lost on its side (a power cut or a restart)"
 
 
 # --------------------------------------------------------------------------- pure core
@@ -123,6 +124,8 @@ class BambuTracker:
                 return [Outcome("started"), *self._after_start(state)]
             return []
         if not ours:
+            if state == "IDLE" or not self.status.get("subtask_name"):
+                return self._end(Outcome("failed", LOST))
             return self._end(Outcome("failed", "the printer dropped the print (it now reports another one)"))
         if state == before:
             return []
@@ -138,7 +141,7 @@ class BambuTracker:
         if state == "FAILED":
             return self._end(self._failure())
         if state == "IDLE":
-            return self._end(Outcome("failed", "the printer is idle: the print was lost on its side"))
+            return self._end(Outcome("failed", LOST))
         return []
 
     def _failure(self) -> Outcome:
@@ -381,6 +384,7 @@ class BambuBackend(BackendBase):
             ftp.connect(self.host, self.ftp_port)
             ftp.login("bblp", self.code)
             ftp.prot_p()
+            ftp.voidcmd("TYPE I")  # SIZE is refused in ASCII mode
             try:
                 if ftp.size(name) == len(data):
                     return  # the card has these bytes under their hash name already
