@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Options, add_serve_arguments, resolve_options
+from .config import OPTIONS, ConfigError, Options, add_serve_arguments, resolve_options
 
 __all__ = ["main"]
 
@@ -25,14 +27,27 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .node import Node  # only cli imports node
+    from .store import DataDirError
 
     options = resolve_options(args)
     _setup_logging(options.log_level)
+    _check_can_listen(options.host, options.port)  # before the data dir and key are written
+    key_file = options.data_dir / "api_key"
+    fresh_key = not options.api_key and not key_file.exists()
     node = Node(options)
-    node.prepare()
+    try:
+        node.prepare()
+    except OSError as e:  # a read-only or unreadable data directory: one line, no traceback
+        print(f"lanqueue: cannot use the data directory {options.data_dir}: {e.strerror or e} "
+              f"({e.filename or options.data_dir}); it must be writable by this user", file=sys.stderr)
+        return 3
     app = node.make_app()
-    print(f"lanqueue: node {options.name!r} on http://{options.host}:{options.port}/ "
-          f"(printer: {options.printer}, data: {options.data_dir})", flush=True)
+    url = local_url(options.host, options.port)
+    _write_url_file(options.data_dir, url)
+    # the key is printed once, when it is made; later only where to find it
+    key = node.api_key if fresh_key else "<the --api-key given>" if options.api_key else f"<the key in {key_file}>"
+    print(f"lanqueue: node {options.name!r} (printer: {options.printer}, data: {options.data_dir}); "
+          f"open {url}/?apikey={key}", flush=True)
     try:
         web.run_app(app, host=options.host, port=options.port, print=None, access_log=None,
                     shutdown_timeout=10.0)
@@ -41,7 +56,57 @@ def _serve(args: argparse.Namespace) -> int:
             raise
         print(f"lanqueue: cannot listen on {options.host}:{options.port}: {e.strerror}", file=sys.stderr)
         return 2
+    except DataDirError as e:  # exit at once (status 3) so a service manager's restart policy sees it
+        print(f"lanqueue: {e}", file=sys.stderr)
+        return 3
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """`lanqueue check`: is the data directory's database sound? Changes nothing."""
+    from .store import check_database
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(resolve_options(None, config_file=args.config).data_dir)
+    healthy, lines = check_database(data_dir / "lanqueue.sqlite3")
+    for line in lines:
+        print(line, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind the address once (as aiohttp will, with SO_REUSEADDR) and let it go: a port in use
+    is reported before anything is written, instead of after the node said it was ready."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            hint = {errno.EADDRINUSE: " (another lanqueue serve? choose another --port)",
+                    errno.EACCES: " (ports below 1024 need root; choose another --port)"}.get(e.errno or 0, "")
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+
+
+def local_url(host: str, port: int) -> str:
+    """The node's URL as seen from its own machine: `localhost` when it listens everywhere."""
+    if host in ("", "0.0.0.0", "::", "127.0.0.1", "::1", "localhost"):
+        return f"http://localhost:{port}"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+URL_FILE = "url"
+
+
+def _write_url_file(data_dir: Path, url: str) -> None:
+    """Where client commands on this machine find the node (its port may not be the default)."""
+    with contextlib.suppress(OSError):
+        tmp = data_dir / (URL_FILE + ".tmp")
+        tmp.write_text(url + "\n")
+        os.replace(tmp, data_dir / URL_FILE)
 
 
 def _setup_logging(level: str) -> None:
@@ -63,20 +128,28 @@ def _setup_logging(level: str) -> None:
 
 
 def _client_target(args: argparse.Namespace) -> tuple[str, str]:
-    """(base URL, API key) of the node a client command talks to."""
+    """(base URL, API key) of the node a client command talks to: flags, else the environment,
+    else what `serve` left in its data dir (its URL and key), else the options' host and port."""
     options: Options = resolve_options(None, config_file=args.config)
-    data_dir = Path(args.data_dir) if args.data_dir else Path(options.data_dir)
-    host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # where serve listens
-    host = f"[{host}]" if ":" in host else host
-    url = args.url or os.environ.get("LANQUEUE_URL") or f"http://{host}:{options.port}"
-    key = args.api_key or options.api_key
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else Path(options.data_dir)
+    url = args.url or os.environ.get("LANQUEUE_URL") or _read(data_dir / URL_FILE)
+    if not url:
+        host = options.host if options.host not in ("", "0.0.0.0", "::") else "127.0.0.1"  # where serve listens
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{options.port}"
+    key = args.api_key or options.api_key or _read(data_dir / "api_key")
     if not key:
-        key_file = data_dir / "api_key"
-        if key_file.exists():
-            key = key_file.read_text().strip()
-    if not key:
-        raise ConfigError("no API key: pass --api-key, or run on the node's machine")
+        raise ConfigError(f"no API key: none given (--api-key or LANQUEUE_API_KEY) and no node's key in "
+                          f"{data_dir} (searched {data_dir / 'api_key'}); start `lanqueue serve` there first, "
+                          "or point --data-dir (LANQUEUE_DATA_DIR) at the node's data folder")
     return url.rstrip("/"), key
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _run_client(args: argparse.Namespace) -> int:
@@ -110,11 +183,20 @@ def _copies(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lanqueue", description="Keep every printer of a farm busy.")
+    parser.add_argument("--version", action="version", version=f"lanqueue {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run a node for one printer")
+    serve = sub.add_parser("serve", help="run a node for one printer",
+                           description="Run a node. Every option can also be set as LANQUEUE_<NAME> "
+                                       "in the environment or in a TOML file (--config).")
     add_serve_arguments(serve)
+    _show_defaults(serve, {opt.name: opt.default for opt in OPTIONS})
     serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check", help="check a node's data directory (the node should be stopped)")
+    check.add_argument("--data-dir", help="the data directory (default: as serve would use)")
+    check.add_argument("--config", help="config file of the node")
+    check.set_defaults(func=_check)
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -144,11 +226,53 @@ def build_parser() -> argparse.ArgumentParser:
     vp.set_defaults(func=_virtual_printer)
 
     demo = sub.add_parser("demo", help="several nodes with virtual printers sharing a LAN queue")
-    demo.add_argument("--nodes", type=int, default=3)
-    demo.add_argument("--base-port", type=int, default=5101)
-    demo.add_argument("--speed", type=float, default=20.0)
+    demo.add_argument("--nodes", type=int, default=3, help="how many nodes")
+    demo.add_argument("--base-port", type=int, default=5101, help="port of the first node; the others follow")
+    demo.add_argument("--speed", type=float, default=20.0, help="how many times faster than real time the printers run")
     demo.set_defaults(func=_demo)
+
+    samples = sub.add_parser("samples", help="copy the sample G-code files (one per slicer) to a folder")
+    samples.add_argument("folder", nargs="?", type=Path, default=Path("lanqueue-samples"), help="where to put them")
+    samples.set_defaults(func=_samples)
+    for action in sub.choices.values():
+        if action is not serve:
+            _show_defaults(action, {})
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lanqueue")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+        return "unknown"
+
+
+def _show_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """Append "(default: X)" to each option's help that has a default and does not say it.
+    `serve`'s options resolve their defaults later (file < environment < flags), so theirs come
+    from the options table."""
+    for action in parser._actions:
+        value = defaults.get(action.dest, action.default)
+        if action.help in (None, argparse.SUPPRESS) or "default" in (action.help or ""):
+            continue
+        if value in (None, False, [], (), argparse.SUPPRESS):
+            continue
+        action.help = f"{action.help} (default: {value})"
+
+
+def _samples(args: argparse.Namespace) -> int:
+    """Small prints with each slicer's comments (time, filament, thumbnail), to try a node with."""
+    from importlib.resources import files
+
+    folder: Path = args.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in sorted(files("lanqueue").joinpath("samples").iterdir(), key=lambda i: i.name):
+        if item.name.endswith(".gcode"):
+            (folder / item.name).write_bytes(item.read_bytes())
+            print(folder / item.name)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,9 @@
 
 Starts N `lanqueue serve` processes on 127.0.0.1 (ports base_port, base_port+1, ...), each with
 its own data dir in a temporary folder and its own virtual printer, all joined to one LAN queue
-`demo` (a fresh secret, static peers, no mDNS: everything stays on loopback). It uploads a few
-generated sample G-code files, submits LAN jobs with counts from different nodes, replaces each
+`demo` (a fresh secret, static peers, no mDNS: everything stays on loopback). It uploads the shipped
+sample G-code files (lanqueue/samples: one per slicer, with thumbnails and estimates), submits
+LAN jobs with counts from different nodes, replaces each
 node's "wait for a person after each print" automation with a no-wait bed sweep so the farm keeps
 printing unattended, starts every node and shows a live table until Ctrl-C (or SIGTERM), then
 stops every node (SIGTERM, a grace period, then SIGKILL for stragglers) and removes the folder.
@@ -20,6 +21,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ from rich.table import Table
 
 from .client import CP, ClientError, NodeClient
 
-__all__ = ["run_demo", "API_KEY", "QUEUE", "NO_WAIT_AUTOMATION", "sample_gcode", "SAMPLES", "prints_left"]
+__all__ = ["API_KEY", "NO_WAIT_AUTOMATION", "QUEUE", "SAMPLES", "prints_left", "run_demo", "sample_gcode"]
 
 API_KEY = "lanqueue-demo"  # a known key: the demo listens on loopback only
 QUEUE = "demo"
@@ -46,42 +48,21 @@ NO_WAIT_AUTOMATION: dict[str, Any] = {
     "preprocessors": {},
     "events": {"continuousprint_success": [{"script": "clear", "preprocessor": ""}]},
 }
-# (name, moves, copies): a few parts of different lengths, submitted round-robin on the nodes
-SAMPLES: tuple[tuple[str, int, int], ...] = (
-    ("cube", 240, 3),
-    ("bracket", 360, 2),
-    ("gear", 300, 2),
-    ("clip", 180, 4),
+# (sample file in lanqueue/samples, copies): parts of different slicers and lengths, submitted
+# round-robin on the nodes; the page shows each one's thumbnail and the slicer's estimates
+SAMPLES: tuple[tuple[str, int], ...] = (
+    ("prusaslicer", 3),
+    ("orcaslicer", 2),
+    ("cura", 2),
+    ("superslicer", 4),
 )
 
 
-def sample_gcode(name: str, moves: int) -> str:
-    """A small print: home, heat (no waiting), `moves` short extruding moves around a square,
-    with an M117 message at the start, every 60 moves and at the end."""
-    lines = [
-        f"; lanqueue demo sample {name!r}: {moves} moves",
-        f"M117 {name}: start",
-        "G21",
-        "G90",
-        "M82",
-        "G28",
-        "M104 S200",
-        "M140 S60",
-        "G92 E0",
-    ]
-    e = 0.0
-    side = 20.0
-    for i in range(moves):
-        if i and i % 60 == 0:
-            lines.append(f"M117 {name}: layer {i // 60}")
-            lines.append(f"G1 Z{0.2 * (i // 60 + 1):.1f} F600")
-        corner = i % 4
-        x = 100.0 + (side if corner in (1, 2) else 0.0)
-        y = 100.0 + (side if corner >= 2 else 0.0)
-        e += 0.8
-        lines.append(f"G1 X{x:.1f} Y{y:.1f} E{e:.2f} F1200")
-    lines += [f"M117 {name}: done", "G1 Z20 F600", "M104 S0", "M140 S0"]
-    return "\n".join(lines) + "\n"
+def sample_gcode(name: str) -> bytes:
+    """The bytes of a shipped sample (`lanqueue samples` copies them out for trying a node)."""
+    from importlib.resources import files
+
+    return files("lanqueue").joinpath("samples", f"{name}.gcode").read_bytes()
 
 
 @dataclass
@@ -118,8 +99,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 async def _start_node(node: DemoNode, ports: list[int], secret: str, speed: float) -> None:
+    # -P and a cwd of our own: started from the folder that holds a checkout, `-m lanqueue.cli`
+    # would import ./lanqueue (the checkout, no __init__.py) as a namespace package and fail
     cmd = [
-        sys.executable, "-m", "lanqueue.cli", "serve",
+        sys.executable, "-P", "-m", "lanqueue.cli", "serve",
         "--host", HOST, "--port", str(node.port), "--data-dir", str(node.data_dir),
         "--name", node.name, "--api-key", API_KEY, "--no-mdns",
         "--virtual-speed", repr(float(speed)), "--lan", f"{QUEUE}={secret}",
@@ -135,7 +118,7 @@ async def _start_node(node: DemoNode, ports: list[int], secret: str, speed: floa
         # nodes in order instead of every process racing to shut down at once.
         node.proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-            env=env, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            env=env, cwd=node.data_dir.parent, start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
 
 
@@ -144,11 +127,11 @@ async def _wait_ready(node: DemoNode, deadline: float) -> None:
     while True:
         if not node.alive:
             tail = node.log.read_text(errors="replace")[-1500:] if node.log.exists() else ""
-            raise RuntimeError(f"{node.name} exited during start (port {node.port} taken?):\n{tail}")
+            raise RuntimeError(f"{node.name} exited during start; the end of its log ({node.log}):\n{tail}")
         try:
             await node.client.request("GET", "/api/version")
             return
-        except (aiohttp.ClientError, ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError, ClientError):
             pass
         if time.monotonic() > deadline:
             raise RuntimeError(f"{node.name} did not answer on {node.url} within {START_TIMEOUT:.0f} s")
@@ -168,7 +151,7 @@ async def _wait_peers(nodes: list[DemoNode], timeout: float = 10.0) -> bool:
                 counts.append(sum(1 for p in peers if p.get("status") == "online"))
             if all(c >= want for c in counts):
                 return True
-        except (aiohttp.ClientError, ClientError, asyncio.TimeoutError, KeyError, TypeError):
+        except (TimeoutError, aiohttp.ClientError, ClientError, KeyError, TypeError):
             pass
         await asyncio.sleep(0.2)
     return False
@@ -212,19 +195,33 @@ async def _setup_farm(nodes: list[DemoNode], root: Path, console: Console) -> in
     samples = root / "samples"
     samples.mkdir(exist_ok=True)
     total = 0
-    for i, (name, moves, copies) in enumerate(SAMPLES):
+    for i, (name, copies) in enumerate(SAMPLES):
         node = nodes[i % len(nodes)]
         assert node.client is not None
         path = samples / f"{name}.gcode"
-        path.write_text(sample_gcode(name, moves))
+        path.write_bytes(sample_gcode(name))
         uploaded = await node.client.upload(path)
         stored = uploaded["files"]["local"]["path"]
-        await node.client.request("POST", CP + "/set/add", data={
-            "path": stored, "queue": QUEUE, "jobDraft": "false", "count": str(copies), "jobName": name,
-        })
+        await _when_ready(lambda node=node, stored=stored, name=name, copies=copies: node.client.request(  # type: ignore[union-attr]
+            "POST", CP + "/set/add", data={
+                "path": stored, "queue": QUEUE, "jobDraft": "false", "count": str(copies), "jobName": name,
+            }))
         total += copies
         console.print(f"  queued [bold]{name}[/bold] x{copies} in LAN queue {QUEUE!r} from {node.name}")
     return total
+
+
+async def _when_ready(call: Any, timeout: float = 30.0) -> Any:
+    """`call()`, again while the node answers 409 (a LAN queue still catching up with its
+    peers right after start), up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except ClientError as e:
+            if ": 409 " not in str(e) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.25)
 
 
 def _urls_table(nodes: list[DemoNode]) -> Table:
@@ -247,7 +244,7 @@ async def _poll(node: DemoNode) -> None:
     assert node.client is not None
     try:
         state, job = await asyncio.gather(node.client.state(), node.client.request("GET", "/api/job"))
-    except (aiohttp.ClientError, ClientError, asyncio.TimeoutError, ValueError) as e:
+    except (TimeoutError, aiohttp.ClientError, ClientError, ValueError) as e:
         view["printer"] = f"unreachable ({type(e).__name__})"
         node.view = view
         return
@@ -324,6 +321,11 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
     if speed <= 0:
         console.print("[red]the speed must be positive[/red]")
         return 2
+    taken = [p for p in range(base_port, base_port + nodes) if not _port_free(p)]
+    if taken:
+        console.print(f"[red]port(s) {', '.join(map(str, taken))} on {HOST} are in use[/red] "
+                      "(another demo or node?); choose others with --base-port")
+        return 2
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     hurry = asyncio.Event()
@@ -369,7 +371,7 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
                                   f"(API key {API_KEY!r})")
                     console.print(_urls_table(farm))
                     await _watch(farm, stop, console)
-            except (RuntimeError, ClientError, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RuntimeError, ClientError, aiohttp.ClientError) as e:
                 console.print(f"[red]demo failed:[/red] {e}")
                 status = 1
     finally:
@@ -385,6 +387,16 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
             _say(console, f"logs kept in {root}")
         _say(console, "all nodes stopped")
     return status
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _say(console: Console, text: str) -> None:

@@ -290,7 +290,7 @@ class Driver:
                 return f"Stopped: {self.last_error}", StatusType.ERROR
             if self.printing_unmanaged:
                 return "Inactive (the current print finishes unmanaged)", StatusType.NORMAL
-            return "Inactive (click Start Managing)", StatusType.NORMAL
+            return "Inactive (start managing to print from the queue)", StatusType.NORMAL
         if st == S.WAITING_PRINTER:
             return "Waiting for the printer to be ready", StatusType.INIT
         if st == S.IDLE:

@@ -94,7 +94,7 @@ def test_demo_prints_the_samples_and_stops_cleanly_on_ctrl_c(tmp_path):
             stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
         )
     try:
-        total = sum(copies for _, _, copies in SAMPLES)
+        total = sum(copies for _, copies in SAMPLES)
         deadline = time.monotonic() + 150
         done = False
         last = None

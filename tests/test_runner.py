@@ -43,7 +43,7 @@ def test_full_cycle_actions_in_order():
 
 def test_inactive_status_texts_match_the_original():
     d = r.Driver()
-    assert (d.active, d.status, d.status_type) == (False, "Inactive (click Start Managing)", "NORMAL")
+    assert (d.active, d.status, d.status_type) == (False, "Inactive (start managing to print from the queue)", "NORMAL")
 
 
 def test_activation_waits_for_the_printer():
@@ -106,7 +106,7 @@ def test_deactivate_during_print_lets_it_finish_unmanaged():
     assert drive(d, r.Deactivate()) == []
     assert not d.active and "unmanaged" in d.status
     assert drive(d, r.PrintDone()) == [r.RecordResult(JOB, "success"), r.ReleaseJob(JOB)]
-    assert d.status == "Inactive (click Start Managing)"
+    assert d.status == "Inactive (start managing to print from the queue)"
     assert drive(d, r.PrintDone()) == []  # nothing more to record
 
 
