@@ -200,7 +200,7 @@ class PrusaLinkBackend(BackendBase):
                 delay = self.poll_interval
             except Unavailable as e:
                 _LOG.info("prusalink %s: %s", self.target, e)
-                self._set_state(PrinterState.OFFLINE, "the printer cannot be reached")
+                self._set_state(PrinterState.OFFLINE, str(e))
                 self._changed.set()
                 info_read = False
                 delay = min(max(delay, self.settings.reconnect_delay) * 2, self.settings.max_reconnect_delay)
