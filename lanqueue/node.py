@@ -33,6 +33,7 @@ from .config import Options
 from .discovery import DiscoveryService
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
+from .farm import FarmService
 from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
 from .model import LOCAL, Job, JobRef
@@ -69,6 +70,7 @@ class Node:
         self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
+        self.farm: FarmService | None = None
         self._lan_box = peer_routes.LanBox()
 
     # --- identity --------------------------------------------------------------------------
@@ -117,6 +119,7 @@ class Node:
         app.cleanup_ctx.append(self._lan_ctx)
         app.cleanup_ctx.append(self._printer_ctx)
         app.cleanup_ctx.append(self._driver_ctx)
+        app.cleanup_ctx.append(self._farm_ctx)
         app.on_startup.append(self._announce)
         return app
 
@@ -216,6 +219,15 @@ class Node:
         await self.runner.async_start(activate=resume)
         yield
         await self.runner.async_close()
+
+    async def _farm_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """The farm view: this printer's summary for the peers, theirs for the page."""
+        self.farm = FarmService(self)
+        await self.farm.async_start()
+        self._lan_box.farm = self.farm
+        yield
+        self._lan_box.farm = None
+        await self.farm.async_close()
 
     def _on_store_write(self) -> None:
         if self.runner is not None:

@@ -700,6 +700,22 @@ describe("post", "/lanqueue/lan/adopt", "Take over the LAN jobs homed on a node 
          body=form({"node": text("Id or name of the node that is gone", max_length=200)}, ("node",)),
          responses=ok({"type": "object", "properties": {"adopted": {"description": "what was adopted"}}}),
          errors=("400", "404", "409", "503"))
+describe("get", "/lanqueue/farm", "The farm view: every printer of the shared LAN queues and each queue's timeline",
+         tag=T_NODE, errors=("503",), mutates=False,
+         description="`cards`: this node's printer first, then each member of a shared LAN queue with `farm_state` "
+         "connecting, on or off (`since`: Unix time), its state, progress, temperatures, job, file, thumbnail, "
+         "`needs` (what it needs from a person) and `actions`. `timelines`: per queue, each job to print with "
+         "the printer expected to print it and `done_at` (null: unknown, an estimate is missing).",
+         responses=ok({"type": "object", "required": ["node_id", "cards", "timelines"],
+                       "properties": {"node_id": _str, "now": {"type": "number"},
+                                      "cards": {"type": "array", "items": {"type": "object"}},
+                                      "timelines": {"type": "array", "items": {"type": "object"}}}}))
+describe("post", "/lanqueue/farm/action", "Act on any printer of the farm (carried to its node, signed)", tag=T_NODE,
+         body=form({"node": text("Node id of the printer's node", max_length=200),
+                    "action": {"type": "string", "enum": ["continue", "pause", "resume", "cancel", "start", "stop"]}},
+                   ("node", "action")),
+         responses=ok({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
+         errors=("400", "404", "409", "503"))
 
 # --- node to node (no API key: every request is signed with the LAN queue's secret) -------------
 
@@ -720,6 +736,13 @@ describe("get", "/lanqueue/peer/v1/files/{digest}", "A file by its sha256, for a
          public=True, errors=("403", "404", "503"), description=_PEER, mutates=False,
          parameters=[{"name": "digest", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
          responses=ok_content("application/octet-stream", "The file's bytes"))
+describe("post", "/lanqueue/peer/v1/farm/summary", "This node's printer, for a member's farm view", tag="peer",
+         public=True, errors=("403", "413", "503"), description=_PEER, mutates=False,
+         body=json_body({"type": "object"}), responses=ok({"type": "object"}))
+describe("post", "/lanqueue/peer/v1/farm/action", "An action on this node's printer from a member's farm view",
+         tag="peer", public=True, errors=("400", "403", "413", "503"), description=_PEER,
+         body=json_body({"type": "object", "required": ["action"], "properties": {"action": _str}}),
+         responses=ok({"type": "object", "properties": {"ok": {"type": "boolean"}, "error": _str}}))
 
 # --- the web page (public: the page asks for the key itself) ------------------------------------
 

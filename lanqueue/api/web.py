@@ -8,9 +8,13 @@ Live updates are server-sent events. One `LiveHub` per app fans changes out to e
 it listens to the store (every committed write), the LAN queues, peer discovery and the printer
 service (state, temperatures, prints), and polls the driver's status and the print's progress once a second, emitting only on
 change. Each stream coalesces what happened into at most one event per `MIN_INTERVAL`, with the
-kinds of change (`queues`, `driver`, `printer`, `peers`) as data, so the page re-fetches only what moved.
+kinds of change (`queues`, `driver`, `printer`, `peers`, `farm`) as data, so the page re-fetches only what moved.
 The hub attaches to the services while at least one stream is open and detaches after the last
-one; on shutdown it ends every stream so the server does not wait for them.
+one; on shutdown it ends every stream so the server does not wait for them. While a stream is
+open the farm view is kept fresh (the peers' summaries are polled, farm.py).
+
+`/lanqueue/farm` is the farm view's data: one card per printer of the LAN queues this node shares
+and each queue's timeline (timeline.py); `/lanqueue/farm/action` carries an action to a printer.
 """
 
 from __future__ import annotations
@@ -21,18 +25,24 @@ import json
 import logging
 import mimetypes
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .. import timeline
+from ..errors import BadRequest
+from .app import json_response
+from .forms import read_form
 from .keys import NODE
+from .views import state_view
 
 if TYPE_CHECKING:
     from ..node import Node
 
-__all__ = ["routes", "setup", "LiveHub", "LIVE", "WEB_DIR"]
+__all__ = ["LIVE", "WEB_DIR", "LiveHub", "routes", "setup"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +108,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 class _Stream:
     """One open event stream: what changed since its last event, and a wake-up."""
 
-    __slots__ = ("kinds", "wake", "closed", "request")
+    __slots__ = ("closed", "kinds", "request", "wake")
 
     def __init__(self, request: web.Request) -> None:
         self.kinds: set[str] = set()
@@ -154,6 +164,9 @@ class LiveHub:
             self._detach.append(node.lan.add_listener(lambda *_: self._broadcast("queues")))
         if node.discovery is not None:
             self._detach.append(node.discovery.add_listener(lambda *_: self._broadcast("peers")))
+        if node.farm is not None:
+            self._detach.append(node.farm.add_listener(lambda: self._broadcast("farm")))
+            node.farm.touch()
         self._poller = asyncio.create_task(self._poll(), name="web-live-poll")
 
     def _release(self) -> None:
@@ -198,6 +211,8 @@ class LiveHub:
             if now_printer != printer:
                 printer = now_printer
                 self._broadcast("printer")
+            if self.node.farm is not None:
+                self.node.farm.touch()  # an open page watches the farm
             for stream in list(self._streams):
                 if stream.gone:
                     stream.close()
@@ -287,3 +302,51 @@ async def events(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionError, RuntimeError):
         await response.write_eof()
     return response
+
+
+# --- the farm view -------------------------------------------------------------------------
+
+
+def _loads(cards: list[dict[str, Any]], queue: str) -> list[timeline.PrinterLoad]:
+    """The printers that take work from `queue` now (on, managed, members), with their work."""
+    out = []
+    for c in cards:
+        in_queue = c.get("own") if queue == "local" else queue in (c.get("queues") or ())
+        if not in_queue or c.get("farm_state") != "on" or not c.get("managing"):
+            continue
+        busy = c.get("left_s") if c.get("state") in ("Printing", "Paused", "Pausing") else 0.0
+        job = c.get("job") or {}
+        holding = frozenset({str(job["id"])}) if job.get("queue") == queue and "id" in job else frozenset()
+        out.append(timeline.PrinterLoad(str(c["node_id"]), str(c.get("name") or ""), busy, c.get("profile"), holding))
+    return out
+
+
+@routes.get("/lanqueue/farm")
+async def farm(request: web.Request) -> web.Response:
+    """Every printer of the shared LAN queues (this node's first) and each queue's timeline."""
+    node = request.app[NODE]
+    if node.farm is None:
+        raise web.HTTPServiceUnavailable(text="the farm view is starting")
+    node.farm.touch()
+    cards = node.farm.cards()
+    now = time.time()
+    timelines = []
+    for q in (await state_view(node))["queues"]:
+        forecasts = timeline.plan(q["jobs"], _loads(cards, q["name"]))
+        timelines.append({"queue": q["name"], "jobs": [f.to_json(now) for f in forecasts]})
+    return json_response({"node_id": node.node_id, "now": now, "cards": cards, "timelines": timelines})
+
+
+@routes.post("/lanqueue/farm/action")
+async def farm_action(request: web.Request) -> web.Response:
+    """An action on any printer of the farm; a peer's goes over the signed peer protocol."""
+    form = await read_form(request)
+    target = form.text("node", required=True, max_len=200)
+    action = form.text("action", required=True, max_len=20)
+    node = request.app[NODE]
+    if node.farm is None:
+        raise web.HTTPServiceUnavailable(text="the farm view is starting")
+    if not target or not action:
+        raise BadRequest("give node and action")
+    await node.farm.act_on(target, action)
+    return json_response({"ok": True})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -18,11 +19,21 @@ from .errors import RemoteProtocolError
 from .service import EDIT_PATH, FILE_PATH, MESSAGE_PATH, LanService
 from .transport import RESPONSE_SIGNATURE, sign_response
 
-__all__ = ["install", "LanBox"]
+__all__ = ["FARM_ACTION_PATH", "FARM_SUMMARY_PATH", "FarmPeer", "LanBox", "install"]
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
 routes = web.RouteTableDef()
+FARM_SUMMARY_PATH = "/lanqueue/peer/v1/farm/summary"
+FARM_ACTION_PATH = "/lanqueue/peer/v1/farm/action"
+
+
+class FarmPeer(Protocol):
+    """What the farm view's peer routes need from the node (farm.FarmService)."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+    async def act(self, action: str) -> None: ...
 
 
 class LanBox:
@@ -32,6 +43,7 @@ class LanBox:
     def __init__(self) -> None:
         self.service: LanService | None = None
         self.verifier = Verifier({})
+        self.farm: FarmPeer | None = None
 
     def get(self) -> LanService:
         if self.service is None:
@@ -120,3 +132,38 @@ async def file(request: web.Request) -> web.StreamResponse:
     except Exception as e:  # noqa: BLE001 - NotFound/BadRequest: a plain 404 to the peer
         return web.json_response({"error": getattr(e, "message", str(e))}, status=404)
     return web.FileResponse(path)
+
+
+@routes.post(FARM_SUMMARY_PATH)
+async def farm_summary(request: web.Request) -> web.Response:
+    """This node's printer, for the farm view of a member of a queue it shares."""
+    body = await _body(request)
+    signed = await _verified(request, body)
+    if isinstance(signed, web.Response):
+        return signed
+    farm = request.app[LAN_BOX].farm
+    if farm is None:
+        return _signed(request, signed, {"error": "this node has no farm view"})
+    return _signed(request, signed, farm.summary())
+
+
+@routes.post(FARM_ACTION_PATH)
+async def farm_action(request: web.Request) -> web.Response:
+    """An action on this node's printer from a member's farm view. The signature proves the
+    sender holds the secret of a queue this node has joined; nothing else is trusted."""
+    body = await _body(request)
+    signed = await _verified(request, body)
+    if isinstance(signed, web.Response):
+        return signed
+    farm = request.app[LAN_BOX].farm
+    try:
+        doc = json.loads(body)
+        action = doc.get("action") if isinstance(doc, dict) else None
+        if farm is None or not isinstance(action, str):
+            raise ValueError("give an action" if farm is not None else "this node has no farm view")
+        await farm.act(action)
+    except Exception as e:  # noqa: BLE001 - BadRequest/Conflict and friends travel back as text
+        log.info("farm action from %s refused: %s", signed.node_id[:8], e)
+        return _signed(request, signed, {"error": getattr(e, "message", str(e))})
+    log.info("farm action %r from %s", action, signed.node_id[:8])
+    return _signed(request, signed, {"ok": True})
