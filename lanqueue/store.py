@@ -45,9 +45,19 @@ from typing import Any
 import aiosqlite
 
 from .errors import BadRequest, InsufficientStorage, NotFound
-from .model import ARCHIVE, LOCAL, Job, PrintSet, Run, Strategy, apply_success, rank_between, reset_job
+from .model import (
+    ARCHIVE,
+    LOCAL,
+    Job,
+    PrintSet,
+    Run,
+    Strategy,
+    apply_success,
+    rank_between,
+    reset_job,
+)
 
-__all__ = ["Store", "Migration", "DataDirError", "check_database"]
+__all__ = ["DataDirError", "Migration", "Store", "check_database"]
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
@@ -298,7 +308,7 @@ class Store:
                 await db.commit()
             else:
                 await db.rollback()
-        except Exception as e:  # BEGIN or COMMIT failed (disk full, I/O error): nothing is kept
+        except Exception as e:  # noqa: BLE001 - BEGIN or COMMIT failed (disk full, I/O error): nothing is kept
             if db.in_transaction:
                 with contextlib.suppress(Exception):
                     await db.rollback()
@@ -324,7 +334,7 @@ class Store:
         await db.execute("SAVEPOINT unit")
         try:
             result = await work(db)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of a unit is its answer
             try:
                 await db.execute("ROLLBACK TO unit")
                 await db.execute("RELEASE unit")
@@ -725,7 +735,7 @@ class Store:
         keep = {s["id"] for s in sets if s.get("id") is not None}
         unknown = keep - existing
         if unknown:
-            raise NotFound(f"no set with id {sorted(unknown)[0]} in job {job_id}")
+            raise NotFound(f"no set with id {min(unknown)} in job {job_id}")
         for sid in existing - keep:
             await db.execute("DELETE FROM sets WHERE id=?", (sid,))
         for rank, s in enumerate(sets, start=1):

@@ -6,17 +6,15 @@ command line's status all describe the node the same way.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import secrets
-import weakref
-from collections.abc import Hashable, Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..model import Job, PrintSet
 from ..queues import Queue, QueueInfo
+from .state import cached_jobs_text
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -160,53 +158,18 @@ def queue_view(name: str, row: dict[str, Any], info: QueueInfo, active_set: Any,
     }
 
 
-class _JobsCache:
-    """The JSON text of one queue's jobs as of one value of the queue's `cache_key()`."""
-
-    __slots__ = ("key", "text")
-
-    def __init__(self, key: Hashable, text: str) -> None:
-        self.key = key
-        self.text = text
-
-
-_caches: weakref.WeakKeyDictionary[Any, _JobsCache] = weakref.WeakKeyDictionary()
 # stands in for a queue's jobs while the rest of the state is encoded, then is replaced by their
 # JSON text; random per process so no job or queue name can collide with it
 _SPLICE = f"lanqueue-queue-jobs-{secrets.token_hex(8)}"
 
 
+def _encode_jobs(jobs: Sequence[Job]) -> str:
+    return json.dumps([job_view(j) for j in jobs])
+
+
 async def _jobs_json(q: Queue) -> str:
-    """Reading, shaping and encoding every job is the whole cost of state/get; clients poll
-    it, so a queue that can tell when its jobs change (`cache_key`) has the text kept until
-    then. The key is taken before reading: a write landing meanwhile makes the entry stale,
-    never wrongly fresh. Only the text is kept (a tenth of the memory of the objects)."""
-    key = q.cache_key()
-    cache = _caches.get(q) if key is not None else None
-    if cache is None or cache.key != key:
-        with _no_gc():  # held across one read: the rows are made on the store's thread
-            jobs = await q.jobs()
-            text = json.dumps([job_view(j) for j in jobs])
-            del jobs
-        if key is None:
-            return text
-        cache = _JobsCache(key, text)
-        _caches[q] = cache
-    return cache.text
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Building tens of thousands of dicts and lists makes the cycle collector walk every live
-    object again and again (state/get of 10,000 jobs grew twice as fast as the queue); these
-    objects form no cycles, so reference counting frees them and the collector can wait."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    """A queue's jobs as JSON text, rebuilt once per change of the queue (api/state)."""
+    return await cached_jobs_text(q, _encode_jobs)
 
 
 async def state_view(node: Node) -> dict[str, Any]:
