@@ -20,6 +20,7 @@ export const view = {
   nodePeers: null,    // /lanqueue/peers, when the node has that route
   peersRoute: true,   // false once /lanqueue/peers answered 404
   materials: [],      // materials/get: the material loaded in each tool (null/"" = none)
+  farm: null,         // /lanqueue/farm: every printer of the shared LAN queues, the timelines
 };
 
 export const session = { apiKey: null };  // the node's API key, once known

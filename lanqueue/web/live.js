@@ -16,7 +16,7 @@ export function connectEvents() {
   if (events) events.close();
   if (!window.EventSource) {
     setLive("off", "No live updates");
-    refresh("state", "history", "printer", "peers", "materials");
+    refresh("state", "history", "printer", "peers", "materials", "farm");
     startFallback();
     return;
   }
@@ -24,22 +24,23 @@ export function connectEvents() {
   events = source;
   // The first load waits for `hello` (the stream is subscribed, so nothing can slip between
   // the load and the first event); a reconnect loads everything again for what it missed.
-  const firstLoad = setTimeout(() => refresh("state", "history", "printer", "peers", "materials"), 1500);
+  const firstLoad = setTimeout(() => refresh("state", "history", "printer", "peers", "materials", "farm"), 1500);
   source.addEventListener("hello", () => {
     clearTimeout(firstLoad);
     setLive("on", "Live");
     stopFallback();
-    refresh("state", "history", "printer", "peers", "materials");
+    refresh("state", "history", "printer", "peers", "materials", "farm");
   });
   source.addEventListener("change", (e) => {
     let kinds = [];
     try { kinds = JSON.parse(e.data).kinds || []; } catch { /* ignore a malformed event */ }
     const want = new Set();
     for (const k of kinds) {
-      if (k === "queues") { want.add("state"); want.add("history"); want.add("materials"); } // any stored change, materials too
-      else if (k === "driver") { want.add("state"); want.add("history"); want.add("peers"); }
-      else if (k === "printer") want.add("printer");
-      else if (k === "peers") { want.add("peers"); want.add("state"); }
+      if (k === "queues") { want.add("state"); want.add("history"); want.add("materials"); want.add("farm"); } // any stored change, materials too
+      else if (k === "driver") { want.add("state"); want.add("history"); want.add("peers"); want.add("farm"); }
+      else if (k === "printer") { want.add("printer"); want.add("farm"); }
+      else if (k === "farm") want.add("farm");
+      else if (k === "peers") { want.add("peers"); want.add("state"); want.add("farm"); }
     }
     refresh(...want);
   });
@@ -56,7 +57,7 @@ export function connectEvents() {
 
 // Without the event stream, look again every 10 s (and only then).
 function startFallback() {
-  if (!fallbackTimer) fallbackTimer = setInterval(() => refresh("state", "printer", "history"), 10000);
+  if (!fallbackTimer) fallbackTimer = setInterval(() => refresh("state", "printer", "history", "farm"), 10000);
 }
 function stopFallback() {
   if (fallbackTimer) { clearInterval(fallbackTimer); fallbackTimer = null; }

@@ -1,6 +1,6 @@
 /* This node's printer card: state, temperatures, current file and progress.
  */
-import { $, duration, esc, view } from "./core.js";
+import { $, act, api, duration, esc, refresh, view } from "./core.js";
 
 export function renderPrinter() {
   const job = view.job;
@@ -33,4 +33,33 @@ export function renderPrinter() {
   if (p.printTime != null) times.push(`${duration(p.printTime)} elapsed`);
   if (p.printTimeLeft != null) times.push(`${duration(p.printTimeLeft)} left`);
   $("printer-times").textContent = times.join(" · ");
+  renderPrinterActions(stateText);
 }
+
+/** Pause, resume and cancel of this node's print (through OctoPrint's /api/job). */
+function renderPrinterActions(stateText) {
+  const offered = stateText === "Printing" ? ["pause", "cancel"] : stateText === "Paused" ? ["resume", "cancel"]
+    : stateText === "Pausing" ? ["cancel"] : [];
+  const html = offered.map((a) => `<button type="button" class="small${a === "cancel" ? " danger" : ""}" data-job-action="${a}">${PRINT_ACTIONS[a]}</button>`).join("");
+  const el = $("printer-actions");
+  if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; }
+}
+
+const PRINT_ACTIONS = { pause: "Pause", resume: "Resume", cancel: "Cancel" };
+
+$("printer-actions").addEventListener("click", async (e) => {
+  const button = e.target.closest("button[data-job-action]");
+  if (!button) return;
+  const a = button.dataset.jobAction;
+  if (a === "cancel" && !button.classList.contains("confirm")) {  // a cancelled print cannot be brought back
+    button.classList.add("confirm");
+    button.textContent = "Really cancel?";
+    setTimeout(() => { button.classList.remove("confirm"); button.textContent = PRINT_ACTIONS.cancel; }, 4000);
+    return;
+  }
+  button.disabled = true;
+  const json = a === "cancel" ? { command: "cancel" } : { command: "pause", action: a };
+  await act(PRINT_ACTIONS[a], () => api("POST", "/api/job", { json }), { success: `${PRINT_ACTIONS[a]}: done` });
+  button.disabled = false;
+  refresh("printer", "farm");
+});

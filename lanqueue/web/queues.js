@@ -58,8 +58,8 @@ function jobRow(job, queue, activeSet, queueNames) {
   if (Array.isArray(job.conflicts) && job.conflicts.length) badges.push(`<span class="badge bad">${job.conflicts.length} conflict(s)</span>`);
   const sets = job.sets.map((s) => `<li data-set="${esc(s.id)}" class="${activeSet != null && String(s.id) === String(activeSet) ? "active-set" : ""}" data-printable="${setNeeds(s).length || profileMismatch(s) ? "false" : "true"}">
       <span class="path">${esc(s.path)}</span>
-      ${queueIsLan ? `<span>× ${esc(s.count)}</span>` : `<label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)}"></label>`}
-      <span class="muted">${esc(s.completed)} done, ${esc(s.remaining)} left</span>
+      ${queueIsLan ? `<span>× ${esc(s.count)} per run</span>` : `<label>× <input type="number" class="set-count" min="0" max="100000" value="${esc(s.count)}" aria-label="Copies of ${esc(s.path)} per run"> per run</label>`}
+      <span class="muted set-left">${copiesLeft(job, s)}</span>
       ${s.missing_file ? '<span class="badge bad">file missing</span>' : ""}
       ${setMaterials(s)}
       ${s.profiles && s.profiles.length ? `<span class="badge${profileMismatch(s) ? " bad" : ""}" title="printer profiles it is for">${esc(s.profiles.join(", "))}</span>` : ""}
@@ -86,6 +86,13 @@ function jobRow(job, queue, activeSet, queueNames) {
       <button type="button" class="job-delete danger">Delete</button>
     </div>
   </li>`;
+}
+
+/** A set's copies in the job's words: this run's, then the whole job's (runs × copies). */
+function copiesLeft(job, s) {
+  const total = Math.max(0, job.remaining - 1) * s.count + Math.max(0, s.remaining);
+  if (job.remaining <= 0) return `${esc(s.completed)} printed`;
+  return `${esc(s.remaining)} of ${esc(s.count)} left in this run · ${esc(total)} left in all`;
 }
 
 function queueSection(q) {
