@@ -107,6 +107,7 @@ class Node:
         app.add_routes(automation_routes.routes)
         app.add_routes(file_routes.routes)
         app.add_routes(octoprint.routes)
+        octoprint.setup(app)  # /api/job follows prints (the file stays selected when done)
         app.add_routes(openapi.routes)
         app.add_routes(web_routes.routes)
         app.add_routes(metrics_routes.routes)

@@ -155,3 +155,35 @@ async def test_a_refused_select_and_print_leaves_the_selection_alone(node_factor
     assert r.status == 409
     job = await (await api.get("/api/job")).json()
     assert job["job"]["file"]["name"] == "a.gcode" and node.selected_file == "a.gcode"
+
+
+async def test_job_after_a_print_shows_the_printed_file_at_100(node_factory):
+    """OctoPrint keeps the printed file selected with completion 100 once a print ends, also
+    when the queue's driver started it while another file was selected."""
+    api, node = await node_factory()
+    await operational(api, node)
+    await upload(api, "first.gcode", b"G28\nG1 X1\n")
+    await upload(api, "queued.gcode", b"G28\n" + b"G1 X2 Y2\n" * 20)
+    r = await api.post("/api/files/local/first.gcode", json={"command": "select", "print": True})
+    assert r.status == 204, await r.text()
+
+    async def done_with(name):
+        body = await (await api.get("/api/job")).json()
+        return body["state"] == "Operational" and body["job"]["file"]["path"] == name and body
+
+    body = await wait_for(lambda: done_with("first.gcode"))
+    assert body["progress"]["completion"] == 100.0 and body["progress"]["printTimeLeft"] == 0
+    assert body["job"]["file"]["size"] == len(b"G28\nG1 X1\n")
+    # the queue prints another file: that one is then the selected, finished one
+    r = await api.post(CP + "/set/add", data={"path": "queued.gcode", "count": "1", "jobDraft": "false"})
+    assert r.status == 200
+    await api.post(CP + "/set_active", data={"active": "true"})
+    body = await wait_for(lambda: done_with("queued.gcode"))
+    assert body["progress"]["completion"] == 100.0 and body["job"]["file"]["name"] == "queued.gcode"
+
+
+async def test_405_answers_name_the_allowed_methods(api):
+    r = await api.delete("/api/job")
+    assert r.status == 405
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert "error" in await r.json()

@@ -53,7 +53,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if e.status < 400:
             raise
         reason = e.text if e.text and not e.text.startswith(str(e.status)) else e.reason
-        return _error(e.status, reason)
+        answer = _error(e.status, reason)
+        if isinstance(e, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 says which methods work
+            answer.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+        return answer
     except HttpProcessingError as e:  # a malformed body part (multipart headers, encodings)
         status = e.code if 400 <= e.code < 500 else 400
         return _error(status, f"malformed request body: {e.message}"[:300])

@@ -7,20 +7,67 @@ here send the file's commands only; the queue's scripts belong to prints the dri
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from .. import __version__
 from ..errors import BadRequest, Conflict
+from ..printer.events import PrintDone, PrinterEvent, PrintStarted
 from .app import json_response
 from .forms import read_json
 from .keys import NODE
 
-__all__ = ["routes", "version_info"]
+__all__ = ["routes", "setup", "version_info"]
 
 routes = web.RouteTableDef()
 MAX_COMMANDS = 100
+
+
+@dataclass
+class _Finished:
+    """The last print that ran to its end: OctoPrint keeps its file selected and shows it at
+    completion 100 until another file is selected or printed."""
+
+    name: str
+    size: int | None
+    elapsed: float
+
+
+class _PrintTracker:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.finished: _Finished | None = None
+
+    def on_event(self, event: PrinterEvent) -> None:
+        if isinstance(event, PrintStarted):
+            # the printed file becomes the selected one (a later "start" reprints it), whoever
+            # started it: this API or the queue's driver
+            self.node.selected_file = event.name
+            self.finished = None
+        elif isinstance(event, PrintDone):
+            try:
+                size: int | None = os.path.getsize(event.path)
+            except OSError:
+                size = None
+            self.finished = _Finished(event.name, size, event.elapsed)
+
+
+TRACKER: web.AppKey[_PrintTracker] = web.AppKey("octoprint_prints", _PrintTracker)
+
+
+def setup(app: web.Application) -> None:
+    """Follow the printer's events once it is up (after the node's services started)."""
+
+    async def track(app: web.Application) -> None:
+        node = app[NODE]
+        app[TRACKER] = tracker = _PrintTracker(node)
+        if node.printer is not None:
+            node.printer.add_listener(tracker.on_event)
+
+    app.on_startup.append(track)
 
 
 def version_info() -> dict[str, str]:
@@ -175,6 +222,13 @@ async def job_get(request: web.Request) -> web.Response:
                      "printTimeLeft": None, "printTimeLeftOrigin": None},
         "state": printer.state.text,
     }
+    tracker = request.app.get(TRACKER)
+    finished = tracker.finished if tracker is not None else None
+    if progress is None and finished is not None and finished.name == node.selected_file:
+        body["job"]["file"]["size"] = finished.size
+        body["job"]["lastPrintTime"] = round(finished.elapsed, 1)
+        body["progress"] = {"completion": 100.0, "filepos": finished.size, "printTime": int(finished.elapsed),
+                            "printTimeLeft": 0, "printTimeLeftOrigin": None}
     if progress is not None:
         total = progress.bytes_total or 0
         body["progress"] = {
