@@ -1,0 +1,125 @@
+"""The farm view: the pure board (farmview.py), and the signed peer routes that carry summaries
+and actions between real nodes over loopback HTTP (farm.py, sync/routes.py, api/web.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from lanqueue.farmview import FarmBoard, Member, check_summary, offered_actions
+from lanqueue.sync.auth import sign_request
+from lanqueue.sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH
+from lanqueue.sync.transport import RESPONSE_SIGNATURE, response_signature_ok
+
+SECRET = "farm-secret-1"
+
+
+# --- the board (pure) ------------------------------------------------------------------------
+
+
+def test_a_node_is_connecting_then_on_then_off_since_it_was_last_heard():
+    board = FarmBoard("me", off_after=2)
+    board.members([Member("me", "mine", True, 0.0), Member("b", "beta", True, 100.0, ("farm",))], now=100.0)
+    (card,) = board.cards()
+    assert (card["name"], card["farm_state"], card["actions"]) == ("beta", "connecting", [])
+    assert board.got("b", {"node_id": "b", "state": "Printing", "managing": True}, now=101.0)
+    (card,) = board.cards()
+    assert (card["farm_state"], card["since"], card["actions"]) == ("on", 101.0, ["pause", "cancel", "stop"])
+    assert not board.got("b", {"node_id": "b", "state": "Printing", "managing": True}, now=102.0)  # nothing new
+    assert not board.failed("b", "not answering", now=103.0)  # one miss is not enough
+    assert board.failed("b", "not answering", now=104.0)
+    (card,) = board.cards()
+    assert (card["farm_state"], card["since"], card["stale"], card["state"]) == ("off", 102.0, True, "Printing")
+    assert card["actions"] == []  # nothing is offered for a node that does not answer
+    assert board.got("b", {"node_id": "b", "state": "Operational"}, now=110.0)
+    assert board.cards()[0]["farm_state"] == "on"
+
+
+def test_discovery_offline_is_off_at_once_and_a_node_gone_from_the_roster_is_dropped():
+    board = FarmBoard("me")
+    board.members([Member("b", "beta", True, 50.0)], now=50.0)
+    board.got("b", {"node_id": "b", "state": "Operational"}, now=51.0)
+    assert board.members([Member("b", "beta", False, 55.0)], now=60.0)
+    (card,) = board.cards()
+    assert (card["farm_state"], card["since"]) == ("off", 55.0)
+    assert board.members([], now=61.0) and board.cards() == []
+
+
+def test_offered_actions_follow_the_printer_and_the_driver():
+    assert offered_actions({"state": "Operational", "managing": False}) == ["start"]
+    assert offered_actions({"state": "Operational", "managing": True, "status_type": "NEEDS_ACTION"}) == ["continue", "stop"]
+    assert offered_actions({"state": "Paused", "managing": True}) == ["resume", "cancel", "stop"]
+
+
+def test_a_summary_must_be_an_object_of_the_node_asked():
+    assert check_summary({"node_id": "b"}, "b") == {"node_id": "b"}
+    for bad in ([], "x", {"node_id": "c"}, {str(i): i for i in range(100)}):
+        try:
+            check_summary(bad, "b")
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+# --- real nodes over loopback ------------------------------------------------------------------
+
+
+def _signed_post(client, path: str, doc: object, *, queue: str, secret: str, node_id: str = "peer-x"):
+    body = json.dumps(doc).encode()
+    headers = sign_request(secret.encode(), "POST", path, body, node_id=node_id, queue=queue, now=time.time())
+    headers["Content-Type"] = "application/json"
+    return client.post(path, data=body, headers=headers), headers
+
+
+async def _active(client) -> bool:
+    return (await (await client.get("/plugin/continuousprint/state/get")).json())["active"]
+
+
+async def test_peer_routes_act_only_for_a_member_of_a_shared_queue(node_factory):
+    client, node = await node_factory(lan=(f"farm={SECRET}",))
+    assert not await _active(client)
+    unsigned = await client.post(FARM_ACTION_PATH, json={"action": "start"}, headers={"X-Api-Key": ""})
+    assert unsigned.status == 403
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret="not-the-secret")
+    assert (await request).status == 403  # forged: signed with another secret
+    # a real secret of a queue this node has not joined: refused the same way
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="other", secret="other-secret-9")
+    refused = await request
+    assert refused.status == 403 and "unknown queue" in (await refused.json())["error"]
+    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="other", secret="other-secret-9")
+    assert (await request).status == 403
+    assert not await _active(client)  # none of them changed anything
+
+    request, headers = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret=SECRET)
+    ok = await request
+    body = await ok.read()
+    assert ok.status == 200 and json.loads(body) == {"ok": True}
+    assert response_signature_ok(SECRET.encode(), headers["X-Lanqueue-Nonce"], body, ok.headers[RESPONSE_SIGNATURE])
+    assert await _active(client)
+
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "pause"}, queue="farm", secret=SECRET)
+    assert (await (await request).json()) == {"error": "no print is running"}
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "explode"}, queue="farm", secret=SECRET)
+    assert "action must be one of" in (await (await request).json())["error"]
+    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="farm", secret=SECRET)
+    summary = await (await request).json()
+    assert summary["node_id"] == node.node_id and summary["managing"] is True
+    assert summary["backend"]["kind"] == "virtual" and summary["queues"] == ["farm"]
+
+
+async def test_farm_routes_refuse_bad_input_with_4xx(node_factory):
+    client, node = await node_factory(lan=(f"farm={SECRET}",))
+    farm = await (await client.get("/lanqueue/farm")).json()
+    assert [c["node_id"] for c in farm["cards"]] == [node.node_id] and farm["cards"][0]["own"]
+    assert {t["queue"] for t in farm["timelines"]} == {"local", "farm"}
+    for form, status in (({"node": node.node_id, "action": "explode"}, 400), ({"node": node.node_id}, 400),
+                         ({"node": "nobody", "action": "start"}, 404),
+                         ({"node": node.node_id, "action": "pause"}, 409)):
+        r = await client.post("/lanqueue/farm/action", data=form)
+        assert r.status == status, (form, await r.text())
+        assert "error" in await r.json()
+    assert not await _active(client)
+    r = await client.post("/lanqueue/farm/action", data={"node": node.node_id, "action": "start"})
+    assert r.status == 200 and await _active(client)
+    assert (await client.post("/lanqueue/farm/action", data={"node": node.node_id, "action": "start"},
+                              headers={"X-Api-Key": "wrong"})).status == 403
