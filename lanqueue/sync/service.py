@@ -264,12 +264,20 @@ class LanService:
                 self._on_event(q, action)
         return replies
 
-    async def _deliver(self, q: LanQueue, send: Send) -> None:
-        url = self.directory.online(q.name).get(send.to)
+    async def _ask(self, q: LanQueue, node_id: str, path: str, body: bytes) -> Any:
+        """The one way this node calls a peer of `q`: a signed request, the peer's signed JSON
+        answer decoded. `PeerRequestFailed` if the peer is offline or does not answer;
+        `ValueError` if the answer is not JSON."""
+        url = self.directory.online(q.name).get(node_id)
         if url is None:
+            raise PeerRequestFailed(f"{self.directory.name_of(node_id)} is offline")
+        return json.loads(await self.client.post(url, path, body, queue=q.name, secret=q.secret))
+
+    async def _deliver(self, q: LanQueue, send: Send) -> None:
+        if send.to not in self.directory.online(q.name):
             return  # the core retries what matters once the peer is back
         try:
-            answer = json.loads(await self.client.post(url, MESSAGE_PATH, codec.dumps(send.message), queue=q.name, secret=q.secret))
+            answer = await self._ask(q, send.to, MESSAGE_PATH, codec.dumps(send.message))
             if not isinstance(answer, list):
                 raise RemoteProtocolError(str(answer.get("error") if isinstance(answer, dict) else answer))
             replies = [codec.decode(r) for r in answer]
@@ -480,15 +488,15 @@ class LanService:
         if rec.home == self.node_id:
             await self.apply_edit(q.name, op, rec.id, fields)
             return
-        url = self.directory.online(q.name).get(rec.home)
-        if url is None:
+        if rec.home not in self.directory.online(q.name):
             raise Unavailable(f"the job's home {self.directory.name_of(rec.home)} is offline; adopt its jobs or wait")
         body = json.dumps({"op": op, "job_id": rec.id, "fields": fields}).encode()
         try:
-            answer = await self.client.post(url, EDIT_PATH, body, queue=q.name, secret=q.secret)
-        except PeerRequestFailed as e:
+            result = await self._ask(q, rec.home, EDIT_PATH, body)
+        except (PeerRequestFailed, ValueError) as e:
             raise Unavailable(f"the job's home did not answer: {e}") from None
-        result = json.loads(answer)
+        if not isinstance(result, dict) or "record" not in result and "error" not in result:
+            raise Unavailable("the job's home gave no answer this node understands")
         if "error" in result:
             raise Conflict(result["error"])
         record = codec.decode(result["record"], JobRecord)
