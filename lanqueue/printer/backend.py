@@ -387,6 +387,15 @@ class BackendBase:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.max_reconnect_delay)
 
+    async def _await_operational(self, timeout: float = 10.0) -> None:
+        """A remote printer's state lags its own end-of-print event by up to a second or two
+        (OctoPrint sends PrintDone while its flags still say printing): a start right after an
+        end waits for OPERATIONAL a little before it is refused."""
+        deadline = self._now() + timeout
+        while self._state is not PrinterState.OPERATIONAL and self._state.is_connected and self._now() < deadline:
+            await asyncio.sleep(0.1)
+        self._require_operational()
+
     def _require_operational(self) -> None:
         from ..errors import Conflict
 

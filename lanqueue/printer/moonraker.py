@@ -274,7 +274,7 @@ class MoonrakerBackend(BackendBase):
         return remote
 
     async def async_print_file(self, path: Path, name: str) -> None:
-        self._require_operational()
+        await self._await_operational()
         remote = await self.async_upload(path, name)
         self._require_operational()
         self._remote, self._started_wall, self._seen_ours = remote, time.time(), False

@@ -227,7 +227,7 @@ class OctoPrintBackend(BackendBase):
         return remote
 
     async def async_print_file(self, path: Path, name: str) -> None:
-        self._require_operational()
+        await self._await_operational()
         remote = await self.async_upload(path, name)
         self._require_operational()
         self._remote, self._started_wall = remote, time.time()
