@@ -236,3 +236,24 @@ async def test_wrong_access_code_stays_offline(rig):
     await asyncio.sleep(1.0)
     assert b.state is PrinterState.OFFLINE and b.error
     await b.async_close()
+
+
+@pytest.mark.slow
+async def test_printer_out_of_reach_too_long_counts_the_print_lost(rig, tmp_path):
+    from lanqueue.printer.bambu import BambuBackend
+
+    b = BambuBackend.from_url("bambu", urlsplit(rig.url + "&lost_after=2"), rig.settings())
+    rec = Recorder()
+    b.add_listener(rec)
+    await b.async_start()
+    await rec.wait_for(lambda e: isinstance(e, StateChanged) and e.state is PrinterState.OPERATIONAL, 15)
+    await b.async_print_file(gcode(tmp_path, 2000), "long.gcode")
+    rig.power_cut()
+    failed = await rec.wait_for(lambda e: isinstance(e, PrintFailed), 15)
+    assert "out of reach" in failed.reason
+    rig.power_on()
+    await rec.wait_for(lambda e: isinstance(e, StateChanged) and e.state is PrinterState.OPERATIONAL, 15,
+                       start=rec.events.index(failed))
+    await asyncio.sleep(1.0)
+    assert [type(e) for e in ends(rec)] == [PrintFailed]
+    await b.async_close()

@@ -234,7 +234,7 @@ class _ImplicitFTPS(ftplib.FTP_TLS):
 
 
 class BambuBackend(BackendBase):
-    """A Bambu Lab printer in LAN mode (`bambu://HOST[:MQTT_PORT]?ftp_port=990&cafile=...`)."""
+    """A Bambu Lab printer in LAN mode (`bambu://HOST[:MQTT_PORT]?ftp_port=990&cafile=...&lost_after=120`)."""
 
     kind = "bambu"
     script_support = ScriptSupport(gcode=False, waits=("M109", "M190", "G4", "M400", "M400 U1"))
@@ -245,6 +245,7 @@ class BambuBackend(BackendBase):
     def __init__(
         self, host: str, settings: BackendSettings, *, mqtt_port: int = 8883, ftp_port: int = 990,
         cafile: str | None = None,
+        lost_after: float = 120.0,
     ) -> None:
         super().__init__(f"{host}:{mqtt_port}", settings)
         if not settings.serial or not settings.key:
@@ -252,6 +253,8 @@ class BambuBackend(BackendBase):
         self.host, self.mqtt_port, self.ftp_port = host, mqtt_port, ftp_port
         self.serial, self.code = settings.serial, settings.key
         self.cafile = cafile
+        self.lost_after = lost_after
+        self._offline_since: float | None = None
         self.tracker = BambuTracker()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -265,6 +268,7 @@ class BambuBackend(BackendBase):
         return cls(
             split.hostname or "", settings, mqtt_port=split.port or 8883,
             ftp_port=int(query.get("ftp_port", 990)), cafile=query.get("cafile"),
+            lost_after=float(query.get("lost_after", 120)),
         )
 
     # --- lifecycle
@@ -308,9 +312,21 @@ class BambuBackend(BackendBase):
             finally:
                 self._client = None
             self._set_state(PrinterState.OFFLINE, "the printer cannot be reached")
+            self._give_up_if_gone()
             self._changed.set()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.max_reconnect_delay)
+
+    def _give_up_if_gone(self) -> None:
+        """A print whose printer stays out of reach for `lost_after` seconds is counted lost
+        (failed, never done): the node cannot tell a power cut from a long network outage, and
+        a queue must not wait forever on a copy that may never finish."""
+        now = self._now()
+        if self._offline_since is None:
+            self._offline_since = now
+        if self.ends.open and now - self._offline_since >= self.lost_after:
+            self.tracker.forget()
+            self._ended("failed", f"the printer was out of reach for {self.lost_after:.0f} s: the print is counted lost")
 
     async def _session(self, client: Any) -> None:
         await client.subscribe(f"device/{self.serial}/report")
@@ -327,6 +343,7 @@ class BambuBackend(BackendBase):
                 await self._request({"pushing": {"sequence_id": "0", "command": "pushall"}})
                 continue
             asked = False
+            self._offline_since = None
             self._on_report(message.payload)
 
     def _on_report(self, payload: Any) -> None:

@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, quote
+from urllib.parse import SplitResult, parse_qs, quote
 
 import aiohttp
 
@@ -139,7 +139,7 @@ class PrusaLinkTracker:
 
 
 class PrusaLinkBackend(BackendBase):
-    """A printer behind PrusaLink (`prusalink://HOST[:PORT]`; user and password from the
+    """A printer behind PrusaLink (`prusalink://HOST[:PORT][?lost_after=120]`; user and password from the
     settings, or the API key as `printer_key` without a user)."""
 
     kind = "prusalink"
@@ -148,9 +148,11 @@ class PrusaLinkBackend(BackendBase):
     start_timeout = 20.0  # a start may answer 404 just after the upload, 409 just after a stop
     command_timeout = 15.0
 
-    def __init__(self, base: str, settings: BackendSettings) -> None:
+    def __init__(self, base: str, settings: BackendSettings, *, lost_after: float = 120.0) -> None:
         super().__init__(base.removeprefix("http://"), settings)
         self.base = base
+        self.lost_after = lost_after
+        self._offline_since: float | None = None
         self.tracker = PrusaLinkTracker()
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -159,7 +161,9 @@ class PrusaLinkBackend(BackendBase):
 
     @classmethod
     def from_url(cls, scheme: str, split: SplitResult, settings: BackendSettings) -> PrusaLinkBackend:
-        return cls(f"http://{split.hostname}:{split.port or 80}", settings)
+        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        return cls(f"http://{split.hostname}:{split.port or 80}", settings,
+                   lost_after=float(query.get("lost_after", 120)))
 
     # --- lifecycle
     def _make_session(self) -> aiohttp.ClientSession:
@@ -197,14 +201,27 @@ class PrusaLinkBackend(BackendBase):
                     self._read_info(await self._get("/api/v1/info"))
                     info_read = True
                 self._on_status(await self._get("/api/v1/status"))
+                self._offline_since = None
                 delay = self.poll_interval
             except Unavailable as e:
                 _LOG.info("prusalink %s: %s", self.target, e)
                 self._set_state(PrinterState.OFFLINE, str(e))
+                self._give_up_if_gone()
                 self._changed.set()
                 info_read = False
                 delay = min(max(delay, self.settings.reconnect_delay) * 2, self.settings.max_reconnect_delay)
             await asyncio.sleep(delay)
+
+    def _give_up_if_gone(self) -> None:
+        """A print whose printer stays out of reach for `lost_after` seconds is counted lost
+        (failed, never done): the node cannot tell a power cut from a long network outage, and
+        a queue must not wait forever on a copy that may never finish."""
+        now = self._now()
+        if self._offline_since is None:
+            self._offline_since = now
+        if self.ends.open and now - self._offline_since >= self.lost_after:
+            self.tracker.forget()
+            self._ended("failed", f"the printer was out of reach for {self.lost_after:.0f} s: the print is counted lost")
 
     # --- HTTP
     async def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 204), **kw: Any) -> tuple[int, Any]:
