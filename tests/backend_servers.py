@@ -104,10 +104,10 @@ class OctoPrintServer:
                          if "apikey: null" in text else text.replace("admin:\n", f"admin:\n  apikey: {OCTOPRINT_KEY}\n", 1))
 
     def start(self, timeout: float = 60.0) -> None:
-        log = open(self.base / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [self.program, "serve", "--iknowwhatimdoing", "-b", str(self.base), "--host", "127.0.0.1",
-             "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        with open(self.base / "serve.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [self.program, "serve", "--iknowwhatimdoing", "-b", str(self.base), "--host", "127.0.0.1",
+                 "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
         headers = {"X-Api-Key": OCTOPRINT_KEY}
 
         def ready() -> bool:
@@ -169,7 +169,7 @@ class MoonrakerServer:
         time.sleep(0.2)
 
     def stop(self) -> None:
-        subprocess.run(["bash", str(self.SCRIPT), "stop", str(self.rundir)], capture_output=True, timeout=60)
+        subprocess.run(["bash", str(self.SCRIPT), "stop", str(self.rundir)], capture_output=True, timeout=60, check=False)
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         return requests.request(method, self.url + path, timeout=10, **kw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -184,7 +185,7 @@ class MoonrakerHarness(Harness):
         if tarball is None:
             pytest.skip("Klipper source missing: set KLIPPER_TARBALL to klipper-<rev>-src.tar.gz "
                         "(the project keeps one in ../shared/vendor/)")
-        if subprocess.run(["which", "gcc", "make", "curl", "bc"], capture_output=True).returncode != 0:
+        if not all(shutil.which(tool) for tool in ("gcc", "make", "curl", "bc")):
             pytest.skip("building Klipper needs gcc, make, curl and bc (apt-get install build-essential curl bc)")
         cache = klipper_cache()
         MoonrakerServer.build(cache, tarball)
