@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIONS, ConfigError, Options, add_serve_arguments, resolve_options
+from .logsafe import install as install_safe_log
 
 __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
+    from .api.app import serve
     from .node import Node  # only cli imports node
     from .store import DataDirError
 
@@ -49,8 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"lanqueue: node {options.name!r} (printer: {options.printer}, data: {options.data_dir}); "
           f"open {url}/?apikey={key}", flush=True)
     try:
-        web.run_app(app, host=options.host, port=options.port, print=None, access_log=None,
-                    shutdown_timeout=10.0)
+        asyncio.run(serve(app, options.host, options.port, shutdown_timeout=10.0))
     except OSError as e:
         if e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise
@@ -121,6 +120,7 @@ def _setup_logging(level: str) -> None:
     if not sys.stderr.isatty():
         handler = logging.StreamHandler()
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    install_safe_log(handler)  # client text escaped, floods of one line rate-limited
     logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
 
 

@@ -7,9 +7,11 @@ get the same JSON shape, and anything unexpected is logged and answered 500 with
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,9 +19,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import LanqueueError
+from .connections import ConnectionGuard, connection_limit
 from .keys import NODE
 
-__all__ = ["json_response", "error_middleware", "auth_middleware", "PUBLIC_PREFIXES", "api_key_of"]
+__all__ = ["PUBLIC_PREFIXES", "api_key_of", "auth_middleware", "error_middleware", "json_response", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,41 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         return _error(403, "a valid API key is required (X-Api-Key header, Bearer token or ?apikey=)")
     return await handler(request)
+
+
+KEEPALIVE_TIMEOUT = 15.0  # an idle keep-alive connection is closed after this
+
+
+async def serve(app: web.Application, host: str | None, port: int, *, shutdown_timeout: float = 10.0,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run `app` on host:port until SIGINT or SIGTERM, behind a `ConnectionGuard` (read
+    timeouts, a cap on connections). Unlike `web.run_app`, a service that fails to start is
+    torn down again (run_app skips the cleanup then, which left the database's threads
+    running and the process hanging instead of exiting)."""
+    loop = asyncio.get_running_loop()
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT,
+                           shutdown_timeout=shutdown_timeout)
+    listener: asyncio.Server | None = None
+    guard: ConnectionGuard | None = None
+    try:
+        await runner.setup()
+        assert runner.server is not None
+        guard = ConnectionGuard(runner.server, connection_limit(), on_refusal=_refused)
+        listener = await loop.create_server(guard, host or None, port, reuse_address=True, backlog=128)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready()
+        await stop.wait()
+    finally:
+        if listener is not None:
+            listener.close()
+        if guard is not None:
+            await guard.async_close()
+        await runner.cleanup()
+
+
+def _refused(what: str) -> None:
+    """Refused and timed-out connections, one line per kind (the log filter limits the rate)."""
+    log.warning("%s", what)
