@@ -90,8 +90,11 @@ class FarmService:
         progress = self.node.printer.progress()
         if progress is None:
             return
-        path = progress.path or progress.name
-        out["file"] = progress.name or path
+        out["file"] = progress.name or progress.path
+        # the driver's job names the file in the store (the printer may know it by another name)
+        runner = self.node.runner
+        job = runner.driver.job if runner is not None else None
+        path = job.path if job is not None else progress.name
         gcode = self.node.files.gcode(path) if path else None
         estimate = gcode.get("estimated_time_s") if isinstance(gcode, dict) else None
         done = progress.completion

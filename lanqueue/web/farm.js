@@ -51,6 +51,8 @@ function cardHtml(c) {
   const times = [];
   if (pct != null) times.push(`${pct.toFixed(0)} %`);
   if (c.left_s != null) times.push(`${duration(c.left_s)} left`);
+  // a peer's thumbnail is named by digest on that node: shown when this node has it too (a LAN
+  // job's file), and dropped by the error handler below when it does not
   const thumb = c.thumbnail && c.farm_state === "on"
     ? `<img class="farm-thumb" alt="" src="${esc(c.thumbnail)}?apikey=${encodeURIComponent(session.apiKey || "")}">` : "";
   const backend = c.backend ? [c.backend.kind, c.backend.model].filter(Boolean).join(" · ") : "";
@@ -109,7 +111,7 @@ $("farm").addEventListener("click", async (e) => {
     return;
   }
   button.disabled = true;
-  const name = button.closest("[data-node]").querySelector("strong").textContent;
+  const name = button.closest("article").querySelector("strong").textContent;
   await act(ACTION_TEXT[action], () => api("POST", "/lanqueue/farm/action", { form: { node: button.dataset.node, action } }),
     { success: `${ACTION_TEXT[action]}: ${name}` });
   button.disabled = false;
