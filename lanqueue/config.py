@@ -76,6 +76,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("lease_ttl", float, 60.0, "LAN lease time to live, seconds"),
     Option("lock_delay", float, None, "seconds an expired LAN lease stays blocked (default: one TTL)"),
     Option("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Option("attended_hours", str, None, "when a person is there to clear the bed, in the node's time zone, "
+           "e.g. 'Mon-Fri 08:00-18:00, Sat 09:00-12:00': no print that would end outside them is started "
+           "while the bed is cleared by hand (default: always)"),
+    Option("mqtt", str, None, "MQTT broker for notifications and Home Assistant discovery: "
+           "mqtt://HOST[:1883] or mqtts://HOST[:8883]"),
+    Option("mqtt_user", str, None, "MQTT user name"),
+    Option("mqtt_password", str, None, "MQTT password (better in the config file or LANQUEUE_MQTT_PASSWORD)"),
+    Option("mqtt_ca", str, None, "CA certificate file for mqtts:// (default: the system's)"),
+    Option("webhook", str, [], "URL to POST a JSON notification to (repeatable)", repeat=True),
+    Option("webhook_secret", str, None, "key of the HMAC-SHA256 signature sent with each webhook "
+           "(X-Lanqueue-Signature; better in the config file or LANQUEUE_WEBHOOK_SECRET)"),
 )
 
 
@@ -109,6 +120,13 @@ class Options:
     lease_ttl: float = 60.0
     lock_delay: float | None = None
     log_level: str = "INFO"
+    attended_hours: str | None = None
+    mqtt: str | None = None
+    mqtt_user: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)  # a secret: never in logs
+    mqtt_ca: str | None = None
+    webhook: tuple[str, ...] = ()
+    webhook_secret: str | None = field(default=None, repr=False)  # a secret: never in logs
 
     @property
     def lan_queues(self) -> dict[str, str]:
@@ -220,7 +238,28 @@ def resolve_options(
     return Options(**values)
 
 
+def _check_notifications(values: dict[str, Any]) -> None:
+    """Attended hours, the MQTT broker and webhook URLs are read at start, not at first use."""
+    from .attended import ScheduleError, parse_attended
+    from .notify import parse_broker
+
+    if values.get("attended_hours"):
+        try:
+            parse_attended(values["attended_hours"])
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
+    if values.get("mqtt"):
+        try:
+            parse_broker(values["mqtt"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    for url in values.get("webhook") or ():
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"a webhook is an http:// or https:// URL, not {url!r}")
+
+
 def _check(values: dict[str, Any]) -> None:
+    _check_notifications(values)
     if not 0 < values["port"] < 65536:
         raise ConfigError(f"port {values['port']} is out of range")
     if not (values["virtual_speed"] > 0 and math.isfinite(values["virtual_speed"])):

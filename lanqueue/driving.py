@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import runner as r
-from .model import Strategy
+from .attended import AttendedHours
+from .model import PrintSet, Strategy
 from .printer.backend import PrinterBackend
 from .printer.events import PrinterState
 
@@ -50,6 +52,9 @@ class QueueDriver:
         settings: r.DriverSettings | None = None,
         queues: QueueRegistry,
         clock: Callable[[], float] = time.monotonic,
+        attended: AttendedHours | None = None,
+        clears_by_hand: Callable[[], Awaitable[bool]] | None = None,
+        local_time: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.store = store
         self.files = files
@@ -57,6 +62,9 @@ class QueueDriver:
         self.render_scripts = render_scripts
         self.profile = profile
         self.queues = queues
+        self.attended = attended
+        self._clears_by_hand = clears_by_hand
+        self._local_time = local_time
         self.driver = r.Driver(settings or r.DriverSettings())
         self._clock = clock
         self._events: asyncio.Queue[r.Event] = asyncio.Queue()
@@ -211,13 +219,33 @@ class QueueDriver:
     async def _find_job(self) -> r.Event:
         loaded = loaded_materials(list(await self.store.get_setting("materials", [])), self.printer)
         waiting = 0
+        fits = await self._fits()
+        limits = {"fits": fits} if fits is not None else {}  # only asked of queues when set
         for queue, row in await self.queues.listed():
-            pick = await queue.hold_next(self.profile, loaded, _strategy(row["strategy"]))
+            pick = await queue.hold_next(self.profile, loaded, _strategy(row["strategy"]), **limits)
             if pick.ref is not None:
                 return r.JobFound(pick.ref)
             waiting += pick.waiting
-        reason = f"{waiting} job(s) need another material, profile or a missing file" if waiting else ""
+        what = "another material, profile or a missing file"
+        if fits is not None and self.attended is not None:
+            what += f", or would end outside the attended hours ({self.attended.text})"
+        reason = f"{waiting} job(s) need {what}" if waiting else ""
         return r.NoJob(reason)
+
+    async def _fits(self) -> Callable[[PrintSet], bool] | None:
+        """Attended hours limit what starts only while a person clears the bed (an `@pause`
+        in the bed-clearing scripts); a set fits if the slicer's estimate ends it while
+        someone is there (attended.py)."""
+        attended = self.attended
+        if attended is None or (self._clears_by_hand is not None and not await self._clears_by_hand()):
+            return None
+        now = self._local_time()
+
+        def fits(s: PrintSet) -> bool:
+            estimate = (s.gcode or {}).get("estimated_time_s")
+            return attended.fits(now, float(estimate) if isinstance(estimate, (int, float)) else None)
+
+        return fits
 
     async def _start_print(self, job: r.JobRef) -> None:
         self._run_id = await self.store.begin_run(job.queue, job.job_id, job.job_name, job.set_id, job.path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,14 +273,17 @@ def choose_next(
     profile: str,
     loaded: Sequence[str | None],
     strategy: Strategy = Strategy.IN_ORDER,
+    fits: Callable[[PrintSet], bool] | None = None,
 ) -> tuple[Job, PrintSet] | None:
     """Pick the job and set to print next from `jobs` (one queue, any order).
 
     IN_ORDER takes the first printable job by rank. LEAST_MANUAL prefers jobs that can run to
     their end without anyone swapping material, then falls back to rank order; ties keep rank
-    order, so the choice is stable.
+    order, so the choice is stable. `fits` (the printer's own limits now, such as attended
+    hours) passes over jobs whose next set it refuses: a later job that fits is taken instead.
     """
-    ordered = [j for j in sorted(jobs, key=lambda j: j.rank) if job_printable(j, profile, loaded)]
+    ordered = [j for j in sorted(jobs, key=lambda j: j.rank) if job_printable(j, profile, loaded)
+               and (fits is None or fits(next_set(j)))]  # type: ignore[arg-type]
     if not ordered:
         return None
     if strategy == Strategy.LEAST_MANUAL:

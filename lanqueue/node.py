@@ -28,6 +28,7 @@ from .api import metrics as metrics_routes
 from .api import web as web_routes
 from .api.app import auth_middleware, error_middleware
 from .api.keys import NODE
+from .attended import parse_attended, waits_for_person
 from .automation import Automation, async_render_event
 from .config import Options
 from .discovery import DiscoveryService
@@ -37,12 +38,20 @@ from .farm import FarmService
 from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
 from .model import LOCAL, Job, JobRef
+from .notify import (
+    MqttSink,
+    Notifier,
+    Snapshot,
+    WebhookSink,
+    driver_snapshot,
+    parse_broker,
+)
 from .preprocess import Evaluator
 from .printer import BackendSettings, PrinterBackend, open_backend
 from .queues import PortableJob, PortableSet
 from .queues.lan import LanProvider
 from .queues.registry import LocalProvider, QueueRegistry
-from .runner import DriverSettings
+from .runner import EV_SUCCESS, DriverSettings
 from .store import Store
 from .sync import routes as peer_routes
 from .sync.records import Timings
@@ -70,6 +79,7 @@ class Node:
         self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
         self.evaluator: Evaluator | None = None
+        self.notifier: Notifier | None = None
         self.farm: FarmService | None = None
         self._lan_box = peer_routes.LanBox()
 
@@ -120,6 +130,7 @@ class Node:
         app.cleanup_ctx.append(self._lan_ctx)
         app.cleanup_ctx.append(self._printer_ctx)
         app.cleanup_ctx.append(self._driver_ctx)
+        app.cleanup_ctx.append(self._notify_ctx)
         app.cleanup_ctx.append(self._farm_ctx)
         app.on_startup.append(self._announce)
         return app
@@ -215,11 +226,32 @@ class Node:
             profile=self.options.profile,
             settings=DriverSettings(**settings),
             queues=self.queues,
+            attended=parse_attended(self.options.attended_hours) if self.options.attended_hours else None,
+            clears_by_hand=self.clears_by_hand,
         )
         resume = self.options.resume and bool(await self.store.get_setting("active", False))
         await self.runner.async_start(activate=resume)
         yield
         await self.runner.async_close()
+
+    async def _notify_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """MQTT (with Home Assistant discovery) and webhooks, when configured (notify.py)."""
+        opts = self.options
+        sinks: list[Any] = [WebhookSink(url, opts.webhook_secret, {"node_id": self.node_id, "node": opts.name})
+                            for url in opts.webhook]
+        if opts.mqtt:
+            sinks.append(MqttSink(parse_broker(opts.mqtt), self.node_id, opts.name, opts.profile,
+                                  user=opts.mqtt_user, password=opts.mqtt_password, cafile=opts.mqtt_ca,
+                                  snapshot=self._driver_snapshot))
+        self.notifier = Notifier(self._driver_snapshot, sinks) if sinks else None
+        if self.notifier is not None:
+            await self.notifier.async_start()
+        yield
+        if self.notifier is not None:
+            await self.notifier.async_close()
+
+    def _driver_snapshot(self) -> Snapshot | None:
+        return driver_snapshot(self.runner.driver) if self.runner is not None else None
 
     async def _farm_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """The farm view: this printer's summary for the peers, theirs for the page."""
@@ -239,6 +271,11 @@ class Node:
     async def automation(self) -> Automation:
         stored = await self.store.get_setting("automation")
         return Automation.from_json(stored) if stored is not None else Automation.defaults()
+
+    async def clears_by_hand(self) -> bool:
+        """A person clears the bed after each print: the bed-clearing event's scripts pause."""
+        auto = await self.automation()
+        return waits_for_person(auto.scripts.get(a.script, "") for a in auto.events.get(EV_SUCCESS, ()))
 
     async def set_automation(self, automation: Automation) -> None:
         await self.store.set_setting("automation", automation.to_json())

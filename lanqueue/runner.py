@@ -265,6 +265,8 @@ class Driver:
     ignored: int = 0
     awaiting_material_announced: bool = False
     last_failure: str = ""
+    failed_prints: int = 0  # every failed print ever (notifications watch it move)
+    ran_dry: int = 0  # times the queues ran out of printable work after printing
 
     # -- status as clients see it ---------------------------------------------------------
 
@@ -397,6 +399,7 @@ class Driver:
             actions.append(RunScripts(EV_AWAITING_MATERIAL))
         if self.worked_since_finish:
             self.worked_since_finish = False
+            self.ran_dry += 1
             self._go(S.FINISHING)
             return [RunScripts(EV_FINISH), *actions]
         self._go(S.IDLE)
@@ -438,6 +441,7 @@ class Driver:
     def _failed(self, e: Event) -> list[Action]:
         assert isinstance(e, PrintFailed) and self.job is not None
         self.failures += 1
+        self.failed_prints += 1
         job = self.job
         actions: list[Action] = [RecordResult(job, "failure", e.reason), ReleaseJob(job)]
         self.last_failure = e.reason

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,13 +42,13 @@ from ..model import (
     rank_between,
     reset_job,
 )
+from ..queues.base import Pick, PortableJob, PortableSet, QueueInfo
 from . import core
 from .client import EtcdClient, EtcdError, EtcdUnavailable, KeyValue
 from .txn import Compare, Put, Range, prefix_end
 
 if TYPE_CHECKING:
     from ..files import FileStore
-    from ..queues.base import PortableJob
     from ..store import Store
 
 __all__ = ["FILE_ROUTE", "MIGRATIONS", "EtcdContext", "EtcdQueue", "file_signature"]
@@ -119,6 +119,7 @@ class EtcdQueue:
         self._outbox_kick = asyncio.Event()
         self._loaded = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._generation = 0
 
     # --- life --------------------------------------------------------------------------------
 
@@ -192,6 +193,10 @@ class EtcdQueue:
                 await self._send(core.plan_release(self.keys, row["job_id"], row["token"]))
                 await self._forget_held(row["job_id"])
 
+    def _changed(self) -> None:
+        self._generation += 1
+        self.ctx.on_change()
+
     def _set_reachable(self, error: str | None) -> None:
         was = self.reachable
         self.reachable = error is None
@@ -204,7 +209,7 @@ class EtcdQueue:
             self.unreachable_since = time.time()
             log.warning("etcd queue %s unreachable: %s (no new prints start here)", self.name, error)
         if was != self.reachable:
-            self.ctx.on_change()
+            self._changed()
 
     # --- the view, kept by a watch ----------------------------------------------------------------
 
@@ -220,7 +225,7 @@ class EtcdQueue:
                         self._apply(ev.kind, ev.kv)
                     if events:
                         self.revision = max(self.revision, rev)
-                        self.ctx.on_change()
+                        self._changed()
                     backoff = 0.2
             except EtcdError as e:
                 if "compacted" in str(e):
@@ -241,7 +246,7 @@ class EtcdQueue:
             self._apply("PUT", kv)
         self.revision = rev
         self._loaded.set()
-        self.ctx.on_change()
+        self._changed()
 
     def _apply(self, kind: str, kv: KeyValue) -> None:
         what, ident = self.keys.kind(kv.key)
@@ -298,9 +303,11 @@ class EtcdQueue:
     def _peer_count(self) -> int:
         return sum(1 for n in self.nodes if n != self.ctx.node_id)
 
-    async def info(self) -> Any:
-        from ..queues.base import QueueInfo
+    def cache_key(self) -> Hashable:
+        """Bumped with every change of the view (records, holds, members, reachability)."""
+        return (self._generation, self.ctx.files.generation)
 
+    async def info(self) -> QueueInfo:
         peers = {
             node_id: {"name": n.get("name"), "status": "online", "online": True, "profile": {"name": None},
                       "active_set": None, "acquired": [j for j, h in self.holds.items() if h.holder == node_id]}
@@ -369,12 +376,12 @@ class EtcdQueue:
                         metadata=f.get("metadata"))
 
     async def add_set(self, fields: dict[str, Any], *, job_id: str | None, job_name: str | None,
-                      job_draft: bool) -> tuple[Job, PrintSet]:
+                      job_draft: bool) -> tuple[int | str, PrintSet]:
         new_set = self._set_from_fields(fields)
         digest = await self._digest(new_set.path)
         if job_id is None:
             doc = await self._new_job(job_name or Path(new_set.path).stem, 1, job_draft, [(new_set, digest)])
-            return doc.job, doc.job.sets[0]
+            return doc.job.id, doc.job.sets[0]
 
         def add(doc: core.JobDoc) -> core.JobDoc:
             index = len(doc.job.sets)
@@ -382,7 +389,7 @@ class EtcdQueue:
             return replace(doc, job=replace(doc.job, sets=[*doc.job.sets, s]), hashes=(*doc.hashes, digest))
 
         job = await self._update(self.parse_job_id(job_id), add)
-        return job, job.sets[-1]
+        return job.id, job.sets[-1]
 
     async def add_job(self, name: str) -> Job:
         return (await self._new_job(name, 1, True, [])).job
@@ -438,8 +445,6 @@ class EtcdQueue:
         await self._update(job_id, lambda d: replace(d, job=replace(d.job, rank=rank)))
 
     async def export_job(self, job_id: str) -> PortableJob:
-        from ..queues.base import PortableJob, PortableSet
-
         doc, _ = await self._read(job_id)
         if job_id in self.holds:
             raise Conflict(f"job {job_id} is being printed and cannot leave its queue now")
@@ -464,15 +469,14 @@ class EtcdQueue:
 
     # --- the driver's side --------------------------------------------------------------------------
 
-    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy) -> Any:
-        from ..queues.base import Pick
-
+    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
+                        fits: Callable[[PrintSet], bool] | None = None) -> Pick:
         if not self.reachable or not self.lease_valid():
             return Pick(None)
         free = [d.job for job_id, (d, _) in self.docs.items() if job_id not in self.holds and job_id not in self.fences]
         waiting = 0
         while free:
-            choice = choose_next(free, profile, loaded, strategy)
+            choice = choose_next(free, profile, loaded, strategy, fits)
             if choice is None:
                 break
             job, chosen = choice

@@ -35,7 +35,7 @@ success) and `release`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -162,10 +162,12 @@ class Queue(Protocol):
         """Put a job in at the end of this queue; returns its new id."""
         ...
 
-    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy) -> Pick:
+    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
+                        fits: Callable[[PrintSet], bool] | None = None) -> Pick:
         """Choose the next set this printer (profile, material per tool) can print, by the
         queue's `strategy`, and hold it so no other printer prints it; the held set's file is
-        in the node's file store. A held set must be `finish`ed or `release`d."""
+        in the node's file store. A held set must be `finish`ed or `release`d. `fits` is the
+        printer's limit of the moment (attended hours: model.choose_next's `fits`)."""
         ...
 
     async def finish(self, ref: JobRef, result: str, run_id: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +143,10 @@ class LanJobQueue:
 
     # --- the driver's side -----------------------------------------------------------------
 
-    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy) -> Pick:
+    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
+                        fits: Callable[[PrintSet], bool] | None = None) -> Pick:
+        # `fits` is not applied: LAN records carry no slicer estimate yet, and a set of unknown
+        # length fits attended hours anyway (docs/automation.md says so)
         return Pick(await self.service.acquire_next(self.name, profile, list(loaded)))
 
     async def finish(self, ref: JobRef, result: str, run_id: int) -> None:

@@ -8,7 +8,7 @@ page shows as `acquired` (as the original does for the job being printed).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, Conflict, NotFound
@@ -92,7 +92,6 @@ class LocalQueue:
                                                   job_draft=job_draft, queue=self.name)
         added.missing_file = not added.sd and not self.files.exists(added.path)
         added.gcode = self.files.gcode(added.path)
-        added.gcode = self.files.gcode(added.path)
         return new_jid, added
 
     async def add_job(self, name: str) -> Job:
@@ -136,10 +135,11 @@ class LocalQueue:
 
     # --- the driver's side -----------------------------------------------------------------
 
-    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy) -> Pick:
+    async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
+                        fits: Callable[[PrintSet], bool] | None = None) -> Pick:
         jobs = await self.store.jobs(self.name)
         self.flag_missing_files(jobs)
-        choice = choose_next(jobs, profile, loaded, strategy)
+        choice = choose_next(jobs, profile, loaded, strategy, fits)
         if choice is None:
             return Pick(None, waiting=sum(1 for j in jobs if not j.draft and j.remaining > 0))
         job, chosen = choice
