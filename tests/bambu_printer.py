@@ -20,7 +20,7 @@ What it does, as a printer does:
   `param` names the plate's G-code inside it; `url` `file:///sdcard/NAME` or `ftp://NAME`),
   `print.pause`, `print.resume`, `print.stop`. The state lags `--start-lag` seconds behind a
   start, as on the real printers (the previous FINISH/IDLE stays reported meanwhile);
-- `M400 U1` in the G-code pauses until resumed (the one user wait Bambu firmware has).
+- `G4 P<ms>`/`S<s>` dwells; `M400 U1` pauses until resumed (the one user wait Bambu firmware has).
 
 The test steers what happens at the printer's own screen through stdin, one word a line:
 `fail` (a printer error: FAILED with a nonzero `print_error`), `cancel` (stop pressed on the
@@ -94,6 +94,7 @@ class Printer:
         self.pos = 0.0
         self.pending: tuple[float, str, list[str], str] | None = None  # (due, file, lines, task)
         self.user_wait = False
+        self.dwell = 0.0
 
     def set(self, **values: Any) -> None:
         for k, v in values.items():
@@ -132,7 +133,7 @@ class Printer:
         self.pending = (now + self.start_lag, name, [ln for ln in lines if ln], task)
 
     def _end(self, state: str, error: int = 0) -> None:
-        self.lines, self.pos, self.user_wait = [], 0.0, False
+        self.lines, self.pos, self.user_wait, self.dwell = [], 0.0, False, 0.0
         self.set(gcode_state=state, print_error=error, nozzle_target_temper=0.0,
                  bed_target_temper=0.0)
 
@@ -159,6 +160,9 @@ class Printer:
         self._advance(dt)
 
     def _advance(self, dt: float) -> None:
+        if self.dwell > 0:  # G4: the printer waits, the file does not move
+            self.dwell -= dt
+            return
         budget = self.rate * dt
         while budget > 0 and int(self.pos) < len(self.lines):
             line = self.lines[int(self.pos)]
@@ -168,6 +172,8 @@ class Printer:
             if self.user_wait:
                 self.set(gcode_state="PAUSE")
                 return
+            if self.dwell > 0:
+                break
         total = len(self.lines)
         done = int(self.pos)
         left = (total - done) / self.rate / 60 if self.rate else 0
@@ -181,6 +187,9 @@ class Printer:
         word = line.split()[0].upper()
         if word == "M400" and "U1" in line.upper():
             self.user_wait = True
+        if word == "G4":
+            ms, sec = _param(line, "P"), _param(line, "S")
+            self.dwell = (ms or 0) / 1000 + (sec or 0)
         for code, key in (("M104", "nozzle"), ("M109", "nozzle"), ("M140", "bed"), ("M190", "bed")):
             if word == code:
                 temp = _param(line, "S")

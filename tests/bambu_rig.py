@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from mosquitto import (
     start_mosquitto,
 )
 
-__all__ = ["BambuRig", "bambu_unavailable"]
+__all__ = ["BambuHarness", "BambuRig", "bambu_unavailable"]
 
 HERE = Path(__file__).resolve().parent
 SERIAL = "01P00A000000001"
@@ -142,3 +143,46 @@ class BambuRig:
     def env(self) -> dict[str, str]:
         """Secrets for a node process, the way a user gives them (environment, not flags)."""
         return {**os.environ, "LANQUEUE_PRINTER_KEY": CODE, "LANQUEUE_PRINTER_SERIAL": SERIAL}
+
+
+class BambuHarness:
+    """The Bambu printer as an entry of the backend conformance suite (its Harness shape)."""
+
+    name = "bambu"
+    key = CODE
+    config = (("printer_serial", SERIAL),)  # more lines of the node's config file
+
+    def start(self, tmp: Path) -> None:
+        import pytest
+
+        reason = bambu_unavailable()
+        if reason:
+            pytest.skip(reason)
+        self.rig = BambuRig.start(tmp / "bambu", start_lag=1.0)
+        self.url = self.rig.url + "&lost_after=10"
+
+    def close(self) -> None:
+        self.rig.close()
+
+    def gcode(self, seconds: float) -> str:
+        return "M117 start\n" + "G4 P100\n" * max(1, int(seconds / 0.1)) + "M117 end\n"
+
+    def failing_gcode(self) -> str:
+        return self.gcode(8)
+
+    def before_failure(self) -> None: ...
+
+    def fail_now(self) -> None:
+        self.rig.screen("fail")
+
+    def after_failure(self) -> None: ...
+
+    @property
+    def cancel_at_printer(self) -> Callable[[], None]:
+        return lambda: self.rig.screen("cancel")
+
+    def go_away(self) -> None:
+        self.rig.power_cut()
+
+    def come_back(self) -> None:
+        self.rig.power_on()

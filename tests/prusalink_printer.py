@@ -101,6 +101,9 @@ class Firmware:
             self.target_t = t["temp_t"] = float(temp.group(1))
         if cmd.startswith(("M140", "M190")) and temp:
             self.target_b = t["temp_b"] = float(temp.group(1))
+        if re.match(r"G4\b", cmd):  # dwell: the firmware answers ok when it is over
+            ms, sec = re.search(r"P(\d+)", cmd), re.search(r"S(\d+)", cmd)
+            time.sleep((int(ms.group(1)) / 1000 if ms else 0) + (int(sec.group(1)) if sec else 0))
         if cmd.startswith(("G0", "G1")):
             for ax in "XYZE":
                 m = re.search(ax + r"(-?\d+(\.\d+)?)", cmd)

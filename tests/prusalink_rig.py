@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,50 @@ def forward(listen_port: int, ns: str, target_port: int) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["forward"]:
     forward(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+
+
+class PrusaLinkHarness:
+    """PrusaLink as an entry of the backend conformance suite (its Harness shape)."""
+
+    name = "prusalink"
+    key = PASSWORD
+    config = (("printer_user", USER),)  # more lines of the node's config file
+
+    def start(self, tmp: Path) -> None:
+        import pytest
+
+        reason = prusalink_unavailable()
+        if reason:
+            pytest.skip(reason)
+        self.rig = PrusaLinkRig.start(tmp / "prusalink")
+        self.url = self.rig.url + "?lost_after=10"
+
+    def close(self) -> None:
+        self.rig.close()
+
+    def gcode(self, seconds: float) -> str:
+        steps = max(1, int(seconds / 0.1))
+        body = "".join(f"G4 P100\nM73 P{i * 100 // steps} R1\n" for i in range(steps))
+        return "M117 start\n" + body + "M117 end\n"
+
+    def failing_gcode(self) -> str:
+        return self.gcode(8)
+
+    def before_failure(self) -> None: ...
+
+    def fail_now(self) -> None:
+        self.rig.screen("fail")
+
+    def after_failure(self) -> None:
+        self.rig.wait_idle()
+
+    @property
+    def cancel_at_printer(self) -> Callable[[], None]:
+        return lambda: self.rig.screen("cancel")
+
+    def go_away(self) -> None:
+        self.rig.power_cut()
+
+    def come_back(self) -> None:
+        self.rig.power_on()
+        self.rig.wait_idle()

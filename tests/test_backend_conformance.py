@@ -31,7 +31,9 @@ from backend_servers import (
     klipper_tarball,
     octoprint_program,
 )
+from bambu_rig import BambuHarness
 from conftest import API_KEY, CP, NodeProcess, free_port
+from prusalink_rig import PrusaLinkHarness
 
 pytestmark = pytest.mark.slow
 
@@ -220,6 +222,8 @@ HARNESSES: dict[str, Callable[[], Harness]] = {
     "serial": SerialHarness,
     "octoprint": OctoPrintHarness,
     "moonraker": MoonrakerHarness,
+    "prusalink": PrusaLinkHarness,
+    "bambu": BambuHarness,
 }
 
 
@@ -312,6 +316,8 @@ def rig(request, tmp_path_factory):
     harness.start(tmp)
     config = tmp / "node.toml"
     config.write_text(f"printer_key = {json.dumps(harness.key)}\n" if harness.key else "")
+    with config.open("a") as f:  # e.g. the PrusaLink user, the Bambu serial number
+        f.writelines(f"{k} = {json.dumps(v)}\n" for k, v in getattr(harness, "config", ()))
     node = NodeProcess(tmp / "node", free_port(), ["--printer", harness.url, "--config", str(config)])
     try:
         node.start()

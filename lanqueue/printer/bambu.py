@@ -55,6 +55,7 @@ from .backend import (
     sha256_file,
 )
 from .events import PrinterState
+from .scriptfile import script_file
 
 __all__ = ["BambuBackend", "BambuTracker", "gcode_3mf"]
 
@@ -475,11 +476,12 @@ class BambuBackend(BackendBase):
 
     async def async_run_script(self, gcode: str) -> None:
         """Print the script as a small file and wait for its end (no print events: it is no job)."""
-        if not gcode.strip():
+        script = script_file(gcode)
+        if script is None:
             return
         self._require_operational()
-        data = gcode.encode()
-        remote = f"lq-script-{hashlib.sha256(data).hexdigest()[:12]}.gcode.3mf"
+        name, data = script
+        remote = name + ".3mf"
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._ftps_upload, gcode_3mf(data), remote)
         self._script_done = loop.create_future()

@@ -22,7 +22,6 @@ file and printed; the firmware's own waits (M109, M190, G4, M400) hold it until 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from .backend import (
     sha256_file,
 )
 from .events import PrinterState
+from .scriptfile import script_file
 
 __all__ = ["PrusaLinkBackend", "PrusaLinkTracker"]
 
@@ -358,11 +358,11 @@ class PrusaLinkBackend(BackendBase):
 
     async def async_run_script(self, gcode: str) -> None:
         """Print the script as a small file; wait for its end (no print events: it is no job)."""
-        if not gcode.strip():
+        script = script_file(gcode)
+        if script is None:
             return
         self._require_operational()
-        data = gcode.encode()
-        remote = f"lq-script-{hashlib.sha256(data).hexdigest()[:12]}.gcode"
+        remote, data = script
         await self._upload_bytes(data, remote)
         self._script_end = asyncio.get_running_loop().create_future()
         try:
