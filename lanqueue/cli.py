@@ -165,6 +165,12 @@ def _virtual_printer(args: argparse.Namespace) -> int:
     return int(virtual_main(args.rest) or 0)
 
 
+def _farm(args: argparse.Namespace) -> int:
+    from .farmfile import run_farm
+
+    return run_farm(args.file)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -224,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     vp = sub.add_parser("virtual-printer", help="run the virtual printer on a pseudo-terminal",
                         add_help=False)  # its own options and --help live in printer/virtual.py
     vp.set_defaults(func=_virtual_printer)
+
+    farm = sub.add_parser("farm", help="run one node per printer listed in a TOML farm file",
+                          description="Run a full node (own port, data dir, mDNS name) for every [[printer]] "
+                                      "entry of FILE; SIGTERM stops them all. See docs/printers.md.")
+    farm.add_argument("file", type=Path, help="the farm file")
+    farm.set_defaults(func=_farm)
 
     demo = sub.add_parser("demo", help="several nodes with virtual printers sharing a LAN queue")
     demo.add_argument("--nodes", type=int, default=3, help="how many nodes")
