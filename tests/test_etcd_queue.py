@@ -91,25 +91,25 @@ async def test_job_added_on_one_node_prints_on_the_other_exactly_its_count(etcd,
     b = await make_node(tmp_path / "b", "b", etcd.endpoints)
     try:
         path = await a.upload("part.gcode")
-        job, _ = await a.queue.add_set({"path": path, "count": 2}, job_id=None, job_name="part", job_draft=False)
-        await eventually(lambda: str(job.id) in b.queue.docs)
+        job_id, _ = await a.queue.add_set({"path": path, "count": 2}, job_id=None, job_name="part", job_draft=False)
+        await eventually(lambda: job_id in b.queue.docs)
         await eventually(lambda: "node-a" in b.queue.nodes and b.queue.file_secret() != b"")
         pick = await b.queue.hold_next("Generic", [], Strategy.IN_ORDER)
         assert pick.ref is not None, "b could not hold the job (file fetched from a?)"
         assert (tmp_path / "b" / "files").exists() and b.files.exists(pick.ref.path)
         # held: a cannot hold it at the same time
         assert (await a.queue.hold_next("Generic", [], Strategy.IN_ORDER)).ref is None
-        await eventually(lambda: str(job.id) in a.queue.holds)
+        await eventually(lambda: job_id in a.queue.holds)
         assert (await a.queue.jobs())[0].acquired and (await a.queue.jobs())[0].replica.acquired_by == "node-b"
         with pytest.raises(Conflict):
-            await a.queue.remove_jobs([str(job.id)])
+            await a.queue.remove_jobs([job_id])
         await b.run(pick.ref)
         # the second copy: either node may take it; the hold and fence went with the completion
         pick2 = await a.queue.hold_next("Generic", [], Strategy.IN_ORDER)
         assert pick2.ref is not None and pick2.ref.token > pick.ref.token
         await a.run(pick2.ref)
-        await eventually(lambda: b.queue.docs[str(job.id)][0].job.remaining == 0)
-        done = b.queue.docs[str(job.id)][0].job
+        await eventually(lambda: b.queue.docs[job_id][0].job.remaining == 0)
+        done = b.queue.docs[job_id][0].job
         assert done.sets[0].completed == 2 and done.remaining == 0
         assert (await b.queue.hold_next("Generic", [], Strategy.IN_ORDER)).ref is None
     finally:
@@ -121,23 +121,23 @@ async def test_completion_after_lost_hold_is_a_conflict_and_counts_nothing(etcd,
     b = await make_node(tmp_path / "b", "b", etcd.endpoints)
     try:
         path = await a.upload("part.gcode")
-        job, _ = await a.queue.add_set({"path": path, "count": 1}, job_id=None, job_name="p", job_draft=False)
-        await eventually(lambda: str(job.id) in a.queue.docs)
+        job_id, _ = await a.queue.add_set({"path": path, "count": 1}, job_id=None, job_name="p", job_draft=False)
+        await eventually(lambda: job_id in a.queue.docs)
         pick = await a.queue.hold_next("Generic", [], Strategy.IN_ORDER)
         assert pick.ref is not None
         # a's lease lapses (as if it froze): revoke it as etcd would on expiry
         await a.queue.client.lease_revoke(a.queue._print_lease)
         await a.queue.client.lease_revoke(a.queue._fence_lease)
-        await eventually(lambda: str(job.id) not in b.queue.holds and str(job.id) not in b.queue.fences)
+        await eventually(lambda: job_id not in b.queue.holds and job_id not in b.queue.fences)
         await eventually(lambda: "node-a" in b.queue.nodes)  # a re-joined with new leases (its file server)
         pick_b = await b.queue.hold_next("Generic", [], Strategy.IN_ORDER)
         assert pick_b.ref is not None and pick_b.ref.token > pick.ref.token
         await a.run(pick.ref)  # a's late completion: refused by fencing
-        await eventually(lambda: b.queue.docs[str(job.id)][0].conflicts != ())
-        assert b.queue.docs[str(job.id)][0].job.remaining == 1, "a fenced-off completion was counted"
+        await eventually(lambda: b.queue.docs[job_id][0].conflicts != ())
+        assert b.queue.docs[job_id][0].job.remaining == 1, "a fenced-off completion was counted"
         await b.run(pick_b.ref)
-        await eventually(lambda: b.queue.docs[str(job.id)][0].job.remaining == 0)
-        assert b.queue.docs[str(job.id)][0].job.sets[0].completed == 1
+        await eventually(lambda: b.queue.docs[job_id][0].job.remaining == 0)
+        assert b.queue.docs[job_id][0].job.sets[0].completed == 1
     finally:
         await close(a, b)
 
@@ -146,20 +146,20 @@ async def test_completion_waits_in_outbox_while_etcd_is_down(etcd, tmp_path: Pat
     a = await make_node(tmp_path / "a", "a", etcd.endpoints, ttl=30.0)
     try:
         path = await a.upload("part.gcode")
-        job, _ = await a.queue.add_set({"path": path, "count": 1}, job_id=None, job_name="p", job_draft=False)
-        await eventually(lambda: str(job.id) in a.queue.docs)
+        job_id, _ = await a.queue.add_set({"path": path, "count": 1}, job_id=None, job_name="p", job_draft=False)
+        await eventually(lambda: job_id in a.queue.docs)
         pick = await a.queue.hold_next("Generic", [], Strategy.IN_ORDER)
         assert pick.ref is not None
         etcd.kill(0)
         await a.run(pick.ref)  # answered from the outbox, not lost
         rows = await a.store.fetchall("SELECT job_id FROM etcd_outbox")
-        assert [r["job_id"] for r in rows] == [str(job.id)]
+        assert [r["job_id"] for r in rows] == [job_id]
         await eventually(lambda: not a.queue.reachable, 15)
         assert (await a.queue.hold_next("Generic", [], Strategy.IN_ORDER)).ref is None
         etcd.start(0, state="existing")
         await eventually(lambda: a.queue.reachable, 20)
-        await eventually(lambda: a.queue.docs.get(str(job.id)) is not None
-                         and a.queue.docs[str(job.id)][0].job.remaining == 0, 20)
+        await eventually(lambda: a.queue.docs.get(job_id) is not None
+                         and a.queue.docs[job_id][0].job.remaining == 0, 20)
         assert await a.store.fetchall("SELECT * FROM etcd_outbox") == []
     finally:
         await close(a)
@@ -171,16 +171,16 @@ async def test_bad_requests_change_nothing(etcd, tmp_path: Path) -> None:  # typ
         with pytest.raises(BadRequest):
             await a.queue.add_set({"path": "nothere.gcode", "count": 1}, job_id=None, job_name="x", job_draft=False)
         path = await a.upload("part.gcode")
-        job, _ = await a.queue.add_set({"path": path, "count": 3}, job_id=None, job_name="x", job_draft=True)
+        job_id, _ = await a.queue.add_set({"path": path, "count": 3}, job_id=None, job_name="x", job_draft=True)
         with pytest.raises(BadRequest):
-            await a.queue.edit_job(str(job.id), {"remaining": 9})
+            await a.queue.edit_job(job_id, {"remaining": 9})
         with pytest.raises(BadRequest):
-            await a.queue.edit_job(str(job.id), {"sets": []})
+            await a.queue.edit_job(job_id, {"sets": []})
         with pytest.raises(BadRequest):
             a.queue.parse_job_id("../../etc")
-        kvs, _ = await a.queue.client.range(a.queue.keys.job(str(job.id)))
+        kvs, _ = await a.queue.client.range(a.queue.keys.job(job_id))
         assert len(kvs) == 1 and kvs[0].version == 1, "a refused edit wrote to etcd"
-        edited = await a.queue.edit_job(str(job.id), {"count": 5, "draft": False, "name": "y"})
+        edited = await a.queue.edit_job(job_id, {"count": 5, "draft": False, "name": "y"})
         assert (edited.count, edited.remaining, edited.draft, edited.name) == (5, 5, False, "y")
     finally:
         await close(a)
