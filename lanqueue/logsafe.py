@@ -22,9 +22,19 @@ __all__ = ["SafeLogFilter", "escape", "install"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def escape(text: str) -> str:
-    """`text` with control characters written as escapes (\\n, \\x1b, ...)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """`text` with control characters written as escapes (\\n, \\x1b, ...). No codec lookup:
+    it must work when the process is out of file descriptors."""
+    return _CONTROL.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
 
 
 class SafeLogFilter(logging.Filter):

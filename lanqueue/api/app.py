@@ -94,6 +94,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 KEEPALIVE_TIMEOUT = 15.0  # an idle keep-alive connection is closed after this
+# connections waiting to be accepted: a burst of a flood larger than this makes the kernel drop
+# SYNs, and a client's retry comes a second later; asyncio accepts up to this many at once, so
+# the connection cap leaves this many descriptors free
+BACKLOG = 512
 
 
 async def serve(app: web.Application, host: str | None, port: int, *, shutdown_timeout: float = 10.0,
@@ -110,8 +114,9 @@ async def serve(app: web.Application, host: str | None, port: int, *, shutdown_t
     try:
         await runner.setup()
         assert runner.server is not None
-        guard = ConnectionGuard(runner.server, connection_limit(), on_refusal=_refused)
-        listener = await loop.create_server(guard, host or None, port, reuse_address=True, backlog=128)
+        loop.set_exception_handler(_loop_exception)
+        guard = ConnectionGuard(runner.server, connection_limit(reserve=128 + BACKLOG), on_refusal=_refused)
+        listener = await loop.create_server(guard, host or None, port, reuse_address=True, backlog=BACKLOG)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -124,6 +129,15 @@ async def serve(app: web.Application, host: str | None, port: int, *, shutdown_t
         if guard is not None:
             await guard.async_close()
         await runner.cleanup()
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's accept loop reports running out of descriptors with the socket in the text,
+    so every report looked new to the log's rate limit: say it in one fixed line instead."""
+    if "out of system resource" in str(context.get("message", "")):
+        log.error("cannot accept connections: %s", context.get("exception"))
+        return
+    loop.default_exception_handler(context)
 
 
 def _refused(what: str) -> None:
