@@ -148,3 +148,16 @@ def test_demo_on_a_port_in_use_says_which(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         r = run("demo", "--nodes", "1", "--base-port", str(port), cwd=tmp_path)
     assert r.returncode == 2 and f"port(s) {port}" in r.stdout and "--base-port" in r.stdout
+
+
+async def test_set_add_says_whether_the_job_is_a_draft(api) -> None:
+    """A new job is a draft unless jobDraft=false (as the original); the answer says which, and
+    a set added to an existing job reports that job's state."""
+    r = await api.post(f"{CP}/set/add", data={"path": "a.gcode"})
+    first = await r.json()
+    assert r.status == 200 and first["draft"] is True
+    r = await api.post(f"{CP}/set/add", data={"path": "b.gcode", "jobDraft": "false"})
+    ready = await r.json()
+    assert ready["draft"] is False
+    r = await api.post(f"{CP}/set/add", data={"path": "c.gcode", "job": str(ready["job_id"]), "jobDraft": "true"})
+    assert (await r.json())["draft"] is False  # the existing job's state, not the ignored flag

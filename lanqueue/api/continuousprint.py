@@ -168,7 +168,11 @@ async def set_add(request: web.Request) -> web.Response:
     queue = request.app[NODE].queues.get(_queue_name(form))
     job_id = None if is_no_id(job_raw) else queue.parse_job_id(job_raw)
     jid, added = await queue.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
-    return json_response({"job_id": jid, "set_": set_view(added)})
+    # a draft is never printed: say which it is, or a script's set/add then set_active prints
+    # nothing with no hint why (a new job is a draft unless jobDraft=false, as the original)
+    draft = bool(job_draft) if job_id is None else next(
+        (j.draft for j in await queue.jobs() if str(j.id) == str(jid)), False)
+    return json_response({"job_id": jid, "draft": draft, "set_": set_view(added)})
 
 
 @routes.post(BASE + "/automation/external")

@@ -302,8 +302,9 @@ SCHEMAS: dict[str, Schema] = {
     },
     "SetAdded": {
         "type": "object",
-        "required": ["job_id", "set_"],
-        "properties": {"job_id": _id, "set_": _ref("Set")},
+        "required": ["job_id", "draft", "set_"],
+        "properties": {"job_id": _id, "draft": {"type": "boolean", "description": "the job is a draft (never "
+                       "printed): new jobs are unless jobDraft=false"}, "set_": _ref("Set")},
     },
     "Run": {
         "type": "object",
