@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from conftest import CP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,13 @@ from lanqueue.store import Store
 from lanqueue.sync.errors import RemoteProtocolError
 from lanqueue.sync.messages import Persist, RecordPush
 from lanqueue.sync.protocol import LanNodeCore
-from lanqueue.sync.records import CompletionOutcome, JobRecord, SetRecord, Timings, apply_completion
+from lanqueue.sync.records import (
+    CompletionOutcome,
+    JobRecord,
+    SetRecord,
+    Timings,
+    apply_completion,
+)
 
 T = Timings(ttl=60.0, renew_every=20.0, lock_delay=60.0, retry_every=5.0, anti_entropy_every=30.0)
 
@@ -220,3 +227,32 @@ def test_a_lan_message_with_one_bad_record_among_good_ones_changes_nothing_and_p
     actions = peer.handle(RecordPush("h", tuple(good)), 1.0)
     persisted = [r.id for a in actions if isinstance(a, Persist) for r in a.records]
     assert sorted(peer.records) == sorted(persisted) == ["j0", "j1", "j2"]
+
+
+async def test_state_get_shows_the_local_job_being_printed_as_acquired(node_factory):
+    """Issue 10's compatibility point, through real HTTP and the virtual printer: while the
+    driver prints a local job, state/get says `acquired: true` for it (and only for it)."""
+    from test_driving_e2e import (
+        NO_WAIT,
+        gcode,
+        printer_ready,
+        set_automation,
+        state,
+        upload,
+        wait_for,
+    )
+
+    api, node = await node_factory()
+    await printer_ready(node)
+    await set_automation(api, NO_WAIT)
+    await upload(api, "slow.gcode", gcode("S", moves=3000))
+    await api.post(CP + "/set/add", data={"path": "slow.gcode", "jobName": "Printing", "jobDraft": "false"})
+    await api.post(CP + "/set/add", data={"path": "slow.gcode", "jobName": "Waiting", "jobDraft": "false"})
+    await api.post(CP + "/set_active", data={"active": "true"})
+
+    async def printing():
+        jobs = (await state(api))["queues"][0]["jobs"]
+        return any(j["acquired"] for j in jobs) and jobs
+    jobs = await wait_for(printing)
+    assert [(j["name"], j["acquired"]) for j in jobs] == [("Printing", True), ("Waiting", False)]
+    await api.post(CP + "/set_active", data={"active": "false"})
