@@ -177,7 +177,8 @@ async def test_job_rm_archives_then_deletes(api, node_factory):
 
 async def test_job_reset(api, node_factory):
     client, node = await node_factory()
-    jid, s = (await add_set(client, "a.gcode", count=2)).values()
+    added = await add_set(client, "a.gcode", count=2)
+    jid, s = added["job_id"], added["set_"]
     await node.store.record_success(jid, s["id"])
     job = (await local_jobs(client))[0]
     assert job["sets"][0]["remaining"] == 1 and job["sets"][0]["completed"] == 1
