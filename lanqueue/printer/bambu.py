@@ -8,8 +8,8 @@ plain G-code file is wrapped in a minimal `.gcode.3mf` (the plate's G-code and i
 
 Why aiomqtt: it is the maintained asyncio wrapper of paho-mqtt (the best kept Python MQTT
 client), so the reports arrive on the node's loop as an async iterator, with no thread of ours
-and no MQTT code of our own. It is an optional extra (`pip install lanqueue[bambu]`): a node
-driving any other printer never imports it.
+and no MQTT code of our own. It is a dependency of lanqueue (the MQTT notifications use it
+too); this module is imported only when a node drives a Bambu printer.
 
 How the reports are read (`BambuTracker`, pure, no I/O): reports are partial (P1 printers send
 only what changed; `pushall` asks for everything), so they are merged into one status. The
@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qs
+
+import aiomqtt
 
 from ..errors import Conflict, Unavailable
 from .backend import (
@@ -296,8 +298,6 @@ class BambuBackend(BackendBase):
         return ctx
 
     async def _run(self) -> None:
-        import aiomqtt
-
         delay = self.settings.reconnect_delay
         while True:
             try:
