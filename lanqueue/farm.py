@@ -17,13 +17,14 @@ import contextlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from .farmview import ACTIONS, FarmBoard, Member, check_summary, offered_actions
 from .printer.backend import parse_printer_url
-from .sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH
+from .sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH, FARM_THUMBNAIL_PATH
 from .sync.transport import PeerRequestFailed
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between summary rounds while watched
 WATCH_FOR = 30.0  # a round keeps running this long after the last look
 ASK_TIMEOUT = 2.0
+MAX_THUMBNAIL = 1 << 20  # bytes; a slicer's thumbnail is a few kB
+THUMBNAILS_KEPT = 64  # named by content digest, so a kept one never goes stale
 
 
 class FarmService:
@@ -49,6 +52,7 @@ class FarmService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        self._thumbnails: OrderedDict[str, bytes] = OrderedDict()
         self.rounds = 0
 
     # --- this node ------------------------------------------------------------------------
@@ -131,6 +135,37 @@ class FarmService:
         else:
             await runner.async_set_active(action == "start")
 
+    def thumbnail(self, name: str) -> bytes | None:
+        """A thumbnail this node holds, by its digest name (for a member's farm view)."""
+        meta = self.node.files.meta
+        full = meta.thumbnail(name) if meta is not None else None
+        if full is None or full.stat().st_size > MAX_THUMBNAIL:
+            return None
+        return full.read_bytes()
+
+    async def thumbnail_of(self, node_id: str, name: str) -> bytes | None:
+        """A thumbnail for the page: this node's own, else asked of `node_id` (and kept)."""
+        own = self.thumbnail(name)
+        if own is not None or node_id == self.node.node_id:
+            return own
+        if name in self._thumbnails:
+            self._thumbnails.move_to_end(name)
+            return self._thumbnails[name]
+        member = self._members().get(node_id)
+        if member is None:
+            raise NotFound("no node of a shared LAN queue has that id")
+        peer, shared = member
+        try:
+            data = await self._post(peer, shared[0], FARM_THUMBNAIL_PATH + name, b"")
+        except (PeerRequestFailed, TimeoutError):
+            return None
+        if len(data) > MAX_THUMBNAIL:
+            return None
+        self._thumbnails[name] = data
+        while len(self._thumbnails) > THUMBNAILS_KEPT:
+            self._thumbnails.popitem(last=False)
+        return data
+
     # --- other nodes ----------------------------------------------------------------------
 
     def _members(self) -> dict[str, tuple[Peer, list[str]]]:
@@ -145,14 +180,17 @@ class FarmService:
                 out[p.node_id] = (p, shared)
         return out
 
-    async def _ask(self, peer: Peer, queue: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, peer: Peer, queue: str, path: str, body: bytes, timeout: float = ASK_TIMEOUT) -> bytes:
+        """A signed POST to a member; the answer's signature is checked by the client."""
         lan = self.node.lan
         secret = lan.secret(queue) if lan is not None else None
-        if secret is None or not peer.base_url:
+        if lan is None or secret is None or not peer.base_url:
             raise PeerRequestFailed("no address or secret for the node")
-        body = await asyncio.wait_for(
-            lan.client.post(peer.base_url, path, json.dumps(doc).encode(), queue=queue, secret=secret),  # type: ignore[union-attr]
-            ASK_TIMEOUT if path == FARM_SUMMARY_PATH else 10.0)
+        return await asyncio.wait_for(lan.client.post(peer.base_url, path, body, queue=queue, secret=secret), timeout)
+
+    async def _ask(self, peer: Peer, queue: str, path: str, doc: dict[str, Any]) -> dict[str, Any]:
+        body = await self._post(peer, queue, path, json.dumps(doc).encode(),
+                                ASK_TIMEOUT if path == FARM_SUMMARY_PATH else 10.0)
         answer = json.loads(body)
         if not isinstance(answer, dict):
             raise PeerRequestFailed("the answer is not a JSON object")

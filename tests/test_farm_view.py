@@ -123,3 +123,16 @@ async def test_farm_routes_refuse_bad_input_with_4xx(node_factory):
     assert r.status == 200 and await _active(client)
     assert (await client.post("/lanqueue/farm/action", data={"node": node.node_id, "action": "start"},
                               headers={"X-Api-Key": "wrong"})).status == 403
+
+
+async def test_thumbnail_routes_refuse_odd_names_unknown_nodes_and_unsigned_peers(node_factory):
+    client, node = await node_factory(lan=(f"farm={SECRET}",))
+    missing = "0" * 64 + ".png"
+    for path in (f"/lanqueue/farm/thumbnail/{node.node_id}/{missing}", f"/lanqueue/farm/thumbnail/{node.node_id}/x.png",
+                 f"/lanqueue/farm/thumbnail/nobody/{'1' * 64}.png"):
+        r = await client.get(path)
+        assert r.status == 404, path
+    path = "/lanqueue/peer/v1/farm/thumbnail/" + missing
+    assert (await client.post(path, data=b"", headers={"X-Api-Key": ""})).status == 403
+    request, _ = _signed_post(client, path, {}, queue="farm", secret=SECRET)
+    assert (await request).status == 404

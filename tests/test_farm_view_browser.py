@@ -71,12 +71,17 @@ def test_three_nodes_cards_actions_and_a_node_switched_off(node_process, tmp_pat
                  what="beta managed")
             expect(card[b].locator(".badge[data-state]")).to_have_text("Printing", timeout=20_000)
             expect(card[b]).to_contain_text("Long")
-            # the slicer's thumbnail travels in the summary (named by digest; beta's local file
-            # is not on alpha, so alpha's page drops the picture it cannot load)
+            # the slicer's thumbnail of beta's file, relayed by alpha (beta's local file is not on alpha)
+            thumb = card[b].locator("img.farm-thumb")
+            expect(thumb).to_have_count(1)
+            wait(lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"), what="thumbnail loaded")
             beta = next(x for x in requests.get(a.url + "/lanqueue/farm", headers=H, timeout=5).json()["cards"]
                         if x["node_id"] == ids[b])
-            assert beta["thumbnail"].startswith("/lanqueue/thumbnail/") and beta["estimate_s"] > 0
-            assert beta["job"]["name"] == "Long" and beta["left_s"] is not None
+            assert beta["estimate_s"] > 0 and beta["job"]["name"] == "Long" and beta["left_s"] is not None
+            name = beta["thumbnail"].rsplit("/", 1)[1]
+            relayed = requests.get(f"{a.url}/lanqueue/farm/thumbnail/{ids[b]}/{name}", headers=H, timeout=5)
+            assert relayed.ok and relayed.content == requests.get(b.url + beta["thumbnail"], headers=H, timeout=5).content
+            assert not (a.data_dir / "gcodemeta" / name).exists()  # relayed, not copied in
             shot(page, "farm-02-beta-printing")
 
             # pause, resume and cancel beta's print from alpha's page

@@ -711,6 +711,13 @@ describe("get", "/lanqueue/farm", "The farm view: every printer of the shared LA
                        "properties": {"node_id": _str, "now": {"type": "number"},
                                       "cards": {"type": "array", "items": {"type": "object"}},
                                       "timelines": {"type": "array", "items": {"type": "object"}}}}))
+describe("get", "/lanqueue/farm/thumbnail/{node}/{name}", "The slicer's thumbnail of what a printer of the farm prints",
+         tag=T_NODE, errors=("404", "503"), mutates=False,
+         description="This node's own, else relayed from the printer's node over the signed peer protocol.",
+         parameters=[{"name": "node", "in": "path", "required": True, "schema": {"type": "string"}},
+                     {"name": "name", "in": "path", "required": True,
+                      "schema": {"type": "string", "pattern": "^[0-9a-f]{64}\\.(png|jpg)$"}}],
+         responses=ok_content("image/png", "The picture (PNG or JPEG)"))
 describe("post", "/lanqueue/farm/action", "Act on any printer of the farm (carried to its node, signed)", tag=T_NODE,
          body=form({"node": text("Node id of the printer's node", max_length=200),
                     "action": {"type": "string", "enum": ["continue", "pause", "resume", "cancel", "start", "stop"]}},
@@ -740,6 +747,10 @@ describe("get", "/lanqueue/peer/v1/files/{digest}", "A file by its sha256, for a
 describe("post", "/lanqueue/peer/v1/farm/summary", "This node's printer, for a member's farm view", tag="peer",
          public=True, errors=("403", "413", "503"), description=_PEER, mutates=False,
          body=json_body({"type": "object"}), responses=ok({"type": "object"}))
+describe("post", "/lanqueue/peer/v1/farm/thumbnail/{name}", "A thumbnail this node holds, for a member's farm view",
+         tag="peer", public=True, errors=("403", "404", "413", "503"), description=_PEER, mutates=False,
+         parameters=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+         body=json_body({"type": "object"}), responses=ok_content("application/octet-stream", "The picture's bytes"))
 describe("post", "/lanqueue/peer/v1/farm/action", "An action on this node's printer from a member's farm view",
          tag="peer", public=True, errors=("400", "403", "413", "503"), description=_PEER,
          body=json_body({"type": "object", "required": ["action"], "properties": {"action": _str}}),

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import timeline
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
 from .app import json_response
 from .forms import read_form
 from .keys import NODE
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_THUMBNAIL_NAME = re.compile(r"^[0-9a-f]{64}\.(png|jpg)$")
 
 MIN_INTERVAL = 0.2  # at most ~5 events per second per stream
 KEEPALIVE = 15.0  # seconds between comment lines on an idle stream
@@ -335,6 +336,23 @@ async def farm(request: web.Request) -> web.Response:
         forecasts = timeline.plan(q["jobs"], _loads(cards, q["name"]))
         timelines.append({"queue": q["name"], "jobs": [f.to_json(now) for f in forecasts]})
     return json_response({"node_id": node.node_id, "now": now, "cards": cards, "timelines": timelines})
+
+
+@routes.get("/lanqueue/farm/thumbnail/{node}/{name}")
+async def farm_thumbnail(request: web.Request) -> web.Response:
+    """The slicer's picture of what a printer of the farm prints: this node's own, else relayed
+    from the printer's node over the signed peer protocol (the page may only load from here)."""
+    node = request.app[NODE]
+    name = request.match_info["name"]
+    if not _THUMBNAIL_NAME.match(name):
+        raise NotFound("no such thumbnail")
+    if node.farm is None:
+        raise web.HTTPServiceUnavailable(text="the farm view is starting")
+    data = await node.farm.thumbnail_of(request.match_info["node"], name)
+    if data is None:
+        raise NotFound("no such thumbnail")
+    kind = "image/png" if name.endswith(".png") else "image/jpeg"
+    return web.Response(body=data, headers={"Content-Type": kind, "Cache-Control": "private, max-age=31536000, immutable"})
 
 
 @routes.post("/lanqueue/farm/action")

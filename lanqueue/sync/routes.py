@@ -19,13 +19,14 @@ from .errors import RemoteProtocolError
 from .service import EDIT_PATH, FILE_PATH, MESSAGE_PATH, LanService
 from .transport import RESPONSE_SIGNATURE, sign_response
 
-__all__ = ["FARM_ACTION_PATH", "FARM_SUMMARY_PATH", "FarmPeer", "LanBox", "install"]
+__all__ = ["FARM_ACTION_PATH", "FARM_SUMMARY_PATH", "FARM_THUMBNAIL_PATH", "FarmPeer", "LanBox", "install"]
 
 log = logging.getLogger(__name__)
 MAX_BODY = 4 * 1024 * 1024
 routes = web.RouteTableDef()
 FARM_SUMMARY_PATH = "/lanqueue/peer/v1/farm/summary"
 FARM_ACTION_PATH = "/lanqueue/peer/v1/farm/action"
+FARM_THUMBNAIL_PATH = "/lanqueue/peer/v1/farm/thumbnail/"
 
 
 class FarmPeer(Protocol):
@@ -34,6 +35,8 @@ class FarmPeer(Protocol):
     def summary(self) -> dict[str, Any]: ...
 
     async def act(self, action: str) -> None: ...
+
+    def thumbnail(self, name: str) -> bytes | None: ...
 
 
 class LanBox:
@@ -167,3 +170,20 @@ async def farm_action(request: web.Request) -> web.Response:
         return _signed(request, signed, {"error": getattr(e, "message", str(e))})
     log.info("farm action %r from %s", action, signed.node_id[:8])
     return _signed(request, signed, {"ok": True})
+
+
+@routes.post(FARM_THUMBNAIL_PATH + "{name}")
+async def farm_thumbnail(request: web.Request) -> web.Response:
+    """The slicer's picture of the file this node prints, for a member's farm view. The answer
+    is signed like every other (the picture carries no digest of its own to check)."""
+    body = await _body(request)
+    signed = await _verified(request, body)
+    if isinstance(signed, web.Response):
+        return signed
+    farm = request.app[LAN_BOX].farm
+    data = farm.thumbnail(request.match_info["name"]) if farm is not None else None
+    if data is None:
+        return web.json_response({"error": "no such thumbnail"}, status=404)
+    secret = request.app[LAN_BOX].get().secret(signed.queue) or b""
+    return web.Response(body=data, content_type="application/octet-stream",
+                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.nonce, data)})

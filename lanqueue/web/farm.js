@@ -51,10 +51,10 @@ function cardHtml(c) {
   const times = [];
   if (pct != null) times.push(`${pct.toFixed(0)} %`);
   if (c.left_s != null) times.push(`${duration(c.left_s)} left`);
-  // a peer's thumbnail is named by digest on that node: shown when this node has it too (a LAN
-  // job's file), and dropped by the error handler below when it does not
-  const thumb = c.thumbnail && c.farm_state === "on"
-    ? `<img class="farm-thumb" alt="" src="${esc(c.thumbnail)}?apikey=${encodeURIComponent(session.apiKey || "")}">` : "";
+  // named by content digest on the printer's node; this node relays it (the page loads only from here)
+  const thumbName = c.thumbnail ? String(c.thumbnail).split("/").pop() : "";
+  const thumb = thumbName && c.farm_state === "on"
+    ? `<img class="farm-thumb" alt="" src="/lanqueue/farm/thumbnail/${encodeURIComponent(c.node_id)}/${encodeURIComponent(thumbName)}?apikey=${encodeURIComponent(session.apiKey || "")}">` : "";
   const backend = c.backend ? [c.backend.kind, c.backend.model].filter(Boolean).join(" · ") : "";
   const buttons = (c.actions || []).map((a) => `<button type="button" data-farm-action="${esc(a)}" data-node="${esc(c.node_id)}"
       class="small${a === "continue" ? " primary" : a === "cancel" ? " danger" : ""}">${esc(ACTION_TEXT[a] || a)}</button>`).join("");
