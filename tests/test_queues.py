@@ -256,3 +256,23 @@ async def test_state_get_shows_the_local_job_being_printed_as_acquired(node_fact
     jobs = await wait_for(printing)
     assert [(j["name"], j["acquired"]) for j in jobs] == [("Printing", True), ("Waiting", False)]
     await api.post(CP + "/set_active", data={"active": "false"})
+
+
+async def test_a_gjob_is_imported_into_a_lan_queue_through_the_same_interface(node_factory):
+    """job/import takes any queue: the .gjob's job becomes a LAN job (its files recorded and
+    hashed, so they can travel), shown by the one presenter with the LAN fields."""
+    import aiohttp
+
+    api, _ = await node_factory(lan=("farm=farm-secret-1",))
+    form = aiohttp.FormData()
+    form.add_field("file", b"G28\n", filename="p.gcode")
+    assert (await api.post("/api/files/local", data=form)).status == 201
+    jid = (await (await api.post(CP + "/set/add", data={"path": "p.gcode", "count": "2", "jobName": "Boxed"})).json())["job_id"]
+    gjob = (await (await api.post(CP + "/job/export", data={"job_ids[]": str(jid)})).json())["paths"][0]
+    r = await api.post(CP + "/job/import", data={"path": gjob, "queue": "farm"})
+    assert r.status == 200, await r.text()
+    job = await r.json()
+    assert (job["queue"], job["name"], job["draft"], [s["count"] for s in job["sets"]]) == ("farm", "Boxed", True, [2])
+    assert isinstance(job["id"], str) and job["home_name"] == "this node" and job["sets"][0]["hash"]
+    farm = next(q for q in (await (await api.get(CP + "/state/get")).json())["queues"] if q["name"] == "farm")
+    assert [j["id"] for j in farm["jobs"]] == [job["id"]]
