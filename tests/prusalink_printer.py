@@ -5,7 +5,8 @@
 It makes a pty, links LINKPATH to its slave side (PrusaLink's `[printer] port`), prints
 `ready` on stdout and answers every line as the firmware would: `ok`, plus the replies PrusaLink
 reads while it identifies the printer (`PRUSA Fir`, `M862.x Q`, `PRUSA SN`, `D3` EEPROM reads)
-and the report formats it parses (`M105`, `M114`, `M123`, `M73`, `M27`). Written from the
+and the report formats it parses (`M105`, `M114`, `M123`, `M73`, `M27`); temperatures and fans
+are also reported unasked every second, as the firmware's auto-report does. Written from the
 firmware's public G-code reference and from watching what PrusaLink sends; it is the project's
 own (adapted from the project's feasibility probe), no firmware code.
 
@@ -142,7 +143,15 @@ def main() -> None:
             if line.strip():
                 fw.screen(line.strip())
 
+    def autoreport() -> None:
+        # the firmware reports temperatures and fans by itself every second (as with M155 S1)
+        while True:
+            time.sleep(1.0)
+            if not fw.halted:
+                fw.out(fw.reply("M105") + fw.reply("M123"))
+
     threading.Thread(target=screen, daemon=True).start()
+    threading.Thread(target=autoreport, daemon=True).start()
     fw.out(["start"])
     print("ready", flush=True)
     buf = b""

@@ -115,6 +115,7 @@ async def test_prints_to_the_end_once_and_skips_known_bytes(backend, rig, tmp_pa
     path = gcode(tmp_path)
     await b.async_print_file(path, "part.gcode")
     await rec.wait_for(lambda e: isinstance(e, PrintDone), 30)
+    assert b.temperatures["tool0"][1] == 215.0  # the target the file set, read back by PrusaLink
     stored = [p for p in (rig.dir / "data" / "PrusaLink gcodes").iterdir() if p.name.startswith("lq-")]
     assert len(stored) == 1
     mtime = stored[0].stat().st_mtime_ns

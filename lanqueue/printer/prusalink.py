@@ -250,8 +250,9 @@ class PrusaLinkBackend(BackendBase):
             nozzle: float | None = float(info["nozzle_diameter"])
         except (KeyError, TypeError, ValueError):
             nozzle = None
-        # MMU slots and their filaments are not in PrusaLink 0.8's API: one tool, type unknown
-        self._capabilities = Capabilities(tools=1, nozzle_diameter=nozzle, model=info.get("name") or None)
+        # PrusaLink 0.8's HTTP API names neither the model nor MMU slots and their filaments
+        # (only its Connect telemetry does): one tool, its filament unknown
+        self._capabilities = Capabilities(tools=1, nozzle_diameter=nozzle)
 
     def _on_status(self, status: dict[str, Any]) -> None:
         for outcome in self.tracker.feed(status):
