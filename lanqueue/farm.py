@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from .farmview import ACTIONS, FarmBoard, Member, check_summary, offered_actions
-from .printer.backend import parse_printer_url
 from .sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH, FARM_THUMBNAIL_PATH
 from .sync.transport import PeerRequestFailed
 
@@ -67,12 +66,14 @@ class FarmService:
         printer, runner = node.printer, node.runner
         out: dict[str, Any] = {
             "node_id": node.node_id, "name": node.options.name, "profile": node.options.profile,
-            "queues": self.shared_queues(), "backend": _backend(node.options.printer),
+            "queues": self.shared_queues(), "backend": None,
             "state": "Offline", "error": "", "temperatures": {}, "file": None, "job": None,
             "progress": None, "elapsed_s": None, "left_s": None, "thumbnail": None, "estimate_s": None,
             "managing": False, "status": "", "status_type": "", "needs": None, "at": round(time.time(), 3),
         }
         if printer is not None:
+            # the backend a node drives, as state/get names it (kind and address, never a secret)
+            out["backend"] = {"kind": printer.kind, "where": printer.target}
             out["state"] = printer.state.text
             out["error"] = printer.error or ""
             out["temperatures"] = {k: [a, t] for k, (a, t) in printer.temperatures.items()}
@@ -300,18 +301,6 @@ class FarmService:
             return None, "not answering"
         except ValueError as e:
             return None, f"a bad answer: {e}"
-
-
-def _backend(url: str) -> dict[str, Any]:
-    """The printer backend a node drives: its kind and where (a host or a device), never a secret."""
-    try:
-        scheme, split = parse_printer_url(url)
-    except ValueError:
-        return {"kind": "unknown", "where": ""}
-    where = split.hostname or "" if scheme not in ("serial", "socket") else split.path or split.netloc
-    if split.port and split.hostname:
-        where = f"{split.hostname}:{split.port}"
-    return {"kind": scheme, "where": where}
 
 
 def _needs(s: dict[str, Any]) -> str | None:

@@ -82,7 +82,8 @@ export function renderFarm() {
   if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; }
   const own = cards.find((c) => c.own);
   if (own && own.backend) {
-    const text = [own.backend.kind, own.backend.where, own.backend.model].filter(Boolean).join(" · ");
+    const { kind, where, model } = own.backend;
+    const text = [kind, where !== kind ? where : "", model].filter(Boolean).join(" · ");
     if ($("printer-backend").textContent !== text) $("printer-backend").textContent = text;
   }
 }
