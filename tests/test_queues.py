@@ -178,6 +178,59 @@ def test_the_presenter_writes_exactly_the_declared_fields() -> None:
     assert (lan_view["peer_"], lan_view["home"], lan_view["acquired_by_"], lan_view["hash"]) == ("n1", "n1", None, "h")
 
 
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
+               "object": dict, "null": type(None)}
+
+
+def _conforms(value: object, schema: dict) -> list[str]:
+    """Where `value` breaks `schema` (the subset fields_schema writes: type, properties,
+    required, items); empty if it conforms."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        ok = any(isinstance(value, _JSON_TYPES[k]) and not (k in ("integer", "number") and isinstance(value, bool))
+                 for k in kinds)
+        if not ok:
+            return [f"{value!r:.40} is not {kinds}"]
+    problems = []
+    if isinstance(value, dict) and "properties" in schema:
+        problems += [f"missing {k}" for k in schema.get("required", []) if k not in value]
+        problems += [f"undeclared {k}" for k in value if k not in schema["properties"]]
+        for k, sub in schema["properties"].items():
+            if k in value:
+                problems += [f"{k}: {p}" for p in _conforms(value[k], sub)]
+    if isinstance(value, list) and "items" in schema:
+        for item in value:
+            problems += _conforms(item, schema["items"])
+    return problems
+
+
+def test_answers_conform_to_the_schema_derived_from_the_field_tables() -> None:
+    from lanqueue.api.views import job_schema
+
+    local, lan = _jobs()
+    for job in (local, lan):
+        assert _conforms(job_view(job), job_schema()) == []
+    broken = {**job_view(local), "count": "2"}
+    assert _conforms(broken, job_schema()) == ["count: '2' is not ['integer']"]
+    del broken["name"]
+    assert "missing name" in _conforms(broken, job_schema())
+
+
+async def test_state_get_conforms_to_the_queue_schema(api):
+    from lanqueue.api.views import queue_schema
+
+    form = __import__("aiohttp").FormData()
+    form.add_field("file", b"G28\n", filename="a.gcode")
+    assert (await api.post("/api/files/local", data=form)).status == 201
+    await api.post(CP + "/set/add", data={"path": "a.gcode", "count": "2", "materials": "PLA"})
+    await api.post(CP + "/set/add", data={"path": "gone.gcode", "sd": "true"})
+    state = await (await api.get(CP + "/state/get")).json()
+    assert sum(len(q["jobs"]) for q in state["queues"]) == 2
+    for q in state["queues"]:
+        assert _conforms(q, queue_schema()) == []
+
+
 # --- one counting rule --------------------------------------------------------------------
 
 
@@ -276,3 +329,17 @@ async def test_a_gjob_is_imported_into_a_lan_queue_through_the_same_interface(no
     assert isinstance(job["id"], str) and job["home_name"] == "this node" and job["sets"][0]["hash"]
     farm = next(q for q in (await (await api.get(CP + "/state/get")).json())["queues"] if q["name"] == "farm")
     assert [j["id"] for j in farm["jobs"]] == [job["id"]]
+
+
+def test_protocol_errors_carry_no_http_and_are_mapped_once() -> None:
+    from lanqueue.errors import Conflict, LanqueueError
+    from lanqueue.sync.errors import InvalidEdit, LocalProtocolError, NotHomeError
+    from lanqueue.sync.service import NotHomeConflict, http_error
+
+    for err in (LocalProtocolError("x"), RemoteProtocolError("x"), NotHomeError("x", "n2"), InvalidEdit("x")):
+        assert not isinstance(err, LanqueueError) and not hasattr(err, "http_status")
+    mapped = http_error(NotHomeError("only the home may", "n2"))
+    assert isinstance(mapped, NotHomeConflict) and mapped.home == "n2" and mapped.http_status == 409
+    assert type(http_error(LocalProtocolError("queue is full"))) is Conflict
+    assert http_error(InvalidEdit("bad name")).http_status == 400
+    assert http_error(RemoteProtocolError("bad message")).http_status == 400

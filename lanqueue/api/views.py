@@ -24,7 +24,10 @@ __all__ = [
     "QUEUE_FIELDS",
     "SET_FIELDS",
     "OutField",
+    "fields_schema",
+    "job_schema",
     "job_view",
+    "queue_schema",
     "queue_view",
     "set_view",
     "state_json",
@@ -95,6 +98,29 @@ QUEUE_FIELDS: tuple[OutField, ...] = (
     OutField("active_set", ("integer", "string", "null"), "the set this node prints from the queue now"),
     OutField("jobs", "array", "the queue's jobs in rank order"),
 )
+
+
+def fields_schema(fields: Sequence[OutField], **nested: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema (OpenAPI 3.1) of an answer object from its field table: every field not
+    marked `replica` is always present; `nested` gives the item schema of array fields."""
+    props: dict[str, Any] = {}
+    for f in fields:
+        kinds = [f.kind] if isinstance(f.kind, str) else list(f.kind)
+        prop: dict[str, Any] = {"type": kinds[0] if len(kinds) == 1 else kinds, "description": f.description}
+        if f.name in nested:
+            prop["items"] = nested[f.name]
+        props[f.name] = prop
+    return {"type": "object", "properties": props, "required": [f.name for f in fields if not f.replica]}
+
+
+def job_schema() -> dict[str, Any]:
+    """The schema of a job as `job_view` writes it (sets included)."""
+    return fields_schema(JOB_FIELDS, sets=fields_schema(SET_FIELDS))
+
+
+def queue_schema() -> dict[str, Any]:
+    """The schema of a queue of `state/get`."""
+    return fields_schema(QUEUE_FIELDS, jobs=job_schema())
 
 
 def set_view(s: PrintSet) -> dict[str, Any]:
