@@ -134,14 +134,18 @@ class _Sink:
         self._task = asyncio.create_task(self._run(), name=f"notify-{self.name}")
 
     async def async_close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await _cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         raise NotImplementedError
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class WebhookSink(_Sink):
@@ -298,10 +302,8 @@ class Notifier:
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def async_close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _cancel(self._task)
+        self._task = None
         for sink in self.sinks:
             await sink.async_close()
 
