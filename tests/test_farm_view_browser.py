@@ -46,9 +46,10 @@ def test_three_nodes_cards_actions_and_a_node_switched_off(node_process, tmp_pat
                for p, name in zip(ports, ("alpha", "beta", "gamma"), strict=True))
     wait(lambda: all(peers_online(n, 2) for n in (a, b, c)), what="every node sees both others")
     ids = {n: node_id(n) for n in (a, b, c)}
-    # beta has a long print queued locally; nobody manages a printer yet
-    upload(b, "long.gcode", long_print(tmp_path / "long.gcode").read_bytes())
-    post(b, CP + "/set/add", data={"path": "long.gcode", "jobName": "Long", "jobDraft": "false"})
+    # beta and alpha each have a long print queued locally; nobody manages a printer yet
+    for n, job, moves in ((b, "Long", 1500), (a, "Other", 1400)):  # other bytes: alpha lacks beta's thumbnail
+        upload(n, "long.gcode", long_print(tmp_path / "long.gcode", moves).read_bytes())
+        post(n, CP + "/set/add", data={"path": "long.gcode", "jobName": job, "jobDraft": "false"})
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -102,13 +103,33 @@ def test_three_nodes_cards_actions_and_a_node_switched_off(node_process, tmp_pat
             # and gamma is stopped from managing: nothing there changed
             assert not requests.get(c.url + CP + "/state/get", headers=H, timeout=5).json()["active"]
 
+            # alpha's timeline: its job waits for a printer until alpha is managed, then alpha is
+            # expected to print it and the slicer's estimate says when it is done
+            planned = page.locator('#timeline ol[data-queue="local"] li')
+            expect(planned).to_contain_text("Other", timeout=10_000)
+            expect(planned).to_contain_text("no printer can take it now")
+            card[a].locator('button[data-farm-action="start"]').click()
+            expect(page.locator("#printer-state")).to_have_text("Printing", timeout=20_000)
+            expect(planned).to_contain_text("alpha", timeout=10_000)
+            expect(planned.locator(".tl-when")).to_contain_text("done")
+            # pause, resume and cancel on alpha's own printer card
+            page.click('#printer-actions button[data-job-action="pause"]')
+            expect(page.locator("#printer-state")).to_have_text("Paused", timeout=10_000)
+            page.click('#printer-actions button[data-job-action="resume"]')
+            expect(page.locator("#printer-state")).to_have_text("Printing", timeout=10_000)
+            page.click('#printer-actions button[data-job-action="cancel"]')
+            page.click('#printer-actions button[data-job-action="cancel"]')  # "Really cancel?"
+            wait(lambda: requests.get(a.url + CP + "/history/get", headers=H, timeout=5).json()[0]["result"] == "aborted",
+                 what="alpha's print cancelled")
+            shot(page, "farm-03-timeline")
+
             # gamma is switched off: alpha's page shows it off, with since when, within seconds
             c.kill()
             expect(card[c]).to_have_attribute("data-farm-state", "off", timeout=10_000)
             expect(card[c]).to_contain_text("since")
             expect(card[c].locator("button")).to_have_count(0)
             expect(card[b]).to_have_attribute("data-farm-state", "on")
-            shot(page, "farm-03-gamma-off")
+            shot(page, "farm-04-gamma-off")
             assert errors == [], errors
         finally:
             browser.close()

@@ -46,6 +46,7 @@ function renderPrinterActions(stateText) {
 }
 
 const PRINT_ACTIONS = { pause: "Pause", resume: "Resume", cancel: "Cancel" };
+const PRINT_DONE = { pause: "Pausing the print", resume: "Resuming the print", cancel: "Cancelling the print" };
 
 $("printer-actions").addEventListener("click", async (e) => {
   const button = e.target.closest("button[data-job-action]");
@@ -59,7 +60,7 @@ $("printer-actions").addEventListener("click", async (e) => {
   }
   button.disabled = true;
   const json = a === "cancel" ? { command: "cancel" } : { command: "pause", action: a };
-  await act(PRINT_ACTIONS[a], () => api("POST", "/api/job", { json }), { success: `${PRINT_ACTIONS[a]}: done` });
+  await act(PRINT_ACTIONS[a], () => api("POST", "/api/job", { json }), { success: PRINT_DONE[a] });
   button.disabled = false;
   refresh("printer", "farm");
 });
