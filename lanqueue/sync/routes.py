@@ -137,9 +137,8 @@ async def file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path)
 
 
-@routes.post(FARM_SUMMARY_PATH)
-async def farm_summary(request: web.Request) -> web.Response:
-    """This node's printer, for the farm view of a member of a queue it shares."""
+async def _farm_request(request: web.Request) -> tuple[bytes, SignedRequest, FarmPeer] | web.Response:
+    """A farm route's checks: signed for a queue this node has joined, and a farm view to ask."""
     body = await _body(request)
     signed = await _verified(request, body)
     if isinstance(signed, web.Response):
@@ -147,6 +146,16 @@ async def farm_summary(request: web.Request) -> web.Response:
     farm = request.app[LAN_BOX].farm
     if farm is None:
         return _signed(request, signed, {"error": "this node has no farm view"})
+    return body, signed, farm
+
+
+@routes.post(FARM_SUMMARY_PATH)
+async def farm_summary(request: web.Request) -> web.Response:
+    """This node's printer, for the farm view of a member of a queue it shares."""
+    checked = await _farm_request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    _, signed, farm = checked
     return _signed(request, signed, farm.summary())
 
 
@@ -154,16 +163,15 @@ async def farm_summary(request: web.Request) -> web.Response:
 async def farm_action(request: web.Request) -> web.Response:
     """An action on this node's printer from a member's farm view. The signature proves the
     sender holds the secret of a queue this node has joined; nothing else is trusted."""
-    body = await _body(request)
-    signed = await _verified(request, body)
-    if isinstance(signed, web.Response):
-        return signed
-    farm = request.app[LAN_BOX].farm
+    checked = await _farm_request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    body, signed, farm = checked
     try:
         doc = json.loads(body)
         action = doc.get("action") if isinstance(doc, dict) else None
-        if farm is None or not isinstance(action, str):
-            raise ValueError("give an action" if farm is not None else "this node has no farm view")
+        if not isinstance(action, str):
+            raise ValueError("give an action")
         await farm.act(action)
     except Exception as e:  # noqa: BLE001 - BadRequest/Conflict and friends travel back as text
         log.info("farm action from %s refused: %s", signed.node_id[:8], e)
@@ -176,12 +184,11 @@ async def farm_action(request: web.Request) -> web.Response:
 async def farm_thumbnail(request: web.Request) -> web.Response:
     """The slicer's picture of the file this node prints, for a member's farm view. The answer
     is signed like every other (the picture carries no digest of its own to check)."""
-    body = await _body(request)
-    signed = await _verified(request, body)
-    if isinstance(signed, web.Response):
-        return signed
-    farm = request.app[LAN_BOX].farm
-    data = farm.thumbnail(request.match_info["name"]) if farm is not None else None
+    checked = await _farm_request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    _, signed, farm = checked
+    data = farm.thumbnail(request.match_info["name"])
     if data is None:
         return web.json_response({"error": "no such thumbnail"}, status=404)
     secret = request.app[LAN_BOX].get().secret(signed.queue) or b""
