@@ -26,6 +26,7 @@ import logging
 import mimetypes
 import re
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from ..errors import BadRequest, NotFound
 from .app import json_response
 from .forms import read_form
 from .keys import NODE
-from .views import state_view
+from .views import state_json
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -322,6 +323,20 @@ def _loads(cards: list[dict[str, Any]], queue: str) -> list[timeline.PrinterLoad
     return out
 
 
+_parsed_queues: weakref.WeakKeyDictionary[Any, tuple[str, list[dict[str, Any]]]] = weakref.WeakKeyDictionary()
+
+
+async def _queues(node: Node) -> list[dict[str, Any]]:
+    """The queues as state/get shows them, parsed once per change of its text (an open page asks
+    for the farm view on every printer update; parsing 1,000 jobs each time was most of its cost)."""
+    text = await state_json(node)
+    cached = _parsed_queues.get(node)
+    if cached is None or cached[0] != text:
+        cached = (text, json.loads(text)["queues"])
+        _parsed_queues[node] = cached
+    return cached[1]
+
+
 @routes.get("/lanqueue/farm")
 async def farm(request: web.Request) -> web.Response:
     """Every printer of the shared LAN queues (this node's first) and each queue's timeline."""
@@ -332,7 +347,7 @@ async def farm(request: web.Request) -> web.Response:
     cards = node.farm.cards()
     now = time.time()
     timelines = []
-    for q in (await state_view(node))["queues"]:
+    for q in await _queues(node):
         forecasts = timeline.plan(q["jobs"], _loads(cards, q["name"]))
         timelines.append({"queue": q["name"], "jobs": [f.to_json(now) for f in forecasts]})
     return json_response({"node_id": node.node_id, "now": now, "cards": cards, "timelines": timelines})
