@@ -34,6 +34,14 @@ from .config import Options
 from .discovery import DiscoveryService
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
+from .etcd.provider import (
+    EtcdCredentials,
+    EtcdProvider,
+    endpoints_of,
+    local_address_towards,
+)
+from .etcd.queue import EtcdContext
+from .etcd.routes import file_routes as etcd_file_routes
 from .farm import FarmService
 from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
@@ -75,6 +83,7 @@ class Node:
         self.printer: PrinterBackend = None  # type: ignore[assignment]
         self.runner: QueueDriver = None  # type: ignore[assignment]
         self.lan: LanService | None = None
+        self.etcd: EtcdProvider | None = None
         self.queues: QueueRegistry = None  # type: ignore[assignment]  # set up by _store_ctx
         self.discovery: DiscoveryService | None = None
         self.selected_file: str | None = None
@@ -122,12 +131,14 @@ class Node:
         app.add_routes(web_routes.routes)
         app.add_routes(metrics_routes.routes)
         app.add_routes(lan_routes.routes)
+        app.add_routes(etcd_file_routes(lambda name: self.etcd.queue(name) if self.etcd else None))
         web_routes.setup(app)  # live updates: ends open event streams on shutdown
         peer_routes.install(app, self._lan_box)
         app.cleanup_ctx.append(self._store_ctx)
         app.cleanup_ctx.append(self._evaluator_ctx)
         app.cleanup_ctx.append(self._discovery_ctx(app))
         app.cleanup_ctx.append(self._lan_ctx)
+        app.cleanup_ctx.append(self._etcd_ctx)
         app.cleanup_ctx.append(self._printer_ctx)
         app.cleanup_ctx.append(self._driver_ctx)
         app.cleanup_ctx.append(self._notify_ctx)
@@ -198,6 +209,37 @@ class Node:
         self.queues.remove(provider)
         self._lan_box.service = None
         await self.lan.async_close(drain=True)  # hand our jobs to a live peer before exiting
+
+    async def _etcd_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """Queues kept in etcd (`--lan NAME=etcd://...`); nothing runs without one."""
+        specs = self.options.etcd_queues
+        if not specs:
+            yield
+            return
+        opts = self.options
+        ttl = opts.lease_ttl
+        ctx = EtcdContext(
+            node_id=self.node_id, node_name=opts.name, node_url=self._reachable_url(specs),
+            store=self.store, files=self.files, ttl=ttl,
+            lock_delay=opts.lock_delay if opts.lock_delay is not None else ttl, on_change=self._on_store_write,
+        )
+        creds = EtcdCredentials(opts.etcd_user, opts.etcd_password, opts.etcd_ca, opts.etcd_cert, opts.etcd_key)
+        self.etcd = EtcdProvider(specs, ctx, creds)
+        for name in specs:
+            await self.store.ensure_queue(name)
+        await self.etcd.async_start()
+        self.queues.add(self.etcd)
+        yield
+        self.queues.remove(self.etcd)
+        await self.etcd.async_close()
+        self.etcd = None
+
+    def _reachable_url(self, specs: dict[str, str]) -> str:
+        """This node's address as the other members of its etcd queues reach it (for files)."""
+        host = self.options.host
+        if host in ("0.0.0.0", "::", ""):
+            host = local_address_towards(endpoints_of(next(iter(specs.values())))[0])
+        return f"http://{host}:{self.options.port}"
 
     async def _evaluator_ctx(self, app: web.Application) -> AsyncIterator[None]:
         async with Evaluator() as engine:

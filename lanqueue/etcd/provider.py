@@ -6,15 +6,17 @@ page use these queues without knowing where they are kept.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .client import EtcdClient
 from .queue import EtcdContext, EtcdQueue
 
-__all__ = ["EtcdCredentials", "EtcdProvider", "endpoints_of"]
+__all__ = ["EtcdCredentials", "EtcdProvider", "endpoints_of", "local_address_towards"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,18 @@ def endpoints_of(url: str) -> list[str]:
     scheme, _, hosts = url.partition("://")
     http = "https" if scheme == "etcds" else "http"
     return [f"{http}://{h.strip()}" for h in hosts.strip("/").split(",") if h.strip()]
+
+
+def local_address_towards(endpoint: str) -> str:
+    """The address of this machine's interface that routes to `endpoint` (a connected UDP
+    socket sends nothing; it only asks the kernel which source address it would use)."""
+    host = urlsplit(endpoint).hostname or "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return socket.gethostname()
 
 
 def _ssl_context(url: str, creds: EtcdCredentials) -> ssl.SSLContext | None:

@@ -55,7 +55,7 @@ __all__ = ["FILE_ROUTE", "MIGRATIONS", "EtcdContext", "EtcdQueue", "file_signatu
 
 log = logging.getLogger(__name__)
 
-FILE_ROUTE = "/lanqueue/etcd/v1/files/{queue}/{digest}"
+FILE_ROUTE = "/lanqueue/peer/v1/etcd-files/{queue}/{digest}"  # public: signed with the queue's file secret
 SIGNATURE_HEADER = "X-Lanqueue-Etcd-Signature"
 RETRIES = 20
 
@@ -120,12 +120,13 @@ class EtcdQueue:
         self._loaded = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._generation = 0
+        self._wanted: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     # --- life --------------------------------------------------------------------------------
 
     async def async_start(self) -> None:
         await self.ctx.store.migrate_component("etcd", MIGRATIONS)
-        for coro in (self._keepalive_loop(), self._watch_loop(), self._outbox_loop()):
+        for coro in (self._keepalive_loop(), self._watch_loop(), self._outbox_loop(), self._prefetch_loop()):
             task = asyncio.create_task(coro, name=f"etcd-{self.name}")
             self._tasks.add(task)
 
@@ -256,7 +257,9 @@ class EtcdQueue:
                 if deleted:
                     self.docs.pop(ident, None)
                 else:
-                    self.docs[ident] = (core.JobDoc.decode(self.name, kv.value), kv.mod_revision)
+                    doc = core.JobDoc.decode(self.name, kv.value)
+                    self.docs[ident] = (doc, kv.mod_revision)
+                    self._want_files(doc)
             elif what == "hold":
                 if deleted:
                     self.holds.pop(ident, None)
@@ -601,6 +604,23 @@ class EtcdQueue:
             return path
         return await self._fetch(digest, name)
 
+    def _want_files(self, doc: core.JobDoc) -> None:
+        """Fetch the files of queued jobs ahead of time, so a job outlives the node it came from."""
+        if doc.job.remaining > 0:
+            for s, digest in zip(doc.job.sets, doc.hashes, strict=True):
+                self._wanted.put_nowait((digest, s.path))
+
+    async def _prefetch_loop(self) -> None:
+        while True:
+            digest, name = await self._wanted.get()
+            try:
+                if await self._local_file(digest, name) is None:
+                    await asyncio.sleep(1.0)  # no member has it yet: ask again later
+                    if any(digest in d.hashes for d, _ in self.docs.values()):
+                        self._wanted.put_nowait((digest, name))
+            except Exception as e:  # noqa: BLE001 - a failed prefetch is retried at use
+                log.info("prefetching %s failed: %s", digest[:12], e)
+
     async def _fetch(self, digest: str, name: str) -> str | None:
         target = f"etcd/{digest[:16]}-{Path(name).name}"
         headers = {SIGNATURE_HEADER: file_signature(self._secret, self.name, digest)}
@@ -613,6 +633,7 @@ class EtcdQueue:
             try:
                 async with self._session.get(url, headers=headers) as resp:
                     if resp.status != 200:
+                        log.info("fetching %s from %s: %d", digest[:12], node_id[:8], resp.status)
                         continue
                     staged = await self.ctx.files.stage(target, resp.content.iter_chunked(64 * 1024))
             except (aiohttp.ClientError, OSError, TimeoutError) as e:

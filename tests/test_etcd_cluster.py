@@ -1,0 +1,146 @@
+"""Etcd queues with real node processes (virtual printers) and real etcd members.
+
+Every test checks the same guarantee as the LAN queue tests: each job is printed exactly its
+count (history `success` rows across the nodes == count == the completions etcd counted), or an
+extra copy shows as a conflict with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CP
+from etcd_server import start_cluster
+from lan_helpers import cluster_ports, gcode, get, lan_jobs, no_wait, post, upload, wait
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def etcd(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cluster = start_cluster(tmp_path / "etcd")
+    yield cluster
+    cluster.stop()
+
+
+def etcd_args(cluster, ttl: float = 6.0, lock_delay: float = 3.0, queue: str = "site") -> list[str]:  # type: ignore[no-untyped-def]
+    hosts = ",".join(e.removeprefix("http://") for e in cluster.endpoints)
+    return ["--lan", f"{queue}=etcd://{hosts}", "--lease-ttl", str(ttl), "--lock-delay", str(lock_delay)]
+
+
+def successes(node, job_name: str) -> int:  # type: ignore[no-untyped-def]
+    return sum(1 for h in get(node, CP + "/history/get") if h["job_name"] == job_name and h["result"] == "success")
+
+
+def a_lan_ready(node) -> bool:  # type: ignore[no-untyped-def]
+    """A node that just started may first catch up with its LAN peers (it has none here)."""
+    import requests
+
+    from conftest import API_KEY
+
+    r = requests.post(node.url + CP + "/job/add", headers={"X-Api-Key": API_KEY},
+                      data={"json": json.dumps({"name": "probe", "queue": "farm"})}, timeout=5)
+    if r.status_code == 200:
+        post(node, CP + "/job/rm", data={"queue": "farm", "job_ids": r.json()["id"]})
+    return r.status_code == 200
+
+
+def job_of(node, job_id: str, queue: str = "site") -> dict:  # type: ignore[no-untyped-def]
+    return next((j for j in lan_jobs(node, queue) if j["id"] == job_id), {})
+
+
+def test_job_added_on_one_node_prints_across_both_exactly_its_count(etcd, node_process) -> None:  # type: ignore[no-untyped-def]
+    a = node_process(etcd_args(etcd))
+    b = node_process(etcd_args(etcd))
+    for n in (a, b):
+        no_wait(n)
+    upload(a, "part.gcode", gcode("PART", moves=40))
+    added = post(a, CP + "/set/add", data={"path": "part.gcode", "queue": "site", "jobDraft": "false",
+                                           "count": "4", "jobName": "part"})
+    job_id = added["job_id"]
+    assert isinstance(job_id, str) and len(job_id) == 36
+    wait(lambda: job_of(b, job_id), what="b sees the job")
+    state = get(b, CP + "/state/get")
+    site = next(q for q in state["queues"] if q["name"] == "site")
+    assert site["addr"] and site["jobs"][0]["sets"][0]["id"] == f"{job_id}_0"
+    for n in (a, b):
+        post(n, CP + "/set_active", data={"active": "true"})
+    wait(lambda: job_of(a, job_id).get("remaining") == 0, timeout=90, what="printed")
+    wait(lambda: not job_of(a, job_id).get("acquired"), what="released")
+    job = job_of(b, job_id)
+    assert job["sets"][0]["completed"] == 4 and job["conflicts"] == []
+    assert successes(a, "part") + successes(b, "part") == 4
+
+
+def test_node_killed_mid_print_and_restarted(etcd, node_process, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a = node_process(etcd_args(etcd, ttl=4, lock_delay=2))
+    no_wait(a)
+    upload(a, "slow.gcode", gcode("SLOW", moves=3000))
+    job_id = post(a, CP + "/set/add", data={"path": "slow.gcode", "queue": "site", "jobDraft": "false",
+                                            "count": "2", "jobName": "slow"})["job_id"]
+    post(a, CP + "/set_active", data={"active": "true"})
+    wait(lambda: job_of(a, job_id).get("acquired"), what="a prints")
+    a.kill()
+    a.start()  # same data dir and port: it gives its interrupted hold back at once
+    no_wait(a)
+    wait(lambda: job_of(a, job_id) and not job_of(a, job_id).get("acquired"), timeout=8,
+         what="hold given back after restart (well before TTL + lock-delay)")
+    post(a, CP + "/set_active", data={"active": "true"})
+    wait(lambda: job_of(a, job_id).get("remaining") == 0, timeout=120, what="printed after restart")
+    history = get(a, CP + "/history/get")
+    assert [h["result"] for h in history if h["job_name"] == "slow"].count("success") == 2
+    assert "aborted" in [h["result"] for h in history]
+    assert job_of(a, job_id)["sets"][0]["completed"] == 2
+
+
+def test_frozen_node_beyond_its_lease_prints_no_counted_extra_copy(etcd, node_process) -> None:  # type: ignore[no-untyped-def]
+    a = node_process(etcd_args(etcd, ttl=3, lock_delay=2))
+    b = node_process(etcd_args(etcd, ttl=3, lock_delay=2))
+    for n in (a, b):
+        no_wait(n)
+    upload(a, "long.gcode", gcode("LONG", moves=1500))
+    job_id = post(a, CP + "/set/add", data={"path": "long.gcode", "queue": "site", "jobDraft": "false",
+                                            "count": "1", "jobName": "long"})["job_id"]
+    wait(lambda: job_of(b, job_id), what="b sees it")
+    # b fetched the file ahead of time, so the copy outlives a
+    wait(lambda: any(f["path"].startswith("etcd/") for f in get(b, "/api/files")["files"]), what="prefetched")
+    post(a, CP + "/set_active", data={"active": "true"})
+    wait(lambda: job_of(a, job_id).get("acquired"), what="a prints")
+    a.proc.send_signal(signal.SIGSTOP)
+    post(b, CP + "/set_active", data={"active": "true"})
+    try:
+        wait(lambda: job_of(b, job_id).get("remaining") == 0, timeout=60, what="b prints the copy a held")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    time.sleep(4)  # a thaws: whatever it does now must not count a second copy
+    job = job_of(b, job_id)
+    assert job["remaining"] == 0 and job["sets"][0]["completed"] == 1
+    # a's copy either ended without success (lease lapsed by its own clock) or, if it reported,
+    # was refused by fencing and shows as a conflict
+    a_success = successes(a, "long")
+    wait(lambda: len(job_of(b, job_id)["conflicts"]) >= a_success, timeout=20, what="late report shown as conflict")
+
+
+def test_job_moves_between_an_etcd_queue_and_a_lan_queue(etcd, node_process) -> None:  # type: ignore[no-untyped-def]
+    (port,) = cluster_ports(1)
+    a = node_process(etcd_args(etcd) + ["--lan", "farm=farm-secret-1"], port=port)
+    upload(a, "m.gcode", gcode("M"))
+    job_id = post(a, CP + "/set/add", data={"path": "m.gcode", "queue": "site", "jobDraft": "true",
+                                            "count": "2", "jobName": "mover"})["job_id"]
+    wait(lambda: job_of(a, job_id), what="in the etcd queue")
+    wait(lambda: a_lan_ready(a), what="the LAN queue ready")
+    post(a, CP + "/job/mv", data={"id": job_id, "src_queue": "site", "dest_queue": "farm"})
+    moved = wait(lambda: next((j for j in lan_jobs(a, "farm") if j["name"] == "mover"), None), what="in the LAN queue")
+    assert not job_of(a, job_id)
+    post(a, CP + "/job/mv", data={"id": moved["id"], "src_queue": "farm", "dest_queue": "site"})
+    back = wait(lambda: next((j for j in lan_jobs(a, "site") if j["name"] == "mover"), None), what="back in etcd")
+    assert back["count"] == 2 and back["sets"][0]["path"].endswith("m.gcode")
+    assert not any(j["name"] == "mover" for j in lan_jobs(a, "farm"))
+    names = [q["name"] for q in get(a, CP + "/state/get")["queues"]]
+    assert {"local", "site", "farm"} <= set(names)
+    json.dumps(back)
