@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import CP
 from etcd_server import start_cluster
 from lan_helpers import cluster_ports, gcode, get, lan_jobs, no_wait, post, upload, wait
@@ -40,7 +39,6 @@ def successes(node, job_name: str) -> int:  # type: ignore[no-untyped-def]
 def a_lan_ready(node) -> bool:  # type: ignore[no-untyped-def]
     """A node that just started may first catch up with its LAN peers (it has none here)."""
     import requests
-
     from conftest import API_KEY
 
     r = requests.post(node.url + CP + "/job/add", headers={"X-Api-Key": API_KEY},
