@@ -227,3 +227,19 @@ def test_a_set_without_materials_needs_its_files_filament() -> None:
     assert set_printable(named, "Generic", ["PETG", "PLA"])  # the set's own materials win
     unused = {**meta, "filament_mm": [812.5, 0.0]}  # tool 1 configured but not extruded
     assert set_printable(PrintSet(id=3, path="x.gcode", gcode=unused), "Generic", ["PLA", "ABS"])
+
+
+def test_lan_records_carry_the_metadata_through_the_peer_codec() -> None:
+    """What a peer receives is what the home put in (the record's `gcode` text), and text a
+    peer mangled is shown as nothing rather than breaking the view."""
+    import json as _json
+
+    from lanqueue.sync import codec
+    from lanqueue.sync.records import SetRecord
+    from lanqueue.sync.views import gcode_of
+
+    view = {**read_meta(SAMPLES / "cura.gcode").to_json(), "thumbnail": "/lanqueue/thumbnail/x.png"}
+    record = SetRecord(path="a.gcode", count=1, remaining=1, hash="a" * 64, gcode=_json.dumps(view))
+    received = codec.loads(codec.dumps(record), SetRecord)
+    assert received == record and gcode_of(received.gcode) == view
+    assert gcode_of("") is None and gcode_of("[1, 2]") is None and gcode_of("{not json") is None

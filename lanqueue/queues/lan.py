@@ -60,7 +60,21 @@ class LanJobQueue:
     async def jobs(self) -> list[Job]:
         q, service = self._q, self.service
         online = service.directory.online(self.name)
-        return [views.job_of(q, r, service.node_id, service.directory, online) for r in views.ordered(q)]
+        jobs = [views.job_of(q, r, service.node_id, service.directory, online) for r in views.ordered(q)]
+        self._local_gcode(jobs)
+        return jobs
+
+    def _local_gcode(self, jobs: list[Job]) -> None:
+        """A file this node holds is described from its own index (its thumbnail is served
+        here); otherwise from the record, without a thumbnail this node cannot serve."""
+        meta = self.service.files.meta
+        for job in jobs:
+            for s in job.sets:
+                local = meta.view_by_digest(s.hash) if meta is not None and s.hash else None
+                if local is not None:
+                    s.gcode = local
+                elif s.gcode is not None and s.gcode.get("thumbnail"):
+                    s.gcode = {**s.gcode, "thumbnail": None}
 
     async def info(self) -> QueueInfo:
         return QueueInfo(addr=self.service.node_id, peers=views.peers_of(self._q, self.service.directory))

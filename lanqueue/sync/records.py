@@ -93,6 +93,9 @@ class SetRecord:
     materials: tuple[str, ...] = ()
     profiles: tuple[str, ...] = ()
     hash: str = ""  # sha256 hex of the file's content: files are content-addressed
+    # what the slicer wrote in the file (the `gcode` view of lanqueue.gcodemeta) as JSON text,
+    # so members that have not fetched the file yet see it too; "" when the file says nothing
+    gcode: str = ""
 
 
 class ConflictKind(enum.Enum):

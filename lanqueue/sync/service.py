@@ -463,8 +463,10 @@ class LanService:
             raise BadRequest(f"upload {path!r} first: a LAN job's file travels with it")
         count = max(1, int(f.get("count", 1)))
         materials = tuple(m or "" for m in f.get("materials") or [])
+        meta = self.files.gcode(path)
         return SetRecord(path=path, count=count, remaining=count, materials=materials,
-                         profiles=tuple(f.get("profiles") or []), hash=digest)
+                         profiles=tuple(f.get("profiles") or []), hash=digest,
+                         gcode=json.dumps(meta) if meta else "")
 
     async def submit(self, queue: str, job_id: str, name: str, sets: list[SetRecord], count: int, *,
                      draft: bool, created: float) -> None:

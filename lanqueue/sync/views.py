@@ -8,6 +8,7 @@ the set's position as its rank."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from ..model import Job, PrintSet, Replica
@@ -60,11 +61,22 @@ def job_of(q: LanQueue, r: JobRecord, node_id: str, directory: PeerDirectory,
     sets = [
         PrintSet(id=set_id(r.id, i), path=s.path, count=s.count, remaining=s.remaining, completed=s.completed,
                  rank=float(i), sd=False, materials=list(s.materials), profiles=list(s.profiles),
-                 metadata=None, missing_file=False, hash=s.hash)
+                 metadata=None, missing_file=False, hash=s.hash, gcode=gcode_of(s.gcode))
         for i, s in enumerate(r.sets)
     ]
     return Job(id=r.id, queue=q.name, name=r.name, count=r.count, remaining=r.remaining, draft=r.draft,
                created=int(r.created), rank=r.rank, sets=sets, acquired=holder is not None, replica=replica)
+
+
+def gcode_of(text: str) -> dict[str, Any] | None:
+    """The slicer's metadata a record carries; a peer's malformed text is shown as none."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def peers_of(q: LanQueue, directory: PeerDirectory) -> dict[str, Any]:
