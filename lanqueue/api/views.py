@@ -97,6 +97,8 @@ QUEUE_FIELDS: tuple[OutField, ...] = (
     OutField("rank", "number", "order among the node's queues"),
     OutField("active_set", ("integer", "string", "null"), "the set this node prints from the queue now"),
     OutField("jobs", "array", "the queue's jobs in rank order"),
+    OutField("link", "object", "a queue kept in etcd: whether this node reaches etcd (reachable, since, "
+             "error, meaning)", replica=True),
 )
 
 
@@ -181,6 +183,7 @@ def queue_view(name: str, row: dict[str, Any], info: QueueInfo, active_set: Any,
         "rank": row["rank"],
         "active_set": active_set,
         "jobs": jobs,
+        **({"link": info.link} if info.link is not None else {}),
     }
 
 

@@ -316,7 +316,7 @@ class EtcdQueue:
                       "active_set": None, "acquired": [j for j, h in self.holds.items() if h.holder == node_id]}
             for node_id, n in self.nodes.items() if node_id != self.ctx.node_id
         }
-        return QueueInfo(addr=self.ctx.node_id, peers=peers)
+        return QueueInfo(addr=self.ctx.node_id, peers=peers, link=self.status())
 
     def status(self) -> dict[str, Any]:
         """What the page shows about the queue's link to etcd."""

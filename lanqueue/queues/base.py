@@ -85,6 +85,9 @@ class QueueInfo:
 
     addr: str | None = None
     peers: dict[str, Any] | list[Any] = field(default_factory=list)
+    #: for a queue kept elsewhere (etcd): whether this node reaches it, since when not, and what
+    #: that means for printing; None for queues this node holds itself
+    link: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
