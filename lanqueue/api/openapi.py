@@ -744,6 +744,13 @@ describe("get", "/lanqueue/peer/v1/files/{digest}", "A file by its sha256, for a
          public=True, errors=("403", "404", "503"), description=_PEER, mutates=False,
          parameters=[{"name": "digest", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
          responses=ok_content("application/octet-stream", "The file's bytes"))
+describe("get", "/lanqueue/peer/v1/etcd-files/{queue}/{digest}",
+         "A file by its sha256, for a member of an etcd queue that prints it", tag="peer", public=True,
+         errors=("400", "403", "404"), mutates=False,
+         description="Signed with the queue's file secret (kept in etcd) in X-Lanqueue-Etcd-Signature.",
+         parameters=[{"name": "queue", "in": "path", "required": True, "schema": {"type": "string"}},
+                     {"name": "digest", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}],
+         responses=ok_content("application/octet-stream", "The file's bytes"))
 describe("post", "/lanqueue/peer/v1/farm/summary", "This node's printer, for a member's farm view", tag="peer",
          public=True, errors=("403", "413", "503"), description=_PEER, mutates=False,
          body=json_body({"type": "object"}), responses=ok({"type": "object"}))
