@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import CP
 from mosquitto import mosquitto_unavailable, start_mosquitto
 
 from lanqueue import runner as r
+from lanqueue.config import ConfigError, resolve_options
 from lanqueue.notify import (
     Notice,
     NoticeCore,
@@ -174,3 +176,35 @@ async def test_node_notifies_mqtt_with_home_assistant_discovery_and_a_webhook(no
                  if t == f"lanqueue/{node.node_id}/event" and json.loads(p)["event_type"] == "needs_person")
     assert "clear the bed" in needs["message"]
 
+
+
+async def test_mqtts_with_a_login_and_a_private_ca(node_factory, tmp_path) -> None:
+    """mqtts:// to a broker that wants a user and password, trusting the broker's own CA."""
+    why = mosquitto_unavailable(tls=True)
+    if why:
+        pytest.skip(why)
+    import aiomqtt
+
+    users = {"farm": "pa55word-farm", "watcher": "pa55word-watch"}
+    broker = start_mosquitto(tmp_path / "broker", tls=True, users=users)
+    try:
+        _, node = await node_factory(mqtt=f"mqtts://{broker.host}:{broker.port}", mqtt_user="farm",
+                                          mqtt_password=users["farm"], mqtt_ca=str(broker.cafile))
+        ctx = ssl.create_default_context(cafile=str(broker.cafile))
+        async with aiomqtt.Client(broker.host, broker.port, username="watcher", password=users["watcher"],
+                                  tls_context=ctx) as sub:
+            await sub.subscribe(f"lanqueue/{node.node_id}/availability", qos=1)
+            got = await asyncio.wait_for(anext(aiter(sub.messages)), 15)
+            assert got.payload == b"online"  # retained: the node logged in over TLS and said so
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"LANQUEUE_MQTT": "tcp://broker"}, "mqtt://HOST"),
+    ({"LANQUEUE_MQTT": "mqtt://broker:notaport"}, "bad port"),
+    ({"LANQUEUE_WEBHOOK": "ftp://x"}, "http:// or https://"),
+])
+def test_bad_notification_options_are_refused_at_start(env, says) -> None:
+    with pytest.raises(ConfigError, match=says):
+        resolve_options(None, env=env)
