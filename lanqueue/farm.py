@@ -69,7 +69,7 @@ class FarmService:
             "queues": self.shared_queues(), "backend": None,
             "state": "Offline", "error": "", "temperatures": {}, "file": None, "job": None,
             "progress": None, "elapsed_s": None, "left_s": None, "thumbnail": None, "estimate_s": None,
-            "managing": False, "status": "", "status_type": "", "needs": None, "at": round(time.time(), 3),
+            "managing": False, "status": "", "status_type": "", "needs": None,
         }
         if printer is not None:
             # the backend a node drives, as state/get names it (kind and address, never a secret)

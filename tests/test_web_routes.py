@@ -17,6 +17,8 @@ async def test_page_and_static_files_are_public(api):
         assert r.status == 200 and r.content_type == "text/html"
         body = await r.text()
         assert "/static/app.js" in body and "/static/style.css" in body
+        # before the first live update the page says it is connecting, not that anything is offline
+        assert 'id="live-text">Connecting…<' in body and 'id="printer-state"' in body and ">Offline<" not in body
         assert "http://" not in body and "https://" not in body  # nothing loaded from elsewhere
         assert "script-src 'self'" in r.headers["Content-Security-Policy"]
         assert r.headers["Referrer-Policy"] == "no-referrer"
