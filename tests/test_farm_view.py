@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from lanqueue.farmview import FarmBoard, Member, check_summary, offered_actions
 from lanqueue.sync.auth import sign_request
 from lanqueue.sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH
@@ -136,3 +138,36 @@ async def test_thumbnail_routes_refuse_odd_names_unknown_nodes_and_unsigned_peer
     assert (await client.post(path, data=b"", headers={"X-Api-Key": ""})).status == 403
     request, _ = _signed_post(client, path, {}, queue="farm", secret=SECRET)
     assert (await request).status == 404
+
+
+@pytest.mark.slow
+def test_two_processes_action_carried_and_a_node_killed_is_off(node_process):
+    """Without a browser: node A's farm route acts on node B's printer over the signed peer
+    protocol, and shows B off (with since when) soon after B is killed; an action then is a 503."""
+    import requests
+    from lan_helpers import H, cluster_ports, get, lan_args, peers_online, wait
+
+    pa, pb = cluster_ports(2)
+    a = node_process(lan_args([pa, pb], pa) + ["--name", "alpha"], port=pa)
+    b = node_process(lan_args([pa, pb], pb) + ["--name", "beta"], port=pb)
+    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
+    b_id = get(b, "/lanqueue/peers")["node_id"]
+
+    def card():
+        return next(c for c in get(a, "/lanqueue/farm")["cards"] if c["node_id"] == b_id)
+
+    wait(lambda: card()["farm_state"] == "on", what="beta on")
+    assert card()["name"] == "beta" and card()["actions"] == ["start"]
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "start"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert get(b, "/plugin/continuousprint/state/get")["active"] is True
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "resume"}, timeout=10)
+    assert r.status_code == 409 and "beta" in r.json()["error"]
+    wait(lambda: card()["managing"], what="beta shown managed")
+    b.kill()
+    killed = time.time()
+    wait(lambda: card()["farm_state"] == "off", timeout=10, what="beta off")
+    off = card()
+    assert killed - 5 < off["since"] <= time.time() and off["stale"] and off["actions"] == []
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "stop"}, timeout=10)
+    assert r.status_code == 503 and "beta" in r.json()["error"]
