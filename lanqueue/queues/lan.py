@@ -22,8 +22,9 @@ from ..sync.edits import EDITABLE, rank_after
 from .base import Pick, PortableJob, PortableSet, Queue, QueueInfo, is_no_id
 
 if TYPE_CHECKING:
+    from ..sync.directory import LanQueue
     from ..sync.records import JobRecord
-    from ..sync.service import LanQueue, LanService
+    from ..sync.service import LanService
 
 __all__ = ["LanJobQueue", "LanProvider"]
 

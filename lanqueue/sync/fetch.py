@@ -18,7 +18,7 @@ from .records import SetRecord
 from .transport import PeerClient, PeerRequestFailed
 
 if TYPE_CHECKING:
-    from .service import LanQueue, PeerDirectory
+    from .directory import LanQueue, PeerDirectory
 
 __all__ = ["FileFetcher", "FILE_PATH"]
 

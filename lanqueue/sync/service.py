@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..files import FileStore
 from ..model import LOCAL, JobRef, PrintSet, set_printable
 from ..store import Store
 from . import codec, views
+from .directory import LanQueue, PeerDirectory
 from .edits import OPS, clean_update
 from .errors import (
     InvalidEdit,
@@ -100,36 +100,6 @@ def _for_api() -> Iterator[None]:
         yield
     except ProtocolError as e:
         raise http_error(e) from None
-
-
-class PeerDirectory:
-    """Where peers are: node id -> base URL of the online, trusted peers of a queue."""
-
-    def __init__(self, discovery: Any) -> None:
-        self.discovery = discovery
-
-    def online(self, queue: str) -> dict[str, str]:
-        if self.discovery is None:
-            return {}
-        return {p.node_id: p.base_url for p in self.discovery.online_peers(queue) if p.base_url}
-
-    def name_of(self, node_id: str) -> str:
-        if self.discovery is not None:
-            for p in self.discovery.peers:
-                if p.node_id == node_id:
-                    return p.info.name
-        return node_id[:8]
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return self.discovery.snapshot() if self.discovery is not None else []
-
-
-@dataclass
-class LanQueue:
-    name: str
-    secret: bytes
-    core: LanNodeCore
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class LanService:

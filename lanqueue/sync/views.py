@@ -16,7 +16,7 @@ from . import codec
 from .records import JobRecord
 
 if TYPE_CHECKING:
-    from .service import LanQueue, PeerDirectory
+    from .directory import LanQueue, PeerDirectory
 
 __all__ = ["job_of", "ordered", "peers_of", "set_id", "set_index"]
 
