@@ -343,3 +343,45 @@ def test_protocol_errors_carry_no_http_and_are_mapped_once() -> None:
     assert type(http_error(LocalProtocolError("queue is full"))) is Conflict
     assert http_error(InvalidEdit("bad name")).http_status == 400
     assert http_error(RemoteProtocolError("bad message")).http_status == 400
+
+
+# --- LAN edits, checked without I/O -------------------------------------------------------
+
+
+def _recs(*ranks: float) -> list[JobRecord]:
+    return [JobRecord(id=f"j{i}", queue="farm", home="h", epoch=1, version=1, name=f"J{i}", count=1, remaining=1,
+                      sets=(), rank=r) for i, r in enumerate(ranks)]
+
+
+def test_rank_after_puts_a_job_between_its_new_neighbours() -> None:
+    from lanqueue.sync.edits import rank_after
+
+    recs = _recs(1.0, 2.0, 3.0)
+    assert rank_after(recs, "j2", None) == 0.0  # first
+    assert rank_after(recs, "j2", "j0") == 1.5  # between j0 and j1
+    assert rank_after(recs, "j0", "j2") == 4.0  # last
+    assert rank_after(recs, "j0", "j1") == 2.5  # j0 leaves its place: between j1 and j2
+    assert rank_after(recs, "j0", "gone") is None
+    assert rank_after(_recs(5.0), "j0", None) == 1.0  # alone in the queue
+
+
+@pytest.mark.parametrize(("fields", "clean"), [
+    ({"name": "N", "draft": False, "count": 3, "rank": 2}, {"name": "N", "draft": False, "count": 3, "rank": 2.0}),
+    ({"colour": "red"}, {}),
+])
+def test_a_lan_update_keeps_only_good_values(fields, clean) -> None:
+    from lanqueue.sync.edits import clean_update
+
+    assert clean_update(fields) == clean
+
+
+@pytest.mark.parametrize("fields", [
+    {"name": ""}, {"name": "x" * 1001}, {"name": 5}, {"draft": "yes"}, {"rank": float("nan")},
+    {"rank": float("inf")}, {"rank": True}, {"count": 0}, {"count": 100_001}, {"count": 2.0}, {"count": True},
+])
+def test_a_bad_lan_update_is_refused_whole(fields) -> None:
+    from lanqueue.sync.edits import clean_update
+    from lanqueue.sync.errors import InvalidEdit
+
+    with pytest.raises(InvalidEdit):
+        clean_update({"name": "fine", **fields})
