@@ -132,10 +132,28 @@ async def _printer_or_none(client: NodeClient) -> dict[str, Any] | None:
         return None
 
 
+def _estimate(s: dict[str, Any]) -> str:
+    """` (1h 05m, PLA)`: the slicer's time and filament of a set, when its file says."""
+    meta = s.get("gcode") or {}
+    parts = []
+    seconds = meta.get("estimated_time_s")
+    if isinstance(seconds, (int, float)):
+        hours, minutes = divmod(int(seconds) // 60, 60)
+        parts.append(f"{hours}h {minutes:02d}m" if hours else f"{minutes}m")
+    types = [t for t in meta.get("filament_type") or [] if isinstance(t, str)]
+    if types:
+        parts.append("+".join(dict.fromkeys(types)))
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _print_status(console: Console, state: dict[str, Any], job: dict[str, Any] | None) -> None:
     colour = {"NORMAL": "green", "NEEDS_ACTION": "yellow", "ERROR": "red"}.get(state["statusType"], "white")
     console.print(f"[bold]{'managing' if state['active'] else 'not managing'}[/bold] "
                   f"[{colour}]{state['status']}[/{colour}]  profile {state['profile']}")
+    if not state["active"]:
+        console.print("  `lanqueue start` starts managing the queue")
+    elif state["statusType"] == "NEEDS_ACTION":
+        console.print("  `lanqueue continue` once the bed is clear")
     drives = state.get("printer")
     if drives:
         console.print(f"drives: {drives['backend']} printer {drives['target']} ({drives['state']})")
@@ -149,7 +167,7 @@ def _print_status(console: Console, state: dict[str, Any], job: dict[str, Any] |
         for col in ("id", "name", "runs left", "sets", "state"):
             table.add_column(col)
         for j in queue["jobs"]:
-            sets = ", ".join(f"{s['path']} {s['remaining']}/{s['count']}" for s in j["sets"])
+            sets = ", ".join(f"{s['path']} {s['remaining']}/{s['count']}{_estimate(s)}" for s in j["sets"])
             flags = []
             if j.get("draft"):
                 flags.append("draft")

@@ -87,8 +87,8 @@ def test_client_finds_a_node_on_another_port_from_its_data_dir(tmp_path: Path) -
         job = state["queues"][0]["jobs"][0]
         assert job["draft"] is False and job["sets"][0]["count"] == 2
         r = run("status", env=env)
-        assert r.returncode == 0 and "cura.gcode" in r.stdout
-        assert "click" not in r.stdout.lower()  # a terminal has nothing to click
+        assert r.returncode == 0 and "cura.gcode 2/2 (30m)" in r.stdout, r.stdout  # the slicer's estimate
+        assert "click" not in r.stdout.lower() and "lanqueue start" in r.stdout  # what to type instead
     finally:
         proc.terminate()
         proc.wait(20)
