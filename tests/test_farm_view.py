@@ -144,30 +144,37 @@ async def test_thumbnail_routes_refuse_odd_names_unknown_nodes_and_unsigned_peer
 def test_two_processes_action_carried_and_a_node_killed_is_off(node_process):
     """Without a browser: node A's farm route acts on node B's printer over the signed peer
     protocol, and shows B off (with since when) soon after B is killed; an action then is a 503."""
+    import lan_helpers as lan
     import requests
-    from lan_helpers import H, cluster_ports, get, lan_args, peers_online, wait
 
-    pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa) + ["--name", "alpha"], port=pa)
-    b = node_process(lan_args([pa, pb], pb) + ["--name", "beta"], port=pb)
-    wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
-    b_id = get(b, "/lanqueue/peers")["node_id"]
+    pa, pb = lan.cluster_ports(2)
+    a = node_process(lan.lan_args([pa, pb], pa) + ["--name", "alpha"], port=pa)
+    b = node_process(lan.lan_args([pa, pb], pb) + ["--name", "beta"], port=pb)
+    lan.wait(lambda: lan.peers_online(a, 1) and lan.peers_online(b, 1), what="peers online")
+    b_id = lan.get(b, "/lanqueue/peers")["node_id"]
+    lan.upload(b, "short.gcode", lan.gcode("short").encode())  # after it, beta waits for its bed to be cleared
+    lan.post(b, "/plugin/continuousprint/set/add", data={"path": "short.gcode", "jobName": "Short", "jobDraft": "false"})
 
     def card():
-        return next(c for c in get(a, "/lanqueue/farm")["cards"] if c["node_id"] == b_id)
+        return next(c for c in lan.get(a, "/lanqueue/farm")["cards"] if c["node_id"] == b_id)
 
-    wait(lambda: card()["farm_state"] == "on", what="beta on")
+    lan.wait(lambda: card()["farm_state"] == "on", what="beta on")
     assert card()["name"] == "beta" and card()["actions"] == ["start"]
-    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "start"}, timeout=10)
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=lan.H, data={"node": b_id, "action": "start"}, timeout=10)
     assert r.status_code == 200, r.text
-    assert get(b, "/plugin/continuousprint/state/get")["active"] is True
-    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "resume"}, timeout=10)
+    assert lan.get(b, "/plugin/continuousprint/state/get")["active"] is True
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=lan.H, data={"node": b_id, "action": "resume"}, timeout=10)
     assert r.status_code == 409 and "beta" in r.json()["error"]
-    wait(lambda: card()["managing"], what="beta shown managed")
+    # the print is done and beta needs a person: alpha's farm view says so and clears the bed
+    lan.wait(lambda: "continue" in card()["actions"], what="beta waiting for a person")
+    assert card()["needs"] and card()["managing"]
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=lan.H, data={"node": b_id, "action": "continue"}, timeout=10)
+    assert r.status_code == 200, r.text
+    lan.wait(lambda: lan.get(b, "/plugin/continuousprint/state/get")["statusType"] != "NEEDS_ACTION", what="beta continued")
     b.kill()
     killed = time.time()
-    wait(lambda: card()["farm_state"] == "off", timeout=10, what="beta off")
+    lan.wait(lambda: card()["farm_state"] == "off", timeout=10, what="beta off")
     off = card()
     assert killed - 5 < off["since"] <= time.time() and off["stale"] and off["actions"] == []
-    r = requests.post(a.url + "/lanqueue/farm/action", headers=H, data={"node": b_id, "action": "stop"}, timeout=10)
+    r = requests.post(a.url + "/lanqueue/farm/action", headers=lan.H, data={"node": b_id, "action": "stop"}, timeout=10)
     assert r.status_code == 503 and "beta" in r.json()["error"]
