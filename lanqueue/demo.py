@@ -90,12 +90,10 @@ class DemoNode:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the node gets SIGTERM if the demo dies without stopping it (kill -9 of the demo)."""
-    try:
-        import ctypes
+    import ctypes
 
+    with contextlib.suppress(OSError, AttributeError):  # not Linux's libc: no such safety net
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 async def _start_node(node: DemoNode, ports: list[int], secret: str, speed: float) -> None:
@@ -113,7 +111,7 @@ async def _start_node(node: DemoNode, ports: list[int], secret: str, speed: floa
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for key in [k for k in env if k.startswith("LANQUEUE_")]:
         del env[key]  # the demo's nodes take their options from this command line only
-    with open(node.log, "ab") as log:
+    with open(node.log, "ab") as log:  # noqa: ASYNC230 - opening a local log file does not wait
         # Own session: a Ctrl-C in the terminal reaches the demo only, which then stops the
         # nodes in order instead of every process racing to shut down at once.
         node.proc = await asyncio.create_subprocess_exec(
@@ -358,9 +356,9 @@ async def run_demo(nodes: int, base_port: int, speed: float) -> int:
             try:
                 deadline = time.monotonic() + START_TIMEOUT
                 await _wait_interruptible(asyncio.gather(*(_wait_ready(n, deadline) for n in farm)), stop)
-                if not stop.is_set():
-                    if not await _wait_interruptible(_wait_peers(farm), stop) and not stop.is_set():
-                        console.print("[yellow]not every node sees every peer yet; going on[/yellow]")
+                if (not stop.is_set() and not await _wait_interruptible(_wait_peers(farm), stop)
+                        and not stop.is_set()):
+                    console.print("[yellow]not every node sees every peer yet; going on[/yellow]")
                 if not stop.is_set():
                     total = await _wait_interruptible(_setup_farm(farm, root, console), stop)
                 if not stop.is_set():
