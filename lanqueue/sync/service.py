@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from ..files import FileStore
-from ..model import LOCAL, JobRef, PrintSet, set_printable
+from ..model import LOCAL, JobRef
 from ..store import Store
 from . import codec, views
 from .directory import LanQueue, PeerDirectory
@@ -331,15 +331,10 @@ class LanService:
             return None
         online = self.directory.online(queue)
         for rec in views.ordered(q):
-            index = rec.next_set()
-            if index is None or (rec.home != self.node_id and rec.home not in online):
+            index = views.printable_set(rec, self.node_id, online, profile, loaded)
+            if index is None:
                 continue
-            if rec.lease_holder not in (None, self.node_id):
-                continue
-            s = rec.sets[index]
-            if not set_printable(_as_print_set(rec, index), profile, loaded):
-                continue
-            path = await self.local_file(q, s)
+            path = await self.local_file(q, rec.sets[index])
             if path is None:
                 continue
             token = await self._acquire(q, rec.id)
@@ -357,7 +352,7 @@ class LanService:
             if path is None:
                 await self._abort_and_release(q, rec.id)
                 continue
-            return JobRef(queue, rec.id, rec.name, f"{rec.id}_{index}", path, tuple(s.materials), token)
+            return JobRef(queue, rec.id, rec.name, views.set_id(rec.id, index), path, tuple(s.materials), token)
         return None
 
     async def _acquire(self, q: LanQueue, job_id: str) -> int | None:
@@ -572,9 +567,3 @@ def _push(sender: str, record: JobRecord) -> Message:
     from .messages import RecordPush
 
     return RecordPush(sender, (record,))
-
-
-def _as_print_set(rec: JobRecord, index: int) -> PrintSet:
-    s = rec.sets[index]
-    return PrintSet(id=index, path=s.path, materials=[m or None for m in s.materials], profiles=list(s.profiles))
-

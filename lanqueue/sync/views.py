@@ -9,16 +9,17 @@ the set's position as its rank."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..model import Job, PrintSet, Replica
+from ..model import Job, PrintSet, Replica, set_printable
 from . import codec
 from .records import JobRecord
 
 if TYPE_CHECKING:
     from .directory import LanQueue, PeerDirectory
 
-__all__ = ["job_of", "ordered", "peers_of", "set_id", "set_index"]
+__all__ = ["job_of", "ordered", "peers_of", "printable_set", "set_id", "set_index"]
 
 
 def ordered(q: LanQueue) -> list[JobRecord]:
@@ -37,6 +38,21 @@ def set_index(job_id: str, sid: Any) -> int | None:
     if not isinstance(sid, str) or not sid.startswith(prefix) or not sid[len(prefix):].isdigit():
         return None
     return int(sid[len(prefix):])
+
+
+def printable_set(rec: JobRecord, node_id: str, online: dict[str, str] | Sequence[str], profile: str,
+                  loaded: Sequence[str | None]) -> int | None:
+    """The index of the set this printer could print next from `rec`, or None: the job must
+    have something left, its home must be reachable (to grant a lease), no other node may hold
+    it, and the set must suit the printer's profile and loaded materials."""
+    index = rec.next_set()
+    if index is None or (rec.home != node_id and rec.home not in online):
+        return None
+    if rec.lease_holder not in (None, node_id):
+        return None
+    s = rec.sets[index]
+    wanted = PrintSet(id=index, path=s.path, materials=[m or None for m in s.materials], profiles=list(s.profiles))
+    return index if set_printable(wanted, profile, loaded) else None
 
 
 def job_of(q: LanQueue, r: JobRecord, node_id: str, directory: PeerDirectory,
