@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .driving import loaded_materials
 from .errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from .farmview import ACTIONS, FarmBoard, Member, check_summary, offered_actions
 from .sync.routes import FARM_ACTION_PATH, FARM_SUMMARY_PATH, FARM_THUMBNAIL_PATH
@@ -60,7 +61,7 @@ class FarmService:
         lan = self.node.lan
         return sorted(lan.queues) if lan is not None else []
 
-    def summary(self) -> dict[str, Any]:
+    async def summary(self) -> dict[str, Any]:
         """What this node tells its peers (and its own page) about its printer."""
         node = self.node
         printer, runner = node.printer, node.runner
@@ -69,7 +70,7 @@ class FarmService:
             "queues": self.shared_queues(), "backend": None,
             "state": "Offline", "error": "", "temperatures": {}, "file": None, "job": None,
             "progress": None, "elapsed_s": None, "left_s": None, "thumbnail": None, "estimate_s": None,
-            "managing": False, "status": "", "status_type": "", "needs": None,
+            "managing": False, "status": "", "status_type": "", "needs": None, "materials": [],
         }
         if printer is not None:
             # the backend a node drives, as state/get names it (kind and address, never a secret)
@@ -82,6 +83,8 @@ class FarmService:
                 if model:
                     out["backend"]["model"] = model
             self._progress(out)
+            # what each tool holds, as the driver matches it (the timeline uses the same rule)
+            out["materials"] = loaded_materials(list(await node.store.get_setting("materials", [])), printer)
         if runner is not None:
             out.update(managing=runner.active, status=runner.status, status_type=runner.status_type)
             job = runner.driver.job
@@ -225,11 +228,11 @@ class FarmService:
         if idle:
             self._wake.set()
 
-    def cards(self) -> list[dict[str, Any]]:
+    async def cards(self) -> list[dict[str, Any]]:
         """Every printer of the shared queues, this node's first."""
         now = time.time()
         self.board.members(self._roster(now), now)
-        own = {**self.summary(), "farm_state": "on", "since": None, "stale": False, "reason": "", "own": True}
+        own = {**await self.summary(), "farm_state": "on", "since": None, "stale": False, "reason": "", "own": True}
         return [own, *self.board.cards()]
 
     def _roster(self, now: float) -> list[Member]:

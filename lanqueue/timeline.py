@@ -5,7 +5,8 @@ Pure: fed the jobs of a queue (as `state/get` shows them) and the printers that 
 no decision of the driver depends on it, so it may simplify where the driver is exact:
 
 - A job is given whole to one printer (a LAN job's lease is held by one printer at a time), in
-  queue order, to the printer that is free first and whose profile its sets allow.
+  queue order, to the printer that is free first and can print each of its sets by the driver's
+  own rule (model.set_printable: the profile, the materials loaded per tool).
 - A job some printer holds now goes to that printer first; its copy in progress is counted in
   that printer's current work (`busy_s`), not again in the job.
 - A duration comes from the slicer's estimate of each set's file (`gcode.estimated_time_s`),
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .model import PrintSet, set_printable
+
 __all__ = ["Forecast", "PrinterLoad", "job_seconds", "plan"]
 
 
@@ -33,6 +36,7 @@ class PrinterLoad:
     busy_s: float | None = 0.0  # until its current print ends; None: printing, end unknown
     profile: str | None = None
     holding: frozenset[str] = frozenset()  # ids (as text) of the jobs it holds now
+    materials: tuple[str | None, ...] = ()  # loaded per tool, as the driver matches them
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,15 @@ def job_seconds(job: Mapping[str, Any], *, in_progress: bool = False) -> tuple[f
 
 
 def _allowed(job: Mapping[str, Any], printer: PrinterLoad) -> bool:
-    """The job's sets allow the printer's profile (an empty list: any printer)."""
+    """The printer can print every set of the job still to print (the driver's rule). Whether
+    the file is in this node's store does not count: a LAN printer fetches it by digest."""
     for s in job.get("sets") or ():
-        profiles = s.get("profiles") if isinstance(s, Mapping) else None
-        if profiles and printer.profile not in profiles:
+        if not isinstance(s, Mapping) or _int(s.get("count")) == 0:
+            continue
+        as_set = PrintSet(id=s.get("id", 0), path=str(s.get("path", "")),
+                          materials=list(s.get("materials") or []), profiles=list(s.get("profiles") or []),
+                          gcode=s.get("gcode") if isinstance(s.get("gcode"), dict) else None)
+        if not set_printable(as_set, printer.profile or "", printer.materials):
             return False
     return True
 

@@ -61,3 +61,16 @@ def test_profiles_limit_the_printers_and_no_printer_is_said():
     assert out[0].node_id == "B"
     assert (out[1].node_id, out[1].printer, out[1].end_s) == (None, None, None)
     assert plan([job(1, "a", [s(10)])], [])[0].node_id is None
+
+
+def test_materials_follow_the_drivers_rule():
+    printers = [PrinterLoad("A", "alpha", materials=("PLA_red_#ff0000",)),
+                PrinterLoad("B", "beta", busy_s=500, materials=("PETG_black_#000000",))]
+    red = dict(s(60), materials=["PLA_red_#ff0000"])
+    black = dict(s(60), materials=["PETG_black_#000000"])
+    file_petg = s(60)
+    file_petg["gcode"]["filament_type"] = ["PETG"]  # no material named: the file's own type counts
+    out = plan([job(1, "red", [red]), job(2, "black", [black]), job(3, "petg file", [file_petg]),
+                job(4, "blue", [dict(s(60), materials=["PLA_blue_#0000ff"])])], printers)
+    assert [(f.name, f.node_id, f.start_s) for f in out] == [
+        ("red", "A", 0), ("black", "B", 500), ("petg file", "B", 560), ("blue", None, None)]

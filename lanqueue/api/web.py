@@ -319,7 +319,9 @@ def _loads(cards: list[dict[str, Any]], queue: str) -> list[timeline.PrinterLoad
         busy = c.get("left_s") if c.get("state") in ("Printing", "Paused", "Pausing") else 0.0
         job = c.get("job") or {}
         holding = frozenset({str(job["id"])}) if job.get("queue") == queue and "id" in job else frozenset()
-        out.append(timeline.PrinterLoad(str(c["node_id"]), str(c.get("name") or ""), busy, c.get("profile"), holding))
+        materials = tuple(m if isinstance(m, str) else None for m in c.get("materials") or ())
+        out.append(timeline.PrinterLoad(str(c["node_id"]), str(c.get("name") or ""), busy, c.get("profile"),
+                                        holding, materials))
     return out
 
 
@@ -344,7 +346,7 @@ async def farm(request: web.Request) -> web.Response:
     if node.farm is None:
         raise web.HTTPServiceUnavailable(text="the farm view is starting")
     node.farm.touch()
-    cards = node.farm.cards()
+    cards = await node.farm.cards()
     now = time.time()
     timelines = []
     for q in await _queues(node):

@@ -32,7 +32,7 @@ FARM_THUMBNAIL_PATH = "/lanqueue/peer/v1/farm/thumbnail/"
 class FarmPeer(Protocol):
     """What the farm view's peer routes need from the node (farm.FarmService)."""
 
-    def summary(self) -> dict[str, Any]: ...
+    async def summary(self) -> dict[str, Any]: ...
 
     async def act(self, action: str) -> None: ...
 
@@ -156,7 +156,7 @@ async def farm_summary(request: web.Request) -> web.Response:
     if isinstance(checked, web.Response):
         return checked
     _, signed, farm = checked
-    return _signed(request, signed, farm.summary())
+    return _signed(request, signed, await farm.summary())
 
 
 @routes.post(FARM_ACTION_PATH)
