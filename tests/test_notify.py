@@ -208,3 +208,31 @@ async def test_mqtts_with_a_login_and_a_private_ca(node_factory, tmp_path) -> No
 def test_bad_notification_options_are_refused_at_start(env, says) -> None:
     with pytest.raises(ConfigError, match=says):
         resolve_options(None, env=env)
+
+
+async def test_a_print_that_fails_on_the_printer_is_announced(node_factory, tmp_path) -> None:
+    """The virtual printer on a real pty halts with a thermal runaway mid-print: the webhook
+    hears print_failed (with the firmware's reason) and that the printer needs a person."""
+    import subprocess
+    import sys
+
+    printer = subprocess.Popen([sys.executable, "-m", "lanqueue.cli", "virtual-printer", "--speed", "500",  # noqa: ASYNC220
+                                "--thermal-runaway-after", "60"], stdout=subprocess.PIPE, text=True)
+    receiver = Receiver()
+    url, server = await receiver.start()
+    try:
+        pty = await asyncio.get_running_loop().run_in_executor(None, printer.stdout.readline)  # type: ignore[union-attr]
+        client, _ = await node_factory(printer=pty.strip(), webhook=(url,))
+        await _upload_and_queue(client, "prusaslicer.gcode")
+        deadline = time.monotonic() + 20
+        while (await (await client.get("/api/job")).json())["state"] != "Operational":
+            assert time.monotonic() < deadline, "printer not operational"
+            await asyncio.sleep(0.1)
+        assert (await client.post(f"{CP}/set_active", data={"active": "true"})).status == 200
+        await wait_for(lambda: {"print_failed", "needs_person"} <= {p["event"] for p, _ in receiver.posts})
+    finally:
+        await server.cleanup()
+        printer.terminate()
+        printer.wait(10)
+    failed = next(p for p, _ in receiver.posts if p["event"] == "print_failed")
+    assert "runaway" in failed["message"].lower(), failed
