@@ -5,6 +5,7 @@ seconds. Chromium is Debian's (/usr/bin/chromium), driven by playwright (test_we
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def test_three_nodes_cards_actions_and_a_node_switched_off(node_process, tmp_pat
     for n, job, moves in ((b, "Long", 1500), (a, "Other", 1400)):  # other bytes: alpha lacks beta's thumbnail
         upload(n, "long.gcode", long_print(tmp_path / "long.gcode", moves).read_bytes())
         post(n, CP + "/set/add", data={"path": "long.gcode", "jobName": job, "jobDraft": "false"})
+    post(b, CP + "/materials/set", data={"materials": json.dumps(["PLA_red_#ff0000"])})  # the file asks for PLA
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -64,6 +66,7 @@ def test_three_nodes_cards_actions_and_a_node_switched_off(node_process, tmp_pat
             expect(card[a]).to_contain_text("(this node)")
             expect(card[b]).to_contain_text("beta")
             expect(card[c]).to_contain_text("virtual")  # the backend each node drives
+            expect(card[b].locator(".mat-chip")).to_have_text("PLA red")  # what beta has loaded
             shot(page, "farm-01-three-nodes")
 
             # start managing beta from alpha's page: beta prints its job, seen live on alpha's page

@@ -5,6 +5,7 @@
  * here, so the page and any other client agree.
  */
 import { $, act, api, clock, duration, esc, refresh, session, view } from "./core.js";
+import { materialChip, paintSwatches } from "./materials.js";
 
 const ACTION_TEXT = {
   continue: "Bed cleared – continue",
@@ -67,6 +68,7 @@ function cardHtml(c) {
       ${pct != null ? `<progress max="100" value="${pct}"></progress>` : ""}
       <div class="muted">${esc(times.join(" · "))}</div>
       <div class="farm-temps muted">${temps(c.temperatures)}</div>
+      ${(c.materials || []).some(Boolean) ? `<div class="farm-materials">${c.materials.map((m) => (m ? materialChip(m) : "")).join(" ")}</div>` : ""}
     </div></div>
     ${c.needs && c.farm_state === "on" ? `<div class="farm-needs">${esc(c.needs)}</div>` : ""}
     ${buttons ? `<div class="buttons">${buttons}</div>` : ""}
@@ -79,7 +81,7 @@ export function renderFarm() {
   const html = cards.length > 1 || (cards.length && cards[0].queues && cards[0].queues.length)
     ? cards.map(cardHtml).join("") : "";
   $("farm-card").hidden = !html;  // a node sharing no LAN queue has only its own printer card
-  if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; }
+  if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; paintSwatches(el); }
   const own = cards.find((c) => c.own);
   if (own && own.backend) {
     const { kind, where, model } = own.backend;
