@@ -109,6 +109,8 @@ class EtcdClient:
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._preferred = 0
+        #: the endpoint the current watch stream is connected to (None: no stream)
+        self.watching: str | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -130,6 +132,14 @@ class EtcdClient:
         answer = await self._call("/v3/kv/range", body)
         kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
         return kvs, int(answer["header"]["revision"])
+
+    async def count_changed_since(self, key: bytes, range_end: bytes, revision: int) -> int:
+        """How many keys in [key, range_end) were written after `revision` (a cheap check that
+        a watch is not stuck behind: etcd counts, nothing is sent back)."""
+        body = {"key": b64(key), "range_end": b64(range_end), "count_only": True,
+                "min_mod_revision": str(revision + 1)}
+        answer = await self._call("/v3/kv/range", body)
+        return int(answer.get("count", 0))
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         answer = await self._call("/v3/kv/put", Put(key, value, lease).to_json()["request_put"])
@@ -211,6 +221,11 @@ class EtcdClient:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self._token} if self._token else {}
 
+    @property
+    def preferred(self) -> str:
+        """The endpoint calls go to first (the last one that answered)."""
+        return self.endpoints[self._preferred]
+
     def _order(self) -> list[str]:
         n = len(self.endpoints)
         return [self.endpoints[(self._preferred + i) % n] for i in range(n)]
@@ -254,7 +269,11 @@ class EtcdClient:
                                              ssl=self._ssl, timeout=timeout) as resp:
                     if resp.status != 200:
                         raise EtcdError(f"etcd {path}: {resp.status} {_message(await resp.json(content_type=None))}")
-                    yield resp
+                    self.watching = base
+                    try:
+                        yield resp
+                    finally:
+                        self.watching = None
                     return
             except (aiohttp.ClientError, OSError) as e:
                 last = e

@@ -62,8 +62,10 @@ class EtcdProvider:
     def __init__(self, specs: Mapping[str, str], ctx: EtcdContext, creds: EtcdCredentials) -> None:
         self.queues: dict[str, EtcdQueue] = {}
         for name, url in specs.items():
+            # a call waits for one member at most a quarter of the lease, so failing over to the
+            # next member still leaves time to renew the lease before this node stops trusting it
             client = EtcdClient(endpoints_of(url), user=creds.user, password=creds.password,
-                                ssl_context=_ssl_context(url, creds))
+                                ssl_context=_ssl_context(url, creds), timeout=max(1.0, min(5.0, ctx.ttl / 4)))
             self.queues[name] = EtcdQueue(name, client, ctx)
 
     def queue(self, name: str) -> EtcdQueue | None:

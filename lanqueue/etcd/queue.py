@@ -120,17 +120,28 @@ class EtcdQueue:
         self._loaded = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._generation = 0
+        self._watch: asyncio.Task[None] | None = None
+        self._behind = 0  # consecutive checks that found the watch behind etcd
         self._wanted: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     # --- life --------------------------------------------------------------------------------
 
     async def async_start(self) -> None:
         await self.ctx.store.migrate_component("etcd", MIGRATIONS)
-        for coro in (self._keepalive_loop(), self._watch_loop(), self._outbox_loop(), self._prefetch_loop()):
+        for coro in (self._keepalive_loop(), self._outbox_loop(), self._prefetch_loop()):
             task = asyncio.create_task(coro, name=f"etcd-{self.name}")
             self._tasks.add(task)
+        self._restart_watch()
+
+    def _restart_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = asyncio.create_task(self._watch_loop(), name=f"etcd-watch-{self.name}")
 
     async def async_close(self) -> None:
+        if self._watch is not None:
+            self._tasks.add(self._watch)
+            self._watch = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -157,9 +168,28 @@ class EtcdQueue:
             try:
                 await self._keepalive_once()
                 self._set_reachable(None)
+                await self._check_watch()
             except EtcdError as e:
                 self._set_reachable(str(e))
             await asyncio.sleep(self.ctx.ttl / 3 if self.reachable else min(1.0, self.ctx.ttl / 3))
+
+    async def _check_watch(self) -> None:
+        """A watch on a member that was cut off from the others stays open and silent. Restart
+        it on the endpoint that answers calls when they differ, or when etcd holds writes under
+        the prefix that the watch has not delivered at two checks in a row."""
+        watching = self.client.watching
+        if watching is not None and watching != self.client.preferred:
+            log.info("etcd queue %s: watch moves from %s to %s", self.name, watching, self.client.preferred)
+            self._restart_watch()
+            return
+        if not self._loaded.is_set():
+            return
+        missed = await self.client.count_changed_since(self.keys.prefix, prefix_end(self.keys.prefix), self.revision)
+        self._behind = self._behind + 1 if missed else 0
+        if self._behind >= 2:
+            log.info("etcd queue %s: watch fell behind (%d changes); restarting it", self.name, missed)
+            self._behind = 0
+            self._restart_watch()
 
     async def _keepalive_once(self) -> None:
         sent = self.ctx.clock()
