@@ -157,6 +157,11 @@ def leader_of(farm: Farm) -> int:
     raise AssertionError("no etcd leader")
 
 
+def unreachable_link(node: Node) -> dict[str, Any] | None:
+    link: dict[str, Any] = node.queue()["link"]
+    return None if link["reachable"] else link
+
+
 def check_exact(farm: Farm, counts: dict[str, int]) -> None:
     """Every job printed exactly its count: by etcd's counts, and by the nodes' histories."""
     jobs = {j["name"]: j for j in farm.nodes[0].jobs()}
@@ -214,8 +219,7 @@ def test_node_cut_off_from_etcd_while_printing(farm: Farm) -> None:
     for m in farm.etcd.members:  # a loses etcd (but not its own page)
         a.host.block(m.host)
     try:
-        link = wait_until(lambda: (lambda q: q.get("link") if not q["link"]["reachable"] else None)(a.queue()),
-                          20, "a's page says etcd is unreachable")
+        link = wait_until(lambda: unreachable_link(a), 20, "a's page says etcd is unreachable")
         assert "no new job starts" in link["meaning"] and link["since"]
         # the print goes on and ends here; its completion waits in a's outbox
         wait_until(lambda: a.successes().get("cut") == 1, 30, "a's print finished while cut off")
