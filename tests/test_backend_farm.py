@@ -79,9 +79,13 @@ printer_key = "not-on-any-command-line"
             with pytest.raises(requests.ConnectionError):
                 requests.get(f"http://127.0.0.1:{p}/api/version", timeout=1)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # SIGTERM first: the farm stops its nodes (a SIGKILL would orphan them)
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.mark.parametrize("text, message", [
