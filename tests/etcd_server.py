@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -43,10 +44,11 @@ class Member:
     data_dir: Path
     host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
+    tls: tuple[Path, Path] | None = None  # (certificate, key) for the client port
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -73,6 +75,7 @@ class EtcdCluster:
             "--initial-cluster", initial, "--initial-cluster-state", state,
             "--initial-cluster-token", "lanqueue-test",
             "--heartbeat-interval", "100", "--election-timeout", "1000",
+            *(["--cert-file", str(m.tls[0]), "--key-file", str(m.tls[1])] if m.tls else []),
             "--logger", "zap", "--log-outputs", str(self.log_dir / f"{m.name}.log"),
         ]
         ns = self.netns[i] if i < len(self.netns) else None
@@ -97,7 +100,8 @@ class EtcdCluster:
         try:
             req = urllib.request.Request(self.members[i].client_url + "/v3/maintenance/status", data=b"{}",
                                          method="POST")
-            with urllib.request.urlopen(req, timeout=1) as resp:
+            context = ssl._create_unverified_context() if self.members[i].tls else None  # a probe only
+            with urllib.request.urlopen(req, timeout=1, context=context) as resp:
                 result: dict[str, object] = json.loads(resp.read())
                 return result
         except OSError:
@@ -120,14 +124,29 @@ class EtcdCluster:
         raise RuntimeError(f"etcd did not elect a leader within {timeout} s (logs in {self.log_dir})")
 
 
+def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 made with openssl: (ca, cert, key)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (tmp / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca), "-days", "2",
+        "-subj", "/CN=lanqueue test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    ext = tmp / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert),
+        "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
 def start_cluster(tmp: Path, size: int = 1, *, hosts: list[str] | None = None,
-                  netns: list[str | None] | None = None) -> EtcdCluster:
+                  netns: list[str | None] | None = None, tls: tuple[Path, Path] | None = None) -> EtcdCluster:
     need_etcd()
     members = []
     for i in range(size):
         host = hosts[i] if hosts else "127.0.0.1"
         members.append(Member(f"m{i}", free_port() if not hosts else 2379, free_port() if not hosts else 2380,
-                              tmp / f"etcd-m{i}", host))
+                              tmp / f"etcd-m{i}", host, tls=tls))
     tmp.mkdir(parents=True, exist_ok=True)
     cluster = EtcdCluster(members, tmp, netns or [])
     for i in range(size):

@@ -142,3 +142,59 @@ def test_job_moves_between_an_etcd_queue_and_a_lan_queue(etcd, node_process) -> 
     names = [q["name"] for q in get(a, CP + "/state/get")["queues"]]
     assert {"local", "site", "farm"} <= set(names)
     json.dumps(back)
+
+
+def test_with_etcd_auth_the_node_uses_its_credentials_and_nothing_is_open(etcd, node_process, tmp_path: Path,
+                                                                          monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+
+    from etcd_server import enable_auth
+
+    enable_auth(etcd, "farm", "farm-pass-123")
+    config = tmp_path / "node.toml"
+    config.write_text('etcd_user = "farm"\n')  # the password comes from the environment
+    monkeypatch.setenv("LANQUEUE_ETCD_PASSWORD", "farm-pass-123")
+    a = node_process(etcd_args(etcd) + ["--config", str(config)])
+    no_wait(a)
+    upload(a, "auth.gcode", gcode("AUTH"))
+    job_id = post(a, CP + "/set/add", data={"path": "auth.gcode", "queue": "site", "jobDraft": "false",
+                                            "jobName": "auth"})["job_id"]
+    post(a, CP + "/set_active", data={"active": "true"})
+    wait(lambda: job_of(a, job_id).get("remaining") == 0, timeout=60, what="printed with credentials")
+    ctl = shutil.which("etcdctl")
+    assert ctl is not None
+    ep = ["--endpoints", ",".join(etcd.endpoints)]
+    env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
+    anonymous = subprocess.run([ctl, *ep, "get", "--prefix", "/lanqueue/"], capture_output=True, text=True, env=env)
+    assert anonymous.returncode != 0 and "lanqueue" not in anonymous.stdout
+    write = subprocess.run([ctl, *ep, "put", "/lanqueue/q/site/job/x", "{}"], capture_output=True, text=True, env=env)
+    assert write.returncode != 0
+    allowed = subprocess.run([ctl, *ep, "--user", "farm:farm-pass-123", "get", "--prefix", "--keys-only",
+                              "/lanqueue/q/site/job/"], capture_output=True, text=True, env=env)
+    assert allowed.returncode == 0 and job_id in allowed.stdout
+
+
+def test_over_tls_with_the_farms_ca(node_process, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from etcd_server import make_tls
+
+    ca, cert, key = make_tls(tmp_path / "tls")
+    cluster = start_cluster(tmp_path / "etcd", tls=(cert, key))
+    try:
+        hosts = ",".join(e.removeprefix("https://") for e in cluster.endpoints)
+        a = node_process(["--lan", f"site=etcds://{hosts}", "--etcd-ca", str(ca)])
+        no_wait(a)
+        upload(a, "tls.gcode", gcode("TLS"))
+        job_id = post(a, CP + "/set/add", data={"path": "tls.gcode", "queue": "site", "jobDraft": "false",
+                                                "jobName": "tls"})["job_id"]
+        post(a, CP + "/set_active", data={"active": "true"})
+        wait(lambda: job_of(a, job_id).get("remaining") == 0, timeout=60, what="printed over TLS")
+        site = next(q for q in get(a, CP + "/state/get")["queues"] if q["name"] == "site")
+        assert site["link"]["reachable"] and site["link"]["endpoints"][0].startswith("https://")
+        # without the CA the certificate is not trusted: the queue is unreachable, nothing starts
+        b = node_process(["--lan", f"site=etcds://{hosts}"])
+        wait(lambda: "certificate" in (next(q for q in get(b, CP + "/state/get")["queues"]
+                                            if q["name"] == "site")["link"]["error"] or ""),
+             what="b refuses the unknown certificate")
+    finally:
+        cluster.stop()
