@@ -166,12 +166,12 @@ def test_with_etcd_auth_the_node_uses_its_credentials_and_nothing_is_open(etcd, 
     assert ctl is not None
     ep = ["--endpoints", ",".join(etcd.endpoints)]
     env = {"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}
-    anonymous = subprocess.run([ctl, *ep, "get", "--prefix", "/lanqueue/"], capture_output=True, text=True, env=env)
+    anonymous = subprocess.run([ctl, *ep, "get", "--prefix", "/lanqueue/"], capture_output=True, text=True, env=env, check=False)
     assert anonymous.returncode != 0 and "lanqueue" not in anonymous.stdout
-    write = subprocess.run([ctl, *ep, "put", "/lanqueue/q/site/job/x", "{}"], capture_output=True, text=True, env=env)
+    write = subprocess.run([ctl, *ep, "put", "/lanqueue/q/site/job/x", "{}"], capture_output=True, text=True, env=env, check=False)
     assert write.returncode != 0
     allowed = subprocess.run([ctl, *ep, "--user", "farm:farm-pass-123", "get", "--prefix", "--keys-only",
-                              "/lanqueue/q/site/job/"], capture_output=True, text=True, env=env)
+                              "/lanqueue/q/site/job/"], capture_output=True, text=True, env=env, check=False)
     assert allowed.returncode == 0 and job_id in allowed.stdout
 
 
