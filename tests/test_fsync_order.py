@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import API_KEY, CP, free_port
 
 pytestmark = [

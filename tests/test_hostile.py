@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import API_KEY, CP, NodeProcess, free_port
+
 from lanqueue.api.connections import Framing, Phase
 from lanqueue.logsafe import SafeLogFilter
 
@@ -49,7 +49,7 @@ def healthy_dir(tmp_path_factory) -> Path:
 
 def start_and_wait(data_dir: Path) -> tuple[int, str, float]:
     began = time.monotonic()
-    done = subprocess.run(serve_cmd(data_dir, free_port()), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(serve_cmd(data_dir, free_port()), capture_output=True, text=True, timeout=30, check=False)
     return done.returncode, done.stderr, time.monotonic() - began
 
 
@@ -74,7 +74,7 @@ def test_truncated_database(healthy_dir, tmp_path):
     assert_one_line_reason(rc, err, took, str(db))
     assert "lanqueue check" in err or "move" in err
     check = subprocess.run([sys.executable, "-m", "lanqueue.cli", "check", "--data-dir", str(data)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 1 and str(db) in check.stderr
 
 
@@ -92,12 +92,12 @@ def test_not_a_database(healthy_dir, tmp_path):
 
 def test_check_reports_a_healthy_directory(healthy_dir):
     check = subprocess.run([sys.executable, "-m", "lanqueue.cli", "check", "--data-dir", str(healthy_dir)],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 0 and "ok" in check.stdout and "30 jobs" in check.stdout, check
 
 
 def _mount(args: list[str]) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"mount {' '.join(args)} failed here: {done.stderr.strip()}")
 

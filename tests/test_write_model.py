@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import CP
+
 from lanqueue.errors import BadRequest, InsufficientStorage
 from lanqueue.store import Store
 
@@ -137,7 +137,7 @@ def small_tmpfs(where: Path, size: str = "3m"):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
@@ -161,7 +161,7 @@ def fill(path: Path) -> None:
 
 async def test_full_disk_is_a_507_reads_work_and_writes_resume(node_factory, tmp_path):
     with small_tmpfs(tmp_path / "disk") as disk:
-        api, node = await node_factory(data_dir=disk / "node")
+        api, _ = await node_factory(data_dir=disk / "node")
         r = await api.post(CP + "/set/add", data={"path": "a.gcode", "count": "1", "jobName": "before"})
         assert r.status == 200
         before = await (await api.get(CP + "/state/get")).json()
