@@ -148,7 +148,8 @@ def run_farm(path: Path) -> int:
         for node in nodes:
             config = write_node_config(node)
             cmd = [sys.executable, "-m", "lanqueue.cli", "serve", "--config", str(config)]
-            procs.append((node, subprocess.Popen(cmd)))
+            # the farm runs no threads, so preexec_fn is safe here
+            procs.append((node, subprocess.Popen(cmd, preexec_fn=_die_with_parent)))  # noqa: PLW1509
             print(f"lanqueue farm: {node.name}: {node.options['printer']} on port {node.port}", flush=True)
         while not stopping and any(p.poll() is None for _, p in procs):
             time.sleep(0.2)
@@ -160,6 +161,18 @@ def run_farm(path: Path) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
     return 0 if stopping else 1
+
+
+def _die_with_parent() -> None:
+    """In the child: a SIGTERM when the farm process dies, however it dies (Linux prctl), so a
+    killed farm leaves no node running on its own."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the farm's own SIGTERM handling still applies
+        pass
 
 
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
