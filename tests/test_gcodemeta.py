@@ -243,3 +243,17 @@ def test_lan_records_carry_the_metadata_through_the_peer_codec() -> None:
     received = codec.loads(codec.dumps(record), SetRecord)
     assert received == record and gcode_of(received.gcode) == view
     assert gcode_of("") is None and gcode_of("[1, 2]") is None and gcode_of("{not json") is None
+
+
+def test_a_lan_set_without_materials_needs_its_files_filament_too() -> None:
+    import json as _json
+
+    from lanqueue.sync.records import JobRecord, SetRecord
+    from lanqueue.sync.views import printable_set
+
+    meta = _json.dumps(read_meta(SAMPLES / "orcaslicer.gcode").to_json())  # PETG
+    rec = JobRecord(id="j", queue="farm", home="me", epoch=1, version=1, name="j", count=1, remaining=1,
+                    sets=(SetRecord(path="o.gcode", count=1, remaining=1, hash="a" * 64, gcode=meta),))
+    assert printable_set(rec, "me", {}, "Generic", ["PETG_black"]) == 0
+    assert printable_set(rec, "me", {}, "Generic", ["PLA"]) is None
+    assert printable_set(rec, "me", {}, "Generic", []) == 0

@@ -51,7 +51,8 @@ def printable_set(rec: JobRecord, node_id: str, online: dict[str, str] | Sequenc
     if rec.lease_holder not in (None, node_id):
         return None
     s = rec.sets[index]
-    wanted = PrintSet(id=index, path=s.path, materials=[m or None for m in s.materials], profiles=list(s.profiles))
+    wanted = PrintSet(id=index, path=s.path, materials=[m or None for m in s.materials], profiles=list(s.profiles),
+                      gcode=gcode_of(s.gcode))  # a set naming no materials needs its file's
     return index if set_printable(wanted, profile, loaded) else None
 
 
