@@ -160,8 +160,8 @@ class LanJobQueue:
 
     async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
                         fits: Callable[[PrintSet], bool] | None = None) -> Pick:
-        # `fits` is not applied: LAN records carry no slicer estimate yet, and a set of unknown
-        # length fits attended hours anyway (docs/automation.md says so)
+        # `fits` is not applied yet: the LAN service picks the next job without it
+        # (docs/automation.md says so)
         return Pick(await self.service.acquire_next(self.name, profile, list(loaded)))
 
     async def finish(self, ref: JobRef, result: str, run_id: int) -> None:
