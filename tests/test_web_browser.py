@@ -254,8 +254,10 @@ def test_lan_queue_peers_move_and_adopt(node_process, tmp_path, browser_page):
 
     page, errors = browser_page
     pa, pb = cluster_ports(2)
-    a = node_process(lan_args([pa, pb], pa), port=pa)
-    b = node_process(lan_args([pa, pb], pb), port=pb)
+    # a short lease TTL: a started node catches up with its peers before it acts on the queue
+    # (the sync gate, about 15 s + two anti-entropy rounds of TTL/2), so keep those rounds short
+    a = node_process(lan_args([pa, pb], pa, ttl=6), port=pa)
+    b = node_process(lan_args([pa, pb], pb, ttl=6), port=pb)
     wait(lambda: peers_online(a, 1) and peers_online(b, 1), what="peers online")
     a_id = requests.get(a.url + "/lanqueue/peers", headers=H, timeout=5).json()["node_id"]
 
@@ -271,8 +273,16 @@ def test_lan_queue_peers_move_and_adopt(node_process, tmp_path, browser_page):
     page.check("#add-draft")
     page.click("#add-submit")
     expect(row(page, "Shared")).to_have_count(1, timeout=10_000)
-    row(page, "Shared").locator("select.job-move").select_option("farm")
-    expect(farm.locator("li.job")).to_have_count(1, timeout=10_000)
+    deadline = time.monotonic() + 60
+    while True:  # refused (409, a toast) until B's sync gate opens: move again until it takes
+        row(page, "Shared").locator("select.job-move").select_option("")
+        row(page, "Shared").locator("select.job-move").select_option("farm")
+        try:
+            expect(farm.locator("li.job")).to_have_count(1, timeout=3_000)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
     expect(farm.locator('input.job-name[value="Shared"]')).to_have_count(1)
     wait(lambda: any(j["name"] == "Shared" for j in lan_jobs(a)), what="moved job replicated to a")
 
