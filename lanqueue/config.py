@@ -75,6 +75,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", bool, False, "start managing the queue again after a restart if it was active"),
     Option("lease_ttl", float, 60.0, "LAN lease time to live, seconds"),
     Option("lock_delay", float, None, "seconds an expired LAN lease stays blocked (default: one TTL)"),
+    Option("lan_history", bool, False, "write each LAN home decision to <data-dir>/lan-history.jsonl "
+           "(rotated; for checking the LAN guarantees, as the cluster tests do)"),
     Option("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Option("attended_hours", str, None, "when a person is there to clear the bed, in the node's time zone, "
            "e.g. 'Mon-Fri 08:00-18:00, Sat 09:00-12:00': no print that would end outside them is started "
@@ -119,6 +121,7 @@ class Options:
     resume: bool = False
     lease_ttl: float = 60.0
     lock_delay: float | None = None
+    lan_history: bool = False
     log_level: str = "INFO"
     attended_hours: str | None = None
     mqtt: str | None = None

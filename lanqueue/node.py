@@ -62,6 +62,7 @@ from .queues.registry import LocalProvider, QueueRegistry
 from .runner import EV_SUCCESS, DriverSettings
 from .store import Store
 from .sync import routes as peer_routes
+from .sync.history import HISTORY_FILE, HistoryLog
 from .sync.records import Timings
 from .sync.service import LanService, PeerDirectory
 
@@ -195,10 +196,10 @@ class Node:
         lock_delay = self.options.lock_delay if self.options.lock_delay is not None else ttl
         timings = Timings(ttl=ttl, renew_every=ttl / 3, lock_delay=lock_delay,
                           retry_every=min(5.0, ttl / 6), anti_entropy_every=min(30.0, ttl / 2))
+        history = HistoryLog(self.data_dir / HISTORY_FILE) if self.options.lan_history else None
         self.lan = LanService(
             self.node_id, self.store, self.files, secrets_,
-            directory=PeerDirectory(self.discovery), timings=timings,
-            history_file=self.data_dir / "lan-history.jsonl",
+            directory=PeerDirectory(self.discovery), timings=timings, history=history,
         )
         await self.lan.async_start()
         self._lan_box.service = self.lan
@@ -209,6 +210,8 @@ class Node:
         self.queues.remove(provider)
         self._lan_box.service = None
         await self.lan.async_close(drain=True)  # hand our jobs to a live peer before exiting
+        if history is not None:
+            history.close()
 
     async def _etcd_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """Queues kept in etcd (`--lan NAME=etcd://...`); nothing runs without one."""

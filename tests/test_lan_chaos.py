@@ -95,7 +95,7 @@ class ChaosNode:
         cmd = [sys.executable, "-m", "lanqueue.cli", "serve", "--host", self.host.address, "--port", str(PORT),
                "--data-dir", str(self.data_dir), "--api-key", API_KEY, "--name", self.name,
                "--lan", f"farm={SECRET}", "--no-mdns", "--virtual-speed", str(SPEED),
-               "--lease-ttl", str(TTL)]
+               "--lease-ttl", str(TTL), "--lan-history"]
         for p in self.peers:
             cmd += ["--peer", f"{p}:{PORT}"]
         self.starts += 1

@@ -35,6 +35,7 @@ from .errors import (
     RemoteProtocolError,
 )
 from .fetch import FILE_PATH, FileFetcher
+from .history import HistoryLog
 from .messages import (
     AcquireFailed,
     Action,
@@ -114,7 +115,7 @@ class LanService:
         *,
         directory: PeerDirectory,
         timings: Timings | None = None,
-        history_file: Path | None = None,
+        history: HistoryLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node_id = node_id
@@ -132,7 +133,7 @@ class LanService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetching: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
-        self._history = history_file
+        self._history = history  # opt-in (--lan-history): the cluster tests' record of decisions
         self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0}
 
     # --- life ------------------------------------------------------------------------------
@@ -301,8 +302,7 @@ class LanService:
                "event": type(event).__name__, **codec.encode(event)}
         if isinstance(event, GrantLive):
             row["live_for"] = event.live_until - self._clock()
-        with open(self._history, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._history.write(row)
 
     def _resolve(self, queue: str, job_id: str, token: int | None) -> None:
         waiter = self._waiters.pop((queue, job_id), None)
