@@ -38,8 +38,6 @@ import secrets
 import socket
 import ssl
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qs
@@ -48,7 +46,6 @@ import aiomqtt
 
 from ..errors import Conflict, Unavailable
 from .backend import (
-    BackendBase,
     BackendSettings,
     Capabilities,
     Filament,
@@ -57,7 +54,7 @@ from .backend import (
     sha256_file,
 )
 from .events import PrinterState
-from .scriptfile import script_file
+from .remote import Outcome, RemoteBackend
 
 __all__ = ["BambuBackend", "BambuTracker", "gcode_3mf"]
 
@@ -76,18 +73,11 @@ STATES = {
 }
 PLATE = "Metadata/plate_1.gcode"
 LOST = "the printer is idle: the print was lost on its side (a power cut or a restart)"
+# gcode_state -> how a print we follow ended (FAILED is judged by its error code: `_failure`)
+ENDS = {"FINISH": Outcome("done"), "IDLE": Outcome("failed", LOST)}
 
 
 # --------------------------------------------------------------------------- pure core
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a report meant for the open print: `started`, `paused`, `resumed` or an end
-    ("done", "failed", "cancelled") with a reason."""
-
-    kind: str
-    reason: str = ""
 
 
 class BambuTracker:
@@ -139,13 +129,10 @@ class BambuTracker:
         return self._after_start(state)
 
     def _after_start(self, state: str) -> list[Outcome]:
-        if state == "FINISH":
-            return self._end(Outcome("done"))
         if state == "FAILED":
             return self._end(self._failure())
-        if state == "IDLE":
-            return self._end(Outcome("failed", LOST))
-        return []
+        end = ENDS.get(state)
+        return self._end(end) if end is not None else []
 
     def _failure(self) -> Outcome:
         code = int(self.status.get("print_error") or 0)
@@ -236,7 +223,7 @@ class _ImplicitFTPS(ftplib.FTP_TLS):
 # --------------------------------------------------------------------------- the backend
 
 
-class BambuBackend(BackendBase):
+class BambuBackend(RemoteBackend):
     """A Bambu Lab printer in LAN mode (`bambu://HOST[:MQTT_PORT]?ftp_port=990&cafile=...&lost_after=120`)."""
 
     kind = "bambu"
@@ -247,22 +234,16 @@ class BambuBackend(BackendBase):
 
     def __init__(
         self, host: str, settings: BackendSettings, *, mqtt_port: int = 8883, ftp_port: int = 990,
-        cafile: str | None = None,
-        lost_after: float = 120.0,
+        cafile: str | None = None, lost_after: float = 120.0,
     ) -> None:
-        super().__init__(f"{host}:{mqtt_port}", settings)
+        super().__init__(f"{host}:{mqtt_port}", settings, lost_after=lost_after)
         if not settings.serial or not settings.key:
             raise ValueError("a Bambu printer needs its serial number and LAN access code (printer_serial, printer_key)")
         self.host, self.mqtt_port, self.ftp_port = host, mqtt_port, ftp_port
         self.serial, self.code = settings.serial, settings.key
         self.cafile = cafile
-        self.lost_after = lost_after
-        self._offline_since: float | None = None
         self.tracker = BambuTracker()
-        self._client: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._script_done: asyncio.Future[str] | None = None
+        self._client: aiomqtt.Client | None = None
         self._pending: tuple[str, str, int] | None = None  # (printer file, name, size) until confirmed
 
     @classmethod
@@ -282,10 +263,7 @@ class BambuBackend(BackendBase):
             self._task = asyncio.create_task(self._run(), name=f"bambu {self.target}")
 
     async def async_close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._close_task()
         self._set_state(PrinterState.OFFLINE)
 
     def _tls(self) -> ssl.SSLContext:
@@ -312,24 +290,11 @@ class BambuBackend(BackendBase):
                 _LOG.info("bambu %s: %s", self.target, e)
             finally:
                 self._client = None
-            self._set_state(PrinterState.OFFLINE, "the printer cannot be reached")
-            self._give_up_if_gone()
-            self._changed.set()
+            self._unreachable("the printer cannot be reached", self.tracker.forget)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.max_reconnect_delay)
 
-    def _give_up_if_gone(self) -> None:
-        """A print whose printer stays out of reach for `lost_after` seconds is counted lost
-        (failed, never done): the node cannot tell a power cut from a long network outage, and
-        a queue must not wait forever on a copy that may never finish."""
-        now = self._now()
-        if self._offline_since is None:
-            self._offline_since = now
-        if self.ends.open and now - self._offline_since >= self.lost_after:
-            self.tracker.forget()
-            self._ended("failed", f"the printer was out of reach for {self.lost_after:.0f} s: the print is counted lost")
-
-    async def _session(self, client: Any) -> None:
+    async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(f"device/{self.serial}/report")
         await self._request({"pushing": {"sequence_id": "0", "command": "pushall"}})
         asked = False
@@ -344,7 +309,7 @@ class BambuBackend(BackendBase):
                 await self._request({"pushing": {"sequence_id": "0", "command": "pushall"}})
                 continue
             asked = False
-            self._offline_since = None
+            self._reached()
             self._on_report(message.payload)
 
     def _on_report(self, payload: Any) -> None:
@@ -356,6 +321,9 @@ class BambuBackend(BackendBase):
         if not isinstance(part, dict):
             return
         for outcome in self.tracker.feed(part):
+            if outcome.kind == "started" and self._pending is not None:
+                self._started(*self._pending)
+                self._pending = None
             self._apply(outcome)
         self._set_temperatures(self.tracker.temperatures())
         self._capabilities = self.tracker.capabilities()
@@ -364,36 +332,10 @@ class BambuBackend(BackendBase):
         self._set_state(self.tracker.printer_state())
         self._changed.set()
 
-    def _apply(self, outcome: Any) -> None:
-        if self._script_done is not None:
-            if outcome.kind not in ("started", "paused", "resumed") and not self._script_done.done():
-                self._script_done.set_result(outcome.kind)
-            return
-        if outcome.kind == "started" and self._pending is not None:
-            self._started(*self._pending)
-            self._pending = None
-        elif outcome.kind == "paused":
-            self._paused()
-        elif outcome.kind == "resumed":
-            self._resumed()
-        elif outcome.kind in ("done", "failed", "cancelled"):
-            self._ended(outcome.kind, outcome.reason)
-
     async def _request(self, payload: dict[str, Any]) -> None:
         if self._client is None:
             raise Unavailable(f"The printer at {self.target} cannot be reached")
         await self._client.publish(f"device/{self.serial}/request", json.dumps(payload))
-
-    async def _wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
-        async def waiter() -> None:
-            while not pred():
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(waiter(), timeout)
-        except TimeoutError:
-            raise Unavailable(f"The printer did not {what} within {timeout:.0f} s") from None
 
     # --- files
     def _ftps_upload(self, data: bytes, name: str) -> None:
@@ -417,6 +359,12 @@ class BambuBackend(BackendBase):
                 pass
             ftp.close()
 
+    async def _upload_bytes(self, data: bytes, remote: str) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._ftps_upload, data, remote)
+        except (OSError, EOFError, ftplib.Error) as e:
+            raise Unavailable(f"Upload to the printer at {self.target} failed: {e}") from None
+
     def _project(self, path: Path, name: str) -> tuple[bytes, str]:
         raw = path.read_bytes()
         if name.lower().endswith(".3mf"):
@@ -424,16 +372,13 @@ class BambuBackend(BackendBase):
         return gcode_3mf(raw), hashed_name(name, sha256_file(path)) + ".3mf"
 
     async def async_upload(self, path: Path, name: str) -> str:
-        loop = asyncio.get_running_loop()
-        data, remote = await loop.run_in_executor(None, self._project, path, name)
-        try:
-            await loop.run_in_executor(None, self._ftps_upload, data, remote)
-        except (OSError, EOFError, ftplib.Error) as e:
-            raise Unavailable(f"Upload to the printer at {self.target} failed: {e}") from None
+        data, remote = await asyncio.get_running_loop().run_in_executor(None, self._project, path, name)
+        await self._upload_bytes(data, remote)
         return remote
 
     # --- printing
     async def _start(self, remote: str, subtask: str) -> None:
+        """Ask for the print and wait until a report names its subtask (the state lags)."""
         self.tracker.expect(subtask)
         await self._request({"print": {
             "sequence_id": "0", "command": "project_file", "param": PLATE,
@@ -441,19 +386,20 @@ class BambuBackend(BackendBase):
             "timelapse": False, "bed_leveling": False, "flow_cali": False, "vibration_cali": False,
             "layer_inspect": False,
         }})
+        await self._wait(lambda: self.tracker.confirmed or self.tracker.subtask != subtask,
+                         self.start_timeout, "start the print")
 
     async def async_print_file(self, path: Path, name: str) -> None:
         self._require_operational()
         remote = await self.async_upload(path, name)
-        subtask = f"{Path(name).stem} [{secrets.token_hex(3)}]"
         self._pending = (remote, name, path.stat().st_size)
         try:
-            await self._start(remote, subtask)
-            await self._wait(lambda: self._pending is None, self.start_timeout, "start the print")
+            await self._start(remote, f"{Path(name).stem} [{secrets.token_hex(3)}]")
         except Unavailable:
-            self._pending = None
             self.tracker.forget()
             raise
+        finally:
+            self._pending = None
 
     async def async_pause(self) -> None:
         if self._state is not PrinterState.PRINTING:
@@ -476,22 +422,9 @@ class BambuBackend(BackendBase):
 
     async def async_run_script(self, gcode: str) -> None:
         """Print the script as a small file and wait for its end (no print events: it is no job)."""
-        script = script_file(gcode)
-        if script is None:
-            return
-        self._require_operational()
-        name, data = script
-        remote = name + ".3mf"
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._ftps_upload, gcode_3mf(data), remote)
-        self._script_done = loop.create_future()
-        try:
-            await self._start(remote, f"script [{secrets.token_hex(3)}]")
-            await self._wait(lambda: self.tracker.confirmed or self._script_done is None or self._script_done.done(),
-                             self.start_timeout, "start the event script")
-            outcome = await self._script_done
-        finally:
-            self._script_done = None
-            self.tracker.forget()
-        if outcome != "done":
-            raise Unavailable(f"The event script did not finish on the printer ({outcome})")
+
+        async def start(name: str, data: bytes) -> None:
+            await self._upload_bytes(gcode_3mf(data), name + ".3mf")
+            await self._start(name + ".3mf", f"script [{secrets.token_hex(3)}]")
+
+        await self._print_script(gcode, start, self.tracker.forget)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qs, quote
@@ -32,7 +31,6 @@ import aiohttp
 
 from ..errors import Conflict, Unavailable
 from .backend import (
-    BackendBase,
     BackendSettings,
     Capabilities,
     ScriptSupport,
@@ -40,7 +38,7 @@ from .backend import (
     sha256_file,
 )
 from .events import PrinterState
-from .scriptfile import script_file
+from .remote import Outcome, RemoteBackend
 
 __all__ = ["PrusaLinkBackend", "PrusaLinkTracker"]
 
@@ -59,14 +57,6 @@ STATES = {
     "ERROR": PrinterState.ERROR,
 }
 ENDS = {"FINISHED": ("done", ""), "STOPPED": ("cancelled", "")}
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a status meant for our print: paused, resumed, or an end with its reason."""
-
-    kind: str
-    reason: str = ""
 
 
 class PrusaLinkTracker:
@@ -138,7 +128,7 @@ class PrusaLinkTracker:
         return float(progress) / 100 if isinstance(progress, int | float) else None
 
 
-class PrusaLinkBackend(BackendBase):
+class PrusaLinkBackend(RemoteBackend):
     """A printer behind PrusaLink (`prusalink://HOST[:PORT][?lost_after=120]`; user and password from the
     settings, or the API key as `printer_key` without a user)."""
 
@@ -149,15 +139,10 @@ class PrusaLinkBackend(BackendBase):
     command_timeout = 15.0
 
     def __init__(self, base: str, settings: BackendSettings, *, lost_after: float = 120.0) -> None:
-        super().__init__(base.removeprefix("http://"), settings)
+        super().__init__(base.removeprefix("http://"), settings, lost_after=lost_after)
         self.base = base
-        self.lost_after = lost_after
-        self._offline_since: float | None = None
         self.tracker = PrusaLinkTracker()
         self._session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._script_end: asyncio.Future[Outcome] | None = None
 
     @classmethod
     def from_url(cls, scheme: str, split: SplitResult, settings: BackendSettings) -> PrusaLinkBackend:
@@ -168,12 +153,13 @@ class PrusaLinkBackend(BackendBase):
     # --- lifecycle
     def _make_session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=30)
+        # a connection per request: PrusaLink's server may drop an idle kept-alive connection
+        # just as the client reuses it, which would read as the printer being unreachable
+        kw: dict[str, Any] = {"timeout": timeout, "connector": aiohttp.TCPConnector(force_close=True)}
         if self.settings.user:
-            if not hasattr(aiohttp, "DigestAuthMiddleware"):
-                raise Unavailable("PrusaLink's digest login needs aiohttp 3.12 or newer")
             digest = aiohttp.DigestAuthMiddleware(self.settings.user, self.settings.key or "")
-            return aiohttp.ClientSession(self.base, timeout=timeout, middlewares=(digest,))
-        return aiohttp.ClientSession(self.base, timeout=timeout, headers={"X-Api-Key": self.settings.key or ""})
+            return aiohttp.ClientSession(self.base, middlewares=(digest,), **kw)
+        return aiohttp.ClientSession(self.base, headers={"X-Api-Key": self.settings.key or ""}, **kw)
 
     async def async_start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -183,10 +169,7 @@ class PrusaLinkBackend(BackendBase):
             self._task = asyncio.create_task(self._run(), name=f"prusalink {self.target}")
 
     async def async_close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._close_task()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -201,27 +184,14 @@ class PrusaLinkBackend(BackendBase):
                     self._read_info(await self._get("/api/v1/info"))
                     info_read = True
                 self._on_status(await self._get("/api/v1/status"))
-                self._offline_since = None
+                self._reached()
                 delay = self.poll_interval
             except Unavailable as e:
                 _LOG.info("prusalink %s: %s", self.target, e)
-                self._set_state(PrinterState.OFFLINE, str(e))
-                self._give_up_if_gone()
-                self._changed.set()
+                self._unreachable(str(e), self.tracker.forget)
                 info_read = False
                 delay = min(max(delay, self.settings.reconnect_delay) * 2, self.settings.max_reconnect_delay)
             await asyncio.sleep(delay)
-
-    def _give_up_if_gone(self) -> None:
-        """A print whose printer stays out of reach for `lost_after` seconds is counted lost
-        (failed, never done): the node cannot tell a power cut from a long network outage, and
-        a queue must not wait forever on a copy that may never finish."""
-        now = self._now()
-        if self._offline_since is None:
-            self._offline_since = now
-        if self.ends.open and now - self._offline_since >= self.lost_after:
-            self.tracker.forget()
-            self._ended("failed", f"the printer was out of reach for {self.lost_after:.0f} s: the print is counted lost")
 
     # --- HTTP
     async def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 204), **kw: Any) -> tuple[int, Any]:
@@ -263,29 +233,6 @@ class PrusaLinkBackend(BackendBase):
         self._set_state(*self.tracker.printer_state())
         self._changed.set()
 
-    def _apply(self, outcome: Outcome) -> None:
-        if self._script_end is not None:
-            if outcome.kind not in ("paused", "resumed") and not self._script_end.done():
-                self._script_end.set_result(outcome)
-            return
-        if outcome.kind == "paused":
-            self._paused()
-        elif outcome.kind == "resumed":
-            self._resumed()
-        else:
-            self._ended(outcome.kind, outcome.reason)
-
-    async def _wait(self, pred: Any, timeout: float, what: str) -> None:
-        async def waiter() -> None:
-            while not pred():
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(waiter(), timeout)
-        except TimeoutError:
-            raise Unavailable(f"The printer did not {what} within {timeout:.0f} s") from None
-
     # --- files and printing
     def _file_path(self, remote: str) -> str:
         return "/api/v1/files/local/" + quote(remote)
@@ -319,8 +266,11 @@ class PrusaLinkBackend(BackendBase):
             if status not in (404, 409) or self._now() > deadline:
                 raise Conflict(f"PrusaLink refused to start {remote} ({status}): {text}")
             await asyncio.sleep(0.3)
-        while self._now() < deadline:
-            body = await self._get("/api/v1/status")
+        while self._now() < deadline:  # the print has started: a failed poll must not lose it
+            try:
+                body = await self._get("/api/v1/status")
+            except Unavailable:
+                body = {}
             job = body.get("job")
             if isinstance(job, dict) and isinstance(job.get("id"), int):
                 return int(job["id"])
@@ -359,18 +309,9 @@ class PrusaLinkBackend(BackendBase):
 
     async def async_run_script(self, gcode: str) -> None:
         """Print the script as a small file; wait for its end (no print events: it is no job)."""
-        script = script_file(gcode)
-        if script is None:
-            return
-        self._require_operational()
-        remote, data = script
-        await self._upload_bytes(data, remote)
-        self._script_end = asyncio.get_running_loop().create_future()
-        try:
-            self.tracker.follow(await self._start(remote))
-            outcome = await self._script_end
-        finally:
-            self._script_end = None
-            self.tracker.forget()
-        if outcome.kind != "done":
-            raise Unavailable(f"The event script did not finish on the printer ({outcome.kind})")
+
+        async def start(name: str, data: bytes) -> None:
+            await self._upload_bytes(data, name)
+            self.tracker.follow(await self._start(name))
+
+        await self._print_script(gcode, start, self.tracker.forget)
