@@ -161,3 +161,36 @@ async def test_set_add_says_whether_the_job_is_a_draft(api) -> None:
     assert ready["draft"] is False
     r = await api.post(f"{CP}/set/add", data={"path": "c.gcode", "job": str(ready["job_id"]), "jobDraft": "true"})
     assert (await r.json())["draft"] is False  # the existing job's state, not the ignored flag
+
+
+async def test_the_shipped_samples_print_on_the_virtual_printer(node_factory) -> None:
+    """What `lanqueue samples` hands out and the demo prints: every file prints to the end
+    (two of them switch tools, T0/T1) with the demo's no-wait bed clearing."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from lanqueue.demo import NO_WAIT_AUTOMATION
+
+    client, _ = await node_factory()
+    r = await client.post(f"{CP}/automation/edit", data={"json": json.dumps(NO_WAIT_AUTOMATION)})
+    assert r.status == 200
+    samples = sorted((Path(__file__).resolve().parent.parent / "lanqueue" / "samples").glob("*.gcode"))
+    assert len(samples) == 5
+    for path in samples:
+        data = aiohttp.FormData()
+        data.add_field("file", path.read_bytes(), filename=path.name, content_type="application/octet-stream")
+        assert (await client.post("/api/files/local", data=data)).status == 201
+        r = await client.post(f"{CP}/set/add", data={"path": path.name, "jobDraft": "false"})
+        assert r.status == 200
+    assert (await client.post(f"{CP}/set_active", data={"active": "true"})).status == 200
+    deadline = time.monotonic() + 60
+    while True:
+        history = await (await client.get(f"{CP}/history/get")).json()
+        if len(history) == 5 and all(h["end"] for h in history):
+            break
+        assert time.monotonic() < deadline, history
+        await asyncio.sleep(0.2)
+    assert sorted(h["set_path"] for h in history) == [p.name for p in samples]
+    assert {h["result"] for h in history} == {"success"}
