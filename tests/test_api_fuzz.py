@@ -83,7 +83,18 @@ HOSTILE_TEXT = [
     "LAN",
     "PLA_red_#ff0000",
     "[" * 20_000 + "]" * 20_000,
+    '{"a":' * 975 + "1" + "}" * 975,  # metadata this deep once broke state/get for good
+    '{"a": "\\ud800"}',  # a lone surrogate, escaped in JSON text
+    "\u202e\x1b[2Jforged",  # bidi override and terminal escapes, for the log
 ]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
 HOSTILE_JSON: list[Any] = [
     None,
     True,
@@ -101,6 +112,12 @@ HOSTILE_JSON: list[Any] = [
     ["a", None],
     {"path": "a.gcode"},
     [[[]]],
+    "\ud800",  # lone surrogates: valid JSON text, not encodable as UTF-8
+    {"k\udfff": "v"},
+    _nested(40),  # deeper than any stored value may be
+    10**400,
+    float("nan"),  # json.dumps writes NaN / Infinity tokens, which are not JSON
+    float("inf"),
 ]
 
 # ids of the fuzzed node's LAN jobs and sets (UUID text), filled in by the fixture
@@ -228,6 +245,12 @@ GARBAGE_BODIES = [
     json.dumps({"json": "{}"}).encode(),
     b"[" * 100_000 + b"]" * 100_000,  # nesting deeper than the JSON decoder's recursion limit
     b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    b'{"jobName": "\\ud800", "path": "a.gcode", "name": "\\udc00"}',
+    b'{"path": "a.gcode", "metadata": ' + b'{"a":' * 975 + b"1" + b"}" * 975 + b"}",
+    b'{"count": NaN, "path": "a.gcode"}',
+    b'{"count": 1e999, "path": "a.gcode"}',
+    b'{"count": ' + b"9" * 5000 + b', "path": "a.gcode"}',
+    b'{"path": "../../../etc/passwd", "name": "..\\\\..\\\\x"}',
 ]
 CONTENT_TYPES = [
     "text/plain",
