@@ -85,6 +85,24 @@ def test_project_file_is_stable_and_holds_the_gcode():
         assert z.read("Metadata/plate_1.gcode") == b"G1 X1\n"
 
 
+@pytest.mark.parametrize("query", ["lost_after=abc", "lost_after=-1", "lost_after=nan", "ftp_port=", "nope=1"])
+def test_bad_url_options_are_refused_with_the_reason(query):
+    from lanqueue.printer.backend import BackendSettings, UnknownBackend, open_backend
+
+    with pytest.raises(UnknownBackend, match="option"):
+        open_backend(f"bambu://printer.local?{query}", BackendSettings(key="12345678", serial="SN"))
+
+
+def test_url_options_and_missing_secrets():
+    from lanqueue.printer.backend import BackendSettings, UnknownBackend, open_backend
+
+    b = open_backend("bambu://printer.local:1883?ftp_port=2121&lost_after=30&cafile=/ca.pem",
+                     BackendSettings(key="12345678", serial="SN"))
+    assert (b.kind, b.target, b.ftp_port, b.lost_after, b.cafile) == ("bambu", "printer.local:1883", 2121, 30.0, "/ca.pem")
+    with pytest.raises(UnknownBackend, match="printer_serial"):
+        open_backend("bambu://printer.local", BackendSettings(key="12345678"))
+
+
 # --------------------------------------------------------------------------- the real rig
 
 

@@ -40,7 +40,7 @@ import ssl
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qs
+from urllib.parse import SplitResult
 
 import aiomqtt
 
@@ -50,11 +50,12 @@ from .backend import (
     Capabilities,
     Filament,
     ScriptSupport,
+    UnknownBackend,
     hashed_name,
     sha256_file,
 )
 from .events import PrinterState
-from .remote import Outcome, RemoteBackend
+from .remote import Outcome, RemoteBackend, url_options
 
 __all__ = ["BambuBackend", "BambuTracker", "gcode_3mf"]
 
@@ -238,7 +239,8 @@ class BambuBackend(RemoteBackend):
     ) -> None:
         super().__init__(f"{host}:{mqtt_port}", settings, lost_after=lost_after)
         if not settings.serial or not settings.key:
-            raise ValueError("a Bambu printer needs its serial number and LAN access code (printer_serial, printer_key)")
+            raise UnknownBackend("a Bambu printer needs its serial number and LAN access code: "
+                                 "printer_serial and printer_key in the config file or environment")
         self.host, self.mqtt_port, self.ftp_port = host, mqtt_port, ftp_port
         self.serial, self.code = settings.serial, settings.key
         self.cafile = cafile
@@ -248,11 +250,11 @@ class BambuBackend(RemoteBackend):
 
     @classmethod
     def from_url(cls, scheme: str, split: SplitResult, settings: BackendSettings) -> BambuBackend:
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+        opts = url_options(split, {"ftp_port": 990, "lost_after": 120.0}, texts=("cafile",))
+        cafile = opts.get("cafile")
         return cls(
-            split.hostname or "", settings, mqtt_port=split.port or 8883,
-            ftp_port=int(query.get("ftp_port", 990)), cafile=query.get("cafile"),
-            lost_after=float(query.get("lost_after", 120)),
+            split.hostname or "", settings, mqtt_port=split.port or 8883, ftp_port=int(opts["ftp_port"]),
+            cafile=str(cafile) if cafile else None, lost_after=float(opts["lost_after"]),
         )
 
     # --- lifecycle

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qs, quote
+from urllib.parse import SplitResult, quote
 
 import aiohttp
 
@@ -38,7 +38,7 @@ from .backend import (
     sha256_file,
 )
 from .events import PrinterState
-from .remote import Outcome, RemoteBackend
+from .remote import Outcome, RemoteBackend, url_options
 
 __all__ = ["PrusaLinkBackend", "PrusaLinkTracker"]
 
@@ -146,9 +146,8 @@ class PrusaLinkBackend(RemoteBackend):
 
     @classmethod
     def from_url(cls, scheme: str, split: SplitResult, settings: BackendSettings) -> PrusaLinkBackend:
-        query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        return cls(f"http://{split.hostname}:{split.port or 80}", settings,
-                   lost_after=float(query.get("lost_after", 120)))
+        opts = url_options(split, {"lost_after": 120.0})
+        return cls(f"http://{split.hostname}:{split.port or 80}", settings, lost_after=float(opts["lost_after"]))
 
     # --- lifecycle
     def _make_session(self) -> aiohttp.ClientSession:

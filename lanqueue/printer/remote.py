@@ -16,15 +16,38 @@ decide what a print means when the printer cannot be reached. That is kept here 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import SplitResult, parse_qsl
 
 from ..errors import Unavailable
-from .backend import BackendBase, BackendSettings
+from .backend import BackendBase, BackendSettings, UnknownBackend
 from .events import PrinterState
 from .scriptfile import script_file
 
-__all__ = ["Outcome", "RemoteBackend"]
+__all__ = ["Outcome", "RemoteBackend", "url_options"]
+
+
+def url_options(split: SplitResult, numbers: dict[str, float], texts: tuple[str, ...] = ()) -> dict[str, float | str]:
+    """The options in a printer URL's query (`bambu://HOST?ftp_port=990&lost_after=300`): the
+    defaults in `numbers` for those not given; an unknown name or a number that is not a
+    positive finite one is refused with the reason (serve stops and says it)."""
+    options: dict[str, float | str] = dict(numbers)
+    for name, value in parse_qsl(split.query, keep_blank_values=True):
+        if name in texts:
+            options[name] = value
+            continue
+        if name not in numbers:
+            raise UnknownBackend(f"unknown option {name!r} in the printer URL; known: {', '.join(sorted([*numbers, *texts]))}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            raise UnknownBackend(f"printer URL option {name} must be a positive number, not {value!r}")
+        options[name] = number
+    return options
 
 
 @dataclass(frozen=True, slots=True)
