@@ -309,15 +309,21 @@ class Rig:
         return s["count"] - s["remaining"], s["remaining"]
 
 
+def write_node_config(harness: Harness, path: Path) -> Path:
+    """The node's config file: the printer's secret, and what else the harness names (the
+    PrusaLink user, the Bambu serial number), never on the command line."""
+    lines = [("printer_key", harness.key)] if harness.key else []
+    lines += list(getattr(harness, "config", ()))
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in lines))
+    return path
+
+
 @pytest.fixture(scope="module", params=list(HARNESSES))
 def rig(request, tmp_path_factory):
     harness = HARNESSES[request.param]()
     tmp = tmp_path_factory.mktemp(request.param)
     harness.start(tmp)
-    config = tmp / "node.toml"
-    config.write_text(f"printer_key = {json.dumps(harness.key)}\n" if harness.key else "")
-    with config.open("a") as f:  # e.g. the PrusaLink user, the Bambu serial number
-        f.writelines(f"{k} = {json.dumps(v)}\n" for k, v in getattr(harness, "config", ()))
+    config = write_node_config(harness, tmp / "node.toml")
     node = NodeProcess(tmp / "node", free_port(), ["--printer", harness.url, "--config", str(config)])
     try:
         node.start()
