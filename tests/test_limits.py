@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import CP
+
 from lanqueue.errors import BadRequest
 from lanqueue.limits import MAX_DEPTH, check_text, check_value
 

@@ -21,7 +21,6 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 
 import pytest
-
 from conftest import API_KEY
 
 pytestmark = [
