@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import pct  # noqa: E402
-from conftest import API_KEY, CP, NodeProcess, free_port  # noqa: E402
+from conftest import CP, NodeProcess, free_port  # noqa: E402
 from test_backend_conformance import HARNESSES, NO_WAIT, Rig  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
