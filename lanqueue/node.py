@@ -56,7 +56,7 @@ from .notify import (
 )
 from .preprocess import Evaluator
 from .printer import BackendSettings, PrinterBackend, open_backend
-from .queues import PortableJob, PortableSet
+from .queues import PortableJob, PortableSet, one_job
 from .queues.lan import LanProvider
 from .queues.registry import LocalProvider, QueueRegistry
 from .runner import EV_SUCCESS, DriverSettings
@@ -419,7 +419,7 @@ class Node:
                        for s, p in zip(content.sets, stored_paths)),
         )
         new_id = await queue.import_job(portable)
-        return next(j for j in await queue.jobs() if str(j.id) == new_id)
+        return await one_job(queue, new_id)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -385,3 +385,25 @@ def test_a_bad_lan_update_is_refused_whole(fields) -> None:
 
     with pytest.raises(InvalidEdit):
         clean_update({"name": "fine", **fields})
+
+
+async def test_one_job_is_looked_up_not_scanned_where_the_queue_can(parts):
+    """set/add to an existing job answers its draft flag: the local queue finds that job by its
+    index (a scan of every job per set/add grew with the queue)."""
+    from lanqueue.queues import JobLookup, one_job
+
+    q = LocalQueue(*parts)
+    a, b = await add(q, "A"), await add(q, "B")
+    assert isinstance(q, JobLookup)
+    assert (await one_job(q, b)) == (await q.jobs())[1]
+    await q.remove_jobs([a])
+    with pytest.raises(NotFound):
+        await one_job(q, a)  # archived: not a job of the queue any more
+
+    class ScanOnly:  # a queue without the lookup is still answered, by a scan
+        name = "scan"
+
+        async def jobs(self):
+            return await q.jobs()
+
+    assert (await one_job(ScanOnly(), b)).name == "B"

@@ -15,7 +15,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..files import sanitize_path
 from ..model import LOCAL, Strategy
-from ..queues import Queue, is_no_id, move_between
+from ..queues import Queue, is_no_id, move_between, one_job
 from .app import json_response
 from .forms import MAX_COUNT, Form, loads, read_form, read_json
 from .keys import NODE
@@ -170,8 +170,7 @@ async def set_add(request: web.Request) -> web.Response:
     jid, added = await queue.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
     # a draft is never printed: say which it is, or a script's set/add then set_active prints
     # nothing with no hint why (a new job is a draft unless jobDraft=false, as the original)
-    draft = bool(job_draft) if job_id is None else next(
-        (j.draft for j in await queue.jobs() if str(j.id) == str(jid)), False)
+    draft = bool(job_draft) if job_id is None else (await one_job(queue, str(jid))).draft
     return json_response({"job_id": jid, "draft": draft, "set_": set_view(added)})
 
 

@@ -4,6 +4,7 @@ LAN queues over the LAN service, and the registry a node resolves queue names wi
 from __future__ import annotations
 
 from .base import (
+    JobLookup,
     Pick,
     PortableJob,
     PortableSet,
@@ -12,6 +13,8 @@ from .base import (
     QueueProvider,
     is_no_id,
     move_between,
+    one_job,
 )
 
-__all__ = ["Pick", "PortableJob", "PortableSet", "Queue", "QueueInfo", "QueueProvider", "is_no_id", "move_between"]
+__all__ = ["JobLookup", "Pick", "PortableJob", "PortableSet", "Queue", "QueueInfo", "QueueProvider", "is_no_id", "move_between",
+           "one_job"]

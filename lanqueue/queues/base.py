@@ -43,6 +43,7 @@ from ..errors import BadRequest, NotFound
 from ..model import Job, JobRef, PrintSet, Strategy
 
 __all__ = [
+    "JobLookup",
     "Pick",
     "PortableJob",
     "PortableSet",
@@ -51,6 +52,7 @@ __all__ = [
     "QueueProvider",
     "is_no_id",
     "move_between",
+    "one_job",
 ]
 
 
@@ -190,6 +192,27 @@ class QueueProvider(Protocol):
     def queue(self, name: str) -> Queue | None:
         """The queue of that name if this provider keeps it, else None."""
         ...
+
+
+@runtime_checkable
+class JobLookup(Protocol):
+    """What a queue offers when it can find one job without reading them all (the local queue
+    by its index, a LAN queue in its records): `one_job` then uses it."""
+
+    async def job(self, job_id: str) -> Job:
+        """One job as `jobs()` shows it; `NotFound` if the queue has no live job of that id."""
+        ...
+
+
+async def one_job(queue: Queue, job_id: str) -> Job:
+    """One job of `queue` by id: looked up where the queue can (`JobLookup`), else found in
+    `jobs()`. `NotFound` if there is none."""
+    if isinstance(queue, JobLookup):
+        return await queue.job(job_id)
+    for job in await queue.jobs():
+        if str(job.id) == job_id:
+            return job
+    raise NotFound(f"no job {job_id} in {queue.name}")
 
 
 def is_no_id(raw: Any) -> bool:

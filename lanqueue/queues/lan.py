@@ -77,6 +77,9 @@ class LanJobQueue:
                 elif s.gcode is not None and s.gcode.get("thumbnail"):
                     s.gcode = {**s.gcode, "thumbnail": None}
 
+    async def job(self, job_id: str) -> Job:
+        return self._job(self._record(job_id))
+
     async def info(self) -> QueueInfo:
         return QueueInfo(addr=self.service.node_id, peers=views.peers_of(self._q, self.service.directory))
 

@@ -61,6 +61,14 @@ class LocalQueue:
                     job.acquired = True
         return jobs
 
+    async def job(self, job_id: str) -> Job:
+        job = await self.store.job(int(job_id))
+        if job.queue != self.name:
+            raise NotFound(f"no job {job_id} in {self.name}")
+        self.flag_missing_files([job])
+        job.acquired = job.id == self._held
+        return job
+
     def flag_missing_files(self, jobs: list[Job]) -> None:
         """Mark sets whose file is not in the file store (SD sets live on the printer's card)
         and attach what the slicer wrote in each file (`gcode`)."""
