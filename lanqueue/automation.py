@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from lanqueue.errors import BadRequest
 from lanqueue.preprocess import (

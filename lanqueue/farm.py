@@ -29,7 +29,7 @@ from .sync.transport import PeerRequestFailed
 
 if TYPE_CHECKING:
     from .discovery.events import Peer
-    from .node import Node
+    from .services import CoreServices as Node
 
 __all__ = ["POLL", "WATCH_FOR", "FarmService"]
 

@@ -27,8 +27,9 @@ import copy
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 __all__ = [
     "DEFAULT_TIME_LIMIT",
@@ -206,7 +207,7 @@ class Evaluator:
         proc = self._proc
         try:
             return await asyncio.wait_for(_exchange(proc, message), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._stop(graceful=False)
             raise _WorkerGone(f"preprocessor stopped: took longer than {timeout:g} s") from None
         except asyncio.CancelledError:
@@ -232,7 +233,7 @@ class Evaluator:
         self.workers_started += 1
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), self._startup_timeout)  # type: ignore[union-attr]
-        except asyncio.TimeoutError:
+        except TimeoutError:
             line = b""
         except asyncio.CancelledError:
             self._abandon()

@@ -757,7 +757,7 @@ class Store:
                 "UPDATE sets SET remaining=?, completed=? WHERE id=?", (s.remaining, s.completed, s.id)
             )
 
-    async def _rank_after(self, queue: str, after_id: int | None | object, *, exclude: int | None) -> float:
+    async def _rank_after(self, queue: str, after_id: int | object | None, *, exclude: int | None) -> float:
         if after_id is _LAST or after_id is None:  # the ends: one index lookup, not a queue scan
             edge = "MAX" if after_id is _LAST else "MIN"
             if exclude is None:  # the plain form gets SQLite's min/max optimisation

@@ -13,6 +13,7 @@ import threading
 
 import aiohttp
 from conftest import CP
+
 from lanqueue.config import add_serve_arguments, resolve_options
 from lanqueue.sync.history import HISTORY_FILE, HistoryLog
 

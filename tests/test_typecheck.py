@@ -19,3 +19,11 @@ def test_mypy_clean(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stdout[-4000:]
+
+
+def test_ruff_clean():
+    """The rules chosen in pyproject.toml ([tool.ruff]) hold over the package."""
+    pytest.importorskip("ruff", reason="ruff is in the [test] extras")
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "lanqueue"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-4000:]

@@ -52,7 +52,7 @@ class Form:
 
     def names(self) -> list[str]:
         """Every field name present (a `name[]` field under its plain name)."""
-        return [k[:-2] if k.endswith("[]") else k for k in self._fields.keys()]
+        return [k[:-2] if k.endswith("[]") else k for k in self._fields]
 
     def has(self, name: str) -> bool:
         return name in self._fields or f"{name}[]" in self._fields

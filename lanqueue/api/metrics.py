@@ -21,7 +21,7 @@ from .keys import NODE
 from .web import LIVE
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .keys import NodeServices as Node
 
 __all__ = ["routes", "render_metrics"]
 

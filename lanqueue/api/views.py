@@ -17,7 +17,7 @@ from ..queues import Queue, QueueInfo
 from .state import cached_jobs_text
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .keys import NodeServices as Node
 
 __all__ = [
     "JOB_FIELDS",

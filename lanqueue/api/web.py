@@ -41,7 +41,7 @@ from .keys import NODE
 from .views import state_json
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .keys import NodeServices as Node
 
 __all__ = ["LIVE", "WEB_DIR", "LiveHub", "routes", "setup"]
 

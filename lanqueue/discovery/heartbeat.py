@@ -16,7 +16,8 @@ import asyncio
 import json
 import logging
 import random
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -154,7 +155,7 @@ class HeartbeatLoop:
             try:
                 await asyncio.wait_for(self._poked.wait(), max(0.0, delay - elapsed))
                 await asyncio.sleep(0.1)  # coalesce a burst of pokes into one round
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def run_round(self) -> None:
@@ -173,7 +174,7 @@ class HeartbeatLoop:
                 )
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, BadPeerInfo) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, BadPeerInfo) as exc:
                 self._on_fail(target, exc)
                 return
         self._on_ok(target, info, remote)

@@ -7,8 +7,9 @@ a `BadPeerInfo` (a remote error) and the observation is dropped, never half-stor
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import LanqueueError
 

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf

@@ -23,8 +23,9 @@ to it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .events import (
     Peer,
@@ -149,7 +150,7 @@ class PeerTable:
             if e.address is not None:
                 out.append(HeartbeatTarget(e.address, e.port, e.info.node_id))
                 covered.add((e.address, e.port))
-        for (host, port), node_id in self._static.items():
+        for host, port in self._static:
             if (host, port) not in covered:
                 out.append(HeartbeatTarget(host, port, None))
                 covered.add((host, port))

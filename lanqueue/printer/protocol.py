@@ -252,15 +252,14 @@ class FirmwareProtocol:
     def _handle_line(self, line: str, events: list[PrinterEvent]) -> None:
         # Silence is measured from the last line that answers the host (ok, resend, busy, errors,
         # handshake): periodic temperature reports or chatter must not hide a lost `ok`.
-        if line[:2] == "ok":
-            if len(line) == 2 or line[2] == " ":
-                self._last_heard = self._now
-                self._pokes = 0
-                self._hs_answered = True
-                self._on_ok(events)
-                if "T:" in line:
-                    self._on_temperatures(line, events)
-                return
+        if line[:2] == "ok" and (len(line) == 2 or line[2] == " "):
+            self._last_heard = self._now
+            self._pokes = 0
+            self._hs_answered = True
+            self._on_ok(events)
+            if "T:" in line:
+                self._on_temperatures(line, events)
+            return
         first = line[:1]
         if self.state is _S.OFFLINE or (self.state is _S.ERROR and line != "start"):
             return  # after a halt nothing the firmware says changes the verdict

@@ -266,16 +266,15 @@ class VirtualMarlin:
         for _ in range(10000):
             if self.killed or self.silent:
                 return
-            if self._blocking is not None:
-                if not self._finish_blocking(now):
-                    if now >= self._next_keepalive:
-                        self._next_keepalive = now + self._keepalive
-                        if self._blocking in ("M109", "M190"):
-                            # Marlin reports temperatures while it waits for a heater.
-                            self._emit(f" T:{self.temps['T'][0]:.2f} E:0 B:{self.temps['B'][0]:.2f} W:?")
-                        elif self.capabilities.get("BUSY_PROTOCOL"):
-                            self._emit("echo:busy: processing")
-                    return
+            if self._blocking is not None and not self._finish_blocking(now):
+                if now >= self._next_keepalive:
+                    self._next_keepalive = now + self._keepalive
+                    if self._blocking in ("M109", "M190"):
+                        # Marlin reports temperatures while it waits for a heater.
+                        self._emit(f" T:{self.temps['T'][0]:.2f} E:0 B:{self.temps['B'][0]:.2f} W:?")
+                    elif self.capabilities.get("BUSY_PROTOCOL"):
+                        self._emit("echo:busy: processing")
+                return
             self._read_lines()
             if not self._queue:
                 if self._sd_printing and len(self._planner) < PLANNER_SIZE:

@@ -128,7 +128,7 @@ class Verifier:
 
     def _expire(self, now: float) -> None:
         while self._nonces:
-            key, seen = next(iter(self._nonces.items()))
+            _key, seen = next(iter(self._nonces.items()))
             if now - seen <= 2 * self.window and len(self._nonces) <= self.max_nonces:
                 break
             self._nonces.popitem(last=False)

@@ -462,7 +462,7 @@ class LanService:
             result = await self._ask(q, rec.home, EDIT_PATH, body)
         except (PeerRequestFailed, ValueError) as e:
             raise Unavailable(f"the job's home did not answer: {e}") from None
-        if not isinstance(result, dict) or "record" not in result and "error" not in result:
+        if not isinstance(result, dict) or ("record" not in result and "error" not in result):
             raise Unavailable("the job's home gave no answer this node understands")
         if "error" in result:
             raise Conflict(result["error"])
