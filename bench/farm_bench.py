@@ -28,8 +28,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import API_KEY, CP, NodeProcess
-from lan_helpers import cluster_ports, lan_args, peers_online, wait
+from conftest import API_KEY, CP, NodeProcess  # noqa: E402 - after the path is set
+from lan_helpers import cluster_ports, lan_args, peers_online, wait  # noqa: E402
 
 H = {"X-Api-Key": API_KEY}
 SAMPLE = ROOT / "lanqueue" / "samples" / "prusaslicer.gcode"

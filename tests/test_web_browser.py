@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import API_KEY, CP
 
 CHROMIUM = os.environ.get("LANQUEUE_CHROMIUM", "/usr/bin/chromium")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from typing import ClassVar
 
 from conftest import API_KEY, CP
 
@@ -136,7 +137,7 @@ async def test_events_after_a_write_coalesced(node_factory):
 
 
 async def test_open_stream_does_not_hold_up_shutdown(node_factory):
-    client, node = await node_factory()
+    client, _ = await node_factory()
     resp = await client.get(f"/lanqueue/events?apikey={API_KEY}")
     assert await _read_event(resp) == ("hello", "{}")
     loop = asyncio.get_running_loop()
@@ -192,7 +193,7 @@ async def test_metrics_format_and_values(node_factory):
     assert m["lanqueue_web_streams_open"] == 0 and "lanqueue_web_events_total" in m
     # LAN counters show up once a LAN service exposes them
     class FakeLan:
-        counters = {"grants": 3, "conflicts": 1}
+        counters: ClassVar[dict[str, int]] = {"grants": 3, "conflicts": 1}
 
         def has_queue(self, name):
             return False
