@@ -8,9 +8,11 @@ Live state comes from Moonraker's websocket (JSON-RPC 2.0 on `/websocket`): afte
 `/printer/gcode/script`, which answers only once Klipper has run the whole script, so every
 wait (M109, M190, G4, M400, TEMPERATURE_WAIT) works.
 
-Why the end of our print is reported once and right: a print ends when `print_stats.state`
-leaves printing/paused for complete, cancelled or error *after* we saw it print our file (the
-state still says "complete" from the last print for a moment after a start). When the link was
+Why the end of our print is reported once and right: a print ends when a `print_stats` change
+shows our file complete, cancelled or error after Klipper accepted the start (changes that came
+before still describe the previous print). A very short print may never be seen printing, and
+the same file may be printed twice in a row, so `total_duration` is subscribed too: it restarts
+at every start, so each new print changes `print_stats`. When the link was
 down, the backend asks `/server/history/list` on reconnect for our job's status instead;
 a job that is neither running nor recorded as completed was lost (Klipper shut down, power
 cut): failed, never done.
@@ -48,7 +50,9 @@ _LOG = logging.getLogger(__name__)
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=None)
 HEARTBEAT = 5.0
 SUBSCRIBE = {
-    "print_stats": ["state", "filename", "message"],
+    # total_duration restarts at every start: a new print always changes print_stats, even one
+    # too short for any update to show it printing, or the same file printed again
+    "print_stats": ["state", "filename", "message", "total_duration"],
     "virtual_sdcard": ["progress"],
     "webhooks": ["state", "state_message"],
     "extruder": ["temperature", "target"],
@@ -200,6 +204,8 @@ class MoonrakerBackend(BackendBase):
             method = data.get("method")
             if method == "notify_status_update":
                 self._apply(data["params"][0])
+            elif method == "notify_history_changed":
+                self._on_history(data["params"][0])
             elif method == "notify_klippy_ready":
                 self._spawn_resubscribe(ws)
             elif method in ("notify_klippy_shutdown", "notify_klippy_disconnected"):
@@ -207,6 +213,15 @@ class MoonrakerBackend(BackendBase):
                                 "Klipper " + method.rsplit("_", 1)[1])
                 if self.ends.open:
                     self._ended("failed", "Klipper " + method.rsplit("_", 1)[1] + " during the print")
+
+    def _on_history(self, change: Mapping[str, Any]) -> None:
+        """Moonraker's own record of a finished job: the end even when the print was too short
+        for any status update to show it printing (or the same file printed twice in a row)."""
+        job = change.get("job") or {}
+        if change.get("action") != "finished" or not self.ends.open or job.get("filename") != self._remote:
+            return
+        if float(job.get("start_time") or 0) >= self._started_wall - 2:
+            self._ended(outcome_of_history(str(job.get("status"))), f"Klipper: {job.get('status')}")
 
     def _spawn_resubscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         task = asyncio.create_task(self._subscribe(ws))
@@ -220,7 +235,7 @@ class MoonrakerBackend(BackendBase):
         klippy = str(st.get("webhooks", {}).get("state", "ready"))
         ps = st.get("print_stats", {})
         print_state, filename = str(ps.get("state", "")), ps.get("filename")
-        if self.ends.open and filename == self._remote:
+        if self.ends.open and filename == self._remote and "print_stats" in changes:
             if print_state in ("printing", "paused"):
                 if print_state == "paused" and self._state is PrinterState.PRINTING:
                     self._paused()
@@ -285,6 +300,9 @@ class MoonrakerBackend(BackendBase):
             self.ends.end("failed", self._now())  # never started: no end to report
             self._remote = None
             raise
+        # Klipper answers the start once the print is under way: every print_stats change from
+        # now on is about this print (one that is over already shows as complete)
+        self._seen_ours = True
 
     async def async_pause(self) -> None:
         await self._checked("POST", "/printer/print/pause")
