@@ -93,6 +93,7 @@ class OctoPrintBackend(BackendBase):
         self._task: asyncio.Task[None] | None = None
         self._remote: str | None = None  # OctoPrint's path of the file we print
         self._started_wall = 0.0
+        self._op_started = False  # OctoPrint's PrintStarted for our print was seen
         self._markers = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[None]] = {}
 
@@ -166,7 +167,8 @@ class OctoPrintBackend(BackendBase):
         file_path = ((job.get("job") or {}).get("file") or {}).get("path")
         state = str(job.get("state", ""))
         if file_path == self._remote and state.startswith(("Printing", "Paused", "Pausing", "Cancelling")):
-            return  # still ours, still going
+            self._op_started = True  # still ours, still going (its PrintStarted may have been missed)
+            return
         status, info = await self._request("GET", "/api/files/local/" + quote(self._remote))
         last = ((info.get("prints") or {}).get("last") or {}) if status == 200 and isinstance(info, dict) else {}
         if last and float(last.get("date", 0)) >= self._started_wall - 1:
@@ -203,6 +205,11 @@ class OctoPrintBackend(BackendBase):
 
     def _on_event(self, kind: str, payload: Mapping[str, Any]) -> None:
         ours = self._remote is not None and payload.get("path") == self._remote
+        if kind == "PrintStarted" and ours:
+            self._op_started = True
+        # an end event of the previous print of the same file (PrintFailed follows
+        # PrintCancelled) must not end the next one: only ends after its PrintStarted count
+        ours = ours and self._op_started
         if kind == "PrintPaused" and ours:
             self._paused()
         elif kind == "PrintResumed" and ours:
@@ -230,7 +237,7 @@ class OctoPrintBackend(BackendBase):
         await self._await_operational()
         remote = await self.async_upload(path, name)
         self._require_operational()
-        self._remote, self._started_wall = remote, time.time()
+        self._remote, self._started_wall, self._op_started = remote, time.time(), False
         self._started(str(path), name, Path(path).stat().st_size)
         try:
             await self._checked("POST", "/api/files/local/" + quote(remote), json={"command": "select", "print": True})
