@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import BadRequest
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_STRING_BYTES", "MAX_INT", "check_value", "check_text"]
+__all__ = ["MAX_DEPTH", "MAX_INT", "MAX_ITEMS", "MAX_STRING_BYTES", "check_text", "check_value"]
 
 MAX_DEPTH = 32  # nesting of lists/objects in one value; slicer metadata needs a handful
 MAX_ITEMS = 20_000  # strings, numbers, lists and objects in one value

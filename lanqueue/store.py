@@ -302,7 +302,9 @@ class Store:
         outcomes: list[tuple[bool, Any]] = []
         try:
             await db.execute("BEGIN IMMEDIATE")
-            for work, _ in batch:
+            if len(batch) == 1:  # alone, the unit's failure may take the whole transaction
+                outcomes.append(await self._run_alone(db, batch[0][0]))
+            for work, _ in batch if len(batch) > 1 else ():
                 outcomes.append(await self._run_unit(db, work))
             if any(ok for ok, _ in outcomes):
                 await db.commit()
@@ -329,6 +331,12 @@ class Store:
                     callback()
                 except Exception:  # a listener must not stop the writer
                     log.exception("store listener failed")
+
+    async def _run_alone(self, db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> tuple[bool, Any]:
+        try:
+            return True, await work(db)
+        except Exception as e:  # noqa: BLE001 - any failure of a unit is its answer
+            return False, _storage_error(e)
 
     async def _run_unit(self, db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> tuple[bool, Any]:
         await db.execute("SAVEPOINT unit")
@@ -520,18 +528,17 @@ class Store:
     ) -> tuple[int, PrintSet]:
         """Add one set to an existing job, or to a new job created in the same transaction."""
 
-        async def work(db: aiosqlite.Connection) -> tuple[int, int]:
+        async def work(db: aiosqlite.Connection) -> tuple[int, PrintSet]:
             jid = job_id
             if jid is None:
                 jid = await self._insert_job(db, queue, job_name or _job_name(fields["path"]), job_draft, 1)
             elif not await self._fetchall("SELECT id FROM jobs WHERE id=? AND queue != ?", (jid, ARCHIVE)):
                 raise NotFound(f"no job with id {jid}")
-            sid = await self._insert_set(db, jid, fields)
-            return jid, sid
+            sid = await self._insert_set(db, jid, fields, first=job_id is None)
+            # the answer is read in the same transaction: exactly what commits, one query
+            return jid, _set_of(next(iter(await self._fetchall("SELECT * FROM sets WHERE id=?", (sid,)))))
 
-        jid, sid = await self._write(work)
-        job = await self.job(jid)
-        return jid, next(s for s in job.sets if s.id == sid)
+        return await self._write(work)  # type: ignore[no-any-return]
 
     async def edit_job(self, job_id: int, changes: dict[str, Any]) -> Job:
         """Apply validated changes; `sets`, when given, is the complete new list of sets
@@ -708,9 +715,13 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
-    async def _insert_set(self, db: aiosqlite.Connection, job_id: int, f: dict[str, Any]) -> int:
-        rows = await self._fetchall("SELECT MAX(rank) AS r FROM sets WHERE job_id=?", (job_id,))
-        rank = rank_between(rows[0]["r"], None)
+    async def _insert_set(self, db: aiosqlite.Connection, job_id: int, f: dict[str, Any], *, first: bool = False) -> int:
+        """`first`: the job was made in this transaction and has no sets yet (no rank to read)."""
+        if first:
+            rank = rank_between(None, None)
+        else:
+            rows = await self._fetchall("SELECT MAX(rank) AS r FROM sets WHERE job_id=?", (job_id,))
+            rank = rank_between(rows[0]["r"], None)
         count = f.get("count", 1)
         cur = await db.execute(
             "INSERT INTO sets(job_id, path, sd, count, remaining, completed, rank, materials, profiles, metadata) "
@@ -824,6 +835,12 @@ def _json_column(text: str | None) -> Any:
         return json.loads(text)
     except RecursionError:  # stored before the limits existed: show that, keep state/get working
         return "<value nested too deeply to show; edit it>"
+
+
+def _set_of(r: aiosqlite.Row) -> PrintSet:
+    return PrintSet(id=r["id"], path=r["path"], sd=bool(r["sd"]), count=r["count"], remaining=r["remaining"],
+                    completed=r["completed"], rank=r["rank"], materials=_json_column(r["materials"]),
+                    profiles=_json_column(r["profiles"]), metadata=_json_column(r["metadata"]))
 
 
 def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Row]) -> list[Job]:
