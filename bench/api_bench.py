@@ -60,14 +60,17 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
+        self.start_args: list[str] = []
+        self.python_args = ["-m", "lanqueue.cli"]
 
     def start(self) -> float:
         """Start the process; seconds until its first answer."""
         log = open(self.data_dir.parent / "node.log", "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lanqueue.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--api-key", KEY, "--no-mdns", "--log-level", "WARNING"],
+            [sys.executable, *self.python_args, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--api-key", KEY, "--no-mdns", "--log-level", "WARNING",
+             *self.start_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
         session = requests.Session()
@@ -173,13 +176,209 @@ def ratio(now: float, before: float | None) -> str:
     return f" (x{now / before:.2f})"
 
 
+# --- under load: readers, writes and a print at once --------------------------------------------
+
+LOAD_RESULTS = ROOT / "bench" / "RESULTS-api-load.md"
+
+
+async def stream_rate(url: str, seconds: float) -> float:
+    """The print's progress in bytes per second over `seconds` (from /api/job's filepos)."""
+    async with aiohttp.ClientSession(headers=H) as session:
+        async def filepos() -> tuple[float, int]:
+            async with session.get(url + "/api/job") as r:
+                body = await r.json()
+            return time.perf_counter(), int(body["progress"]["filepos"] or 0)
+
+        t0, p0 = await filepos()
+        await asyncio.sleep(seconds)
+        t1, p1 = await filepos()
+        return (p1 - p0) / (t1 - t0)
+
+
+async def load(url: str, seconds: float, readers: int, poll: float, writes_per_s: float) -> dict:
+    """`readers` clients polling state/get (each waits `poll` s after an answer, as a page or a
+    dashboard does) and a writer sending `writes_per_s` durable writes, for `seconds`."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    writes = {"sent": 0, "answered": 0, "latencies": []}
+    end = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=readers + 4)
+    async with aiohttp.ClientSession(headers=H, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def reader() -> None:
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(url + CP + "/state/get") as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors.append(f"state/get {r.status}")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    errors.append(f"state/get {type(e).__name__}")
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(poll)
+
+        async def one_write(i: int) -> None:
+            writes["sent"] += 1
+            t0 = time.perf_counter()
+            data = {"path": f"load{i}.gcode", "jobName": f"load {i}"}
+            try:
+                async with session.post(url + CP + "/set/add", data=data) as r:
+                    await r.read()
+                    if r.status == 200:
+                        writes["answered"] += 1
+                    else:
+                        errors.append(f"set/add {r.status}")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                errors.append(f"set/add {type(e).__name__}")
+            writes["latencies"].append(time.perf_counter() - t0)
+
+        async def writer() -> None:
+            pending = []
+            i = 0
+            start = time.perf_counter()
+            while time.perf_counter() < end:
+                pending.append(asyncio.create_task(one_write(i)))
+                i += 1
+                await asyncio.sleep(max(0.0, start + i / writes_per_s - time.perf_counter()))
+            await asyncio.gather(*pending)
+
+        await asyncio.gather(writer(), *(reader() for _ in range(readers)))
+    return {"latencies": latencies, "errors": errors, "writes": writes}
+
+
+# the node with group commit turned off (one transaction per write), for the ratio
+NO_GROUP_COMMIT = ["-c", "import sys, lanqueue.store as s; s.GROUP_LIMIT = 1; from lanqueue.cli import main; "
+                   "sys.exit(main(sys.argv[1:]))"]
+
+
+def run_durable_adds(args: argparse.Namespace) -> None:
+    """Durable set/add per second with `--clients` writers, group commit on and off, in
+    alternation on fresh nodes (the machine is shared: the ratio within one run is the figure)."""
+    rates: dict[str, list[float]] = {"group": [], "single": []}
+    for round_ in range(args.rounds):
+        for mode in ("group", "single"):
+            tmp = Path(tempfile.mkdtemp(prefix="lanqueue-adds-"))
+            node = Node(tmp / "data")
+            if mode == "single":
+                node.python_args = NO_GROUP_COMMIT
+            try:
+                node.start()
+                n, secs = asyncio.run(add_jobs(node.url, args.adds // 2, args.clients, 0))
+                rates[mode].append(n / secs)
+                print(f"round {round_ + 1}, {mode} commit: {n / secs:.0f} set/add per s", flush=True)
+            finally:
+                node.stop()
+                shutil.rmtree(tmp, ignore_errors=True)
+    group, single = max(rates["group"]), max(rates["single"])
+    print(f"durable set/add per s, {args.clients} clients (best of {args.rounds}): group commit {group:.0f}, "
+          f"one commit per write {single:.0f}, ratio x{group / single:.2f}")
+
+
+def run_load(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="lanqueue-apiload-"))
+    node = Node(tmp / "data")
+    node_speed = "1000"
+    try:
+        node.start_args = ["--virtual-speed", node_speed, "--max-upload-mb", "64"]
+        node.start()
+        asyncio.run(add_jobs(node.url, args.load_jobs, 8, 0))
+        # a long print on the virtual printer, started directly (the queue's jobs are drafts)
+        gcode = "G28\n" + "".join(f"G1 X{i % 200} Y{(i * 7) % 200} F6000\n" for i in range(args.print_lines))
+        r = requests.post(node.url + "/api/files/local", headers=H, files={"file": ("long.gcode", gcode.encode())})
+        assert r.status_code == 201, r.text
+        r = requests.post(node.url + "/api/files/local/long.gcode", headers=H, json={"command": "select", "print": True})
+        assert r.status_code == 204, r.text
+        time.sleep(2)
+        idle = asyncio.run(stream_rate(node.url, 10))
+
+        async def both() -> tuple[dict, float]:
+            task = asyncio.create_task(load(node.url, args.load, args.readers, args.poll, args.writes_per_s))
+            await asyncio.sleep(5)
+            rate = await stream_rate(node.url, args.load - 10)
+            return await task, rate
+
+        loaded, busy = asyncio.run(both())
+        state = requests.get(node.url + "/api/job", headers=H).json()
+        still_printing = state["state"] == "Printing"
+    finally:
+        node.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    lat = loaded["latencies"]
+    w = loaded["writes"]
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "jobs": args.load_jobs, "readers": args.readers, "poll_s": args.poll, "writes_per_s": args.writes_per_s,
+        "seconds": args.load, "requests": len(lat), "requests_per_s": len(lat) / args.load,
+        "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000, "max_ms": max(lat) * 1000,
+        "errors": len(loaded["errors"]), "error_kinds": sorted(set(loaded["errors"]))[:10],
+        "writes_sent": w["sent"], "writes_answered": w["answered"],
+        "write_p50_ms": pct(w["latencies"], 0.5) * 1000, "write_p99_ms": pct(w["latencies"], 0.99) * 1000,
+        "stream_idle_bps": idle, "stream_busy_bps": busy, "stream_ratio": busy / idle if idle else 0.0,
+        "print_lasted": still_printing,
+    }
+    text = render_load(result)
+    print(text)
+    if not args.no_write:
+        LOAD_RESULTS.write_text(text)
+        print(f"wrote {LOAD_RESULTS.relative_to(ROOT)}")
+
+
+def render_load(r: dict) -> str:
+    return "\n".join([
+        "# API under load",
+        "",
+        "`python bench/api_bench.py --load 60`",
+        f"run {r['when']} on {r['machine']}. One `lanqueue serve` (virtual printer at x1000, no mDNS) with "
+        f"{r['jobs']:,} jobs of 2 sets; for {r['seconds']:.0f} s, {r['readers']} clients poll `state/get` "
+        f"(each waits {r['poll_s']} s after its answer, as a page or dashboard does) while one client sends "
+        f"{r['writes_per_s']:.0f} durable `set/add` per second and the virtual printer streams a long print.",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| state/get p50 / p99 / max (ms) | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.0f} | p99 < 50 |",
+        f"| state/get answers (per s) | {r['requests']} ({r['requests_per_s']:.0f}) | |",
+        f"| errors | {r['errors']} {', '.join(r['error_kinds'])} | 0 |",
+        f"| writes sent / answered 200 | {r['writes_sent']} / {r['writes_answered']} | all |",
+        f"| write latency p50 / p99 (ms) | {r['write_p50_ms']:.1f} / {r['write_p99_ms']:.1f} | |",
+        f"| printer stream, idle / under load (bytes/s) | {r['stream_idle_bps']:.0f} / {r['stream_busy_bps']:.0f} | |",
+        f"| stream rate under load / idle | {r['stream_ratio']:.2f} | >= 0.9 |",
+        f"| the print was still running at the end | {r['print_lasted']} | True |",
+        "",
+        "Raw:",
+        "",
+        "```json",
+        json.dumps(r, indent=1),
+        "```",
+        "",
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", default="100,1000,10000", help="queue sizes (jobs of 2 sets)")
     ap.add_argument("--clients", type=int, default=8, help="concurrent set/add writers")
     ap.add_argument("--samples", type=int, default=30, help="state/get requests per size")
     ap.add_argument("--no-write", action="store_true", help="do not write RESULTS-api.md")
+    ap.add_argument("--load", type=float, default=0.0,
+                    help="instead: SECONDS of readers + writes + a print (writes RESULTS-api-load.md)")
+    ap.add_argument("--load-jobs", type=int, default=1000, help="jobs in the queue for --load")
+    ap.add_argument("--readers", type=int, default=50, help="state/get pollers for --load")
+    ap.add_argument("--poll", type=float, default=0.5, help="seconds each poller waits after an answer")
+    ap.add_argument("--writes-per-s", type=float, default=10.0, help="set/add per second for --load")
+    ap.add_argument("--print-lines", type=int, default=600_000, help="length of the print streamed during --load")
+    ap.add_argument("--durable-adds", action="store_true",
+                    help="instead: set/add per second with group commit on and off")
+    ap.add_argument("--adds", type=int, default=3000, help="set/add requests per --durable-adds round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --durable-adds")
     args = ap.parse_args()
+    if args.durable_adds:
+        run_durable_adds(args)
+        return
+    if args.load:
+        run_load(args)
+        return
     sizes = sorted(int(x) for x in args.jobs.split(","))
     prev = previous()
 
