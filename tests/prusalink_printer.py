@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -143,19 +144,19 @@ def main() -> None:
             if line.strip():
                 fw.screen(line.strip())
 
-    def autoreport() -> None:
-        # the firmware reports temperatures and fans by itself every second (as with M155 S1)
-        while True:
-            time.sleep(1.0)
-            if not fw.halted:
-                fw.out(fw.reply("M105") + fw.reply("M123"))
-
     threading.Thread(target=screen, daemon=True).start()
-    threading.Thread(target=autoreport, daemon=True).start()
     fw.out(["start"])
     print("ready", flush=True)
     buf = b""
+    reported = time.monotonic()
     while True:
+        if time.monotonic() - reported >= 1.0 and not fw.halted:
+            # the firmware reports temperatures and fans by itself every second (as with M155
+            # S1), from its main loop: never between a command and its reply
+            fw.out(fw.reply("M105") + fw.reply("M123"))
+            reported = time.monotonic()
+        if not select.select([master], [], [], 0.2)[0]:
+            continue
         data = os.read(master, 4096)
         if not data:
             break
