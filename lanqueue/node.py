@@ -224,7 +224,7 @@ class Node:
         ctx = EtcdContext(
             node_id=self.node_id, node_name=opts.name, node_url=self._reachable_url(specs),
             store=self.store, files=self.files, ttl=ttl,
-            lock_delay=opts.lock_delay if opts.lock_delay is not None else ttl, on_change=self._on_store_write,
+            lock_delay=opts.lock_delay if opts.lock_delay is not None else ttl, on_change=self._on_queue_change,
         )
         creds = EtcdCredentials(opts.etcd_user, opts.etcd_password, opts.etcd_ca, opts.etcd_cert, opts.etcd_key)
         self.etcd = EtcdProvider(specs, ctx, creds)
@@ -310,6 +310,11 @@ class Node:
     def _on_store_write(self) -> None:
         if self.runner is not None:
             self.runner.queue_changed()
+
+    def _on_queue_change(self) -> None:
+        """A queue kept elsewhere (etcd) changed: the driver looks again, the page refreshes."""
+        self._on_store_write()
+        self.queues.changed()
 
     # --- services the routes ask for -------------------------------------------------------
 

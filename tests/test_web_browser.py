@@ -305,3 +305,36 @@ def test_lan_queue_peers_move_and_adopt(node_process, tmp_path, browser_page):
     job = next(j for j in lan_jobs(b) if j["name"] == "FromA")
     assert job["home"] != a_id and job["home_online"]
     assert errors == [], errors
+
+
+def test_etcd_queue_says_when_etcd_is_unreachable(node_process, tmp_path, browser_page):
+    """A queue kept in etcd shows its jobs like any queue, and says on the page when this node
+    cannot reach etcd (since when, what it means), then clears the note when etcd is back."""
+    from etcd_server import start_cluster
+
+    page, errors = browser_page
+    cluster = start_cluster(tmp_path / "etcd")
+    try:
+        hosts = ",".join(e.removeprefix("http://") for e in cluster.endpoints)
+        node = node_process(["--lan", f"site=etcd://{hosts}", "--lease-ttl", "6"])
+        requests.post(node.url + "/api/files/local", headers=H, timeout=10,
+                      files={"file": ("e.gcode", gcode_file(tmp_path / "e.gcode").read_bytes())}).raise_for_status()
+        requests.post(node.url + CP + "/set/add", headers=H, timeout=10,
+                      data={"path": "e.gcode", "queue": "site", "jobName": "InEtcd"}).raise_for_status()
+        page.goto(f"{node.url}/?apikey={API_KEY}")
+        section = page.locator('section.queue[data-queue="site"]')
+        expect(section.locator("h2")).to_have_text("etcd queue: site", timeout=10_000)
+        expect(row(page, "InEtcd")).to_have_count(1, timeout=10_000)
+        note = section.locator(".note.link")
+        expect(note).to_be_hidden()
+        cluster.kill(0)
+        expect(note).to_be_visible(timeout=20_000)
+        expect(note).to_contain_text("etcd unreachable")
+        expect(note).to_contain_text("no new job starts here")
+        expect(page.locator('li[data-kind="gone"]')).to_have_count(0)  # nothing to adopt from etcd
+        shot(page, "etcd-unreachable")
+        cluster.start(0, state="existing")
+        expect(note).to_be_hidden(timeout=30_000)
+        assert errors == []
+    finally:
+        cluster.stop()

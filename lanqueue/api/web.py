@@ -35,6 +35,7 @@ from aiohttp import web
 
 from .. import timeline
 from ..errors import BadRequest, NotFound
+from . import fields
 from .app import json_response
 from .forms import read_form
 from .keys import NODE
@@ -164,6 +165,8 @@ class LiveHub:
         # LAN queues live in their own records, and peers come and go: both when present
         if node.lan is not None:
             self._detach.append(node.lan.add_listener(lambda *_: self._broadcast("queues")))
+        if node.queues is not None:  # queues kept elsewhere (etcd) change without a local write
+            self._detach.append(node.queues.add_listener(lambda: self._broadcast("queues")))
         if node.discovery is not None:
             self._detach.append(node.discovery.add_listener(lambda *_: self._broadcast("peers")))
         if node.farm is not None:
@@ -376,8 +379,7 @@ async def farm_thumbnail(request: web.Request) -> web.Response:
 async def farm_action(request: web.Request) -> web.Response:
     """An action on any printer of the farm; a peer's goes over the signed peer protocol."""
     form = await read_form(request)
-    target = form.text("node", required=True, max_len=200)
-    action = form.text("action", required=True, max_len=20)
+    target, action = (f.read(form) for f in fields.FARM_ACTION)
     node = request.app[NODE]
     if node.farm is None:
         raise web.HTTPServiceUnavailable(text="the farm view is starting")

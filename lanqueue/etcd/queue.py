@@ -353,8 +353,8 @@ class EtcdQueue:
         return {"kind": "etcd", "reachable": self.reachable, "since": self.unreachable_since,
                 "error": self.last_error, "endpoints": self.client.endpoints,
                 "meaning": None if self.reachable else
-                "etcd is unreachable: no new job starts here; a print already running finishes and its "
-                "completion waits in this node's outbox until etcd is back"}
+                "no new job starts here; a print already running finishes and its completion waits in "
+                "this node's outbox until etcd is back"}
 
     # --- writes -------------------------------------------------------------------------------------
 

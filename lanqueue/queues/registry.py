@@ -6,6 +6,7 @@ strategies) says which queues exist and in what order the driver and the page se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound
@@ -37,6 +38,17 @@ class QueueRegistry:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._providers: list[QueueProvider] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when a queue whose jobs change outside this node's store (kept in
+        etcd) says so; returns the function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def changed(self) -> None:
+        for callback in list(self._listeners):
+            callback()
 
     def add(self, provider: QueueProvider) -> None:
         self._providers.append(provider)

@@ -40,6 +40,7 @@ function gonePeers() {
     out.set(id, entry);
   };
   for (const q of view.state?.queues || []) {
+    if (q.link) continue; // a queue kept in etcd has no home node to adopt from: its note says why
     for (const j of q.jobs) {
       if (j.home && j.home_online === false && j.remaining > 0) add(j.home, j.home_name, q.name, 1);
     }

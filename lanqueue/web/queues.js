@@ -73,7 +73,7 @@ function jobRow(job, queue, activeSet, queueNames) {
   return `<li class="${classes}" draggable="true" data-key="${esc(keyOf(queue, job.id))}" data-queue="${esc(queue)}" data-id="${esc(job.id)}">
     <span class="grip" title="Drag to reorder" aria-hidden="true">⋮⋮</span>
     <div class="job-main">
-      <div class="job-head"><input type="text" class="job-name" value="${esc(job.name)}" maxlength="200" aria-label="Job name">${badges.join("")}</div>
+      <div class="job-head"><input type="text" class="job-name" value="${esc(job.name)}" maxlength="1000" aria-label="Job name">${badges.join("")}</div>
       <div class="job-progress"><progress max="${Math.max(1, job.count)}" value="${Math.max(0, runsDone)}"></progress>
         <span class="job-runs">${done ? "all runs done" : `run ${runsDone + 1} of ${job.count}`}</span></div>
       <ul class="sets">${sets}</ul>
@@ -95,14 +95,22 @@ function copiesLeft(job, s) {
   return `${esc(s.remaining)} of ${esc(s.count)} left in this run · ${esc(total)} left in all`;
 }
 
+/** A queue kept in etcd says when this node cannot reach etcd, since when and what that means. */
+function linkNote(link) {
+  if (!link || link.reachable) return "";
+  const since = link.since ? ` since ${new Date(link.since * 1000).toLocaleTimeString()}` : "";
+  return `etcd unreachable${since}: ${link.meaning || link.error || ""}`;
+}
+
 function queueSection(q) {
   let section = document.querySelector(`section.queue[data-queue="${CSS.escape(q.name)}"]`);
   if (!section) {
     section = document.createElement("section");
     section.className = "card queue";
     section.dataset.queue = q.name;
-    section.innerHTML = `<div class="queue-head"><h2></h2><span class="meta"></span></div><ol class="jobs" data-queue=""></ol>`;
-    section.querySelector("h2").textContent = q.name === "local" ? "Local queue" : `LAN queue: ${q.name}`;
+    section.innerHTML = `<div class="queue-head"><h2></h2><span class="meta"></span></div><div class="note link" hidden></div><ol class="jobs" data-queue=""></ol>`;
+    const kind = q.link ? "etcd queue" : "LAN queue";
+    section.querySelector("h2").textContent = q.name === "local" ? "Local queue" : `${kind}: ${q.name}`;
     section.querySelector("ol").dataset.queue = q.name;
   }
   return section;
@@ -125,6 +133,10 @@ export function renderQueues() {
     const meta = `${q.jobs.length} job(s), ${pending} to print · ${q.strategy}${peers ? ` · ${online} of ${peers.length} peer(s) online` : ""}`;
     const metaEl = section.querySelector(".meta");
     if (metaEl.textContent !== meta) metaEl.textContent = meta;
+    const linkEl = section.querySelector(".note.link");
+    const linkText = linkNote(q.link);
+    linkEl.hidden = !linkText;
+    if (linkEl.textContent !== linkText) linkEl.textContent = linkText;
     const list = section.querySelector("ol.jobs");
     // Reuse rows whose content did not change; build the others in one parse.
     const want = [];
