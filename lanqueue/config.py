@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadRequest
+from .textvalues import parse_bool
 
 __all__ = ["Options", "OPTIONS", "add_serve_arguments", "resolve_options", "ConfigError", "parse_lan"]
 
@@ -186,14 +187,10 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
                 raise ValueError("expected a list")
             return tuple(items)
         if opt.kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError("expected true or false")
+            flag = parse_bool(value) if str(value).strip() else False  # an empty variable is off
+            if flag is None:
+                raise ValueError("expected true or false")
+            return flag
         if opt.kind is float and isinstance(value, bool):
             raise ValueError("expected a number")
         return opt.kind(value)

@@ -8,13 +8,14 @@ bed-clearing pause through OctoPrint's resume button).
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 from aiohttp import web
 
 from ..automation import Automation, async_simulate
 from ..errors import BadRequest, Conflict
 from ..runner import DriverSettings
+from . import fields
 from .app import json_response
 from .continuousprint import BASE
 from .forms import Form, read_form
@@ -23,27 +24,6 @@ from .keys import NODE
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-MAX_TOOLS = 16
-# (low, high) of each decimal driver setting: temperatures in °C, times in seconds
-SETTING_RANGES = {
-    "cooldown_below": (0.0, 150.0),
-    "cooldown_timeout": (0.0, 24 * 3600.0),
-    "recheck_every": (0.5, 3600.0),
-}
-
-
-def _number(value: object, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise BadRequest(f"{name} must be a number")
-    try:
-        number = float(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number") from None
-    if not low <= number <= high:
-        raise BadRequest(f"{name} must be between {low:g} and {high:g}")
-    return number
-
-
 @routes.get(BASE + "/automation/get")
 async def automation_get(request: web.Request) -> web.Response:
     return json_response((await request.app[NODE].automation()).to_json())
@@ -85,11 +65,7 @@ async def materials_get(request: web.Request) -> web.Response:
 async def materials_set(request: web.Request) -> web.Response:
     """The material loaded in each tool, e.g. `materials=["PLA_red_#ff0000", null]`."""
     form = await read_form(request)
-    materials = form.string_list("materials", allow_empty_items=True)
-    if materials is None:
-        materials = []
-    if len(materials) > MAX_TOOLS:
-        raise BadRequest(f"at most {MAX_TOOLS} tools")
+    materials = fields.MATERIALS.read(form, [])
     node = request.app[NODE]
     await node.store.set_setting("materials", materials)
     return json_response(materials)
@@ -110,15 +86,9 @@ async def driver_edit(request: web.Request) -> web.Response:
     unknown = set(doc.names()) - set(current)
     if unknown:
         raise BadRequest(f"unknown driver settings: {', '.join(sorted(unknown))}")
-    for f in fields(DriverSettings):
-        if not doc.has(f.name):
-            continue
-        if f.type in ("bool", bool):
-            current[f.name] = doc.boolean(f.name)
-        elif f.type in ("int", int):
-            current[f.name] = doc.integer(f.name, low=0, high=100)
-        else:
-            current[f.name] = _number(doc.raw(f.name), f.name, *SETTING_RANGES[f.name])
+    for f in fields.DRIVER:
+        if doc.has(f.name):
+            current[f.name] = f.read(doc)
     settings = DriverSettings(**current)
     await node.store.set_setting("driver", current)
     node.runner.driver.settings = settings

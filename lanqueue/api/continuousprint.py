@@ -8,6 +8,7 @@ act, so a bad request changes nothing.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -16,8 +17,9 @@ from ..errors import BadRequest, NotFound
 from ..files import sanitize_path
 from ..model import LOCAL, Strategy
 from ..queues import Queue, is_no_id, move_between, one_job
+from . import fields
 from .app import json_response
-from .forms import MAX_COUNT, Form, loads, read_form, read_json
+from .forms import Form, loads, read_form, read_json
 from .keys import NODE
 from .views import job_view, set_view, state_json
 
@@ -25,44 +27,32 @@ __all__ = ["routes", "BASE", "parse_set_fields"]
 
 BASE = "/plugin/continuousprint"
 routes = web.RouteTableDef()
-MAX_METADATA = 64 * 1024
+MAX_METADATA = fields.MAX_METADATA
+_SET_ADD = fields.by_name(fields.SET_ADD)
 
 
 # --- reading sets and jobs ---------------------------------------------------------------
 
 
 def parse_set_fields(form: Form, *, partial: bool = False) -> dict[str, Any]:
-    """Validated set fields; with `partial`, only those present (for edits)."""
+    """Validated set fields (declared in fields.SET); with `partial`, only those present (for edits)."""
     out: dict[str, Any] = {}
-    path = form.text("path", required=not partial, max_len=255)
-    if path is not None:
-        out["path"] = sanitize_path(path)
-    for name in ("sd",):
-        value = form.boolean(name)
+    for f in fields.SET:
+        if f.name == "metadata":
+            if form.has("metadata"):
+                out["metadata"] = _metadata(form.raw("metadata"))
+            continue
+        value = (replace(f, required=False) if partial else f).read(form)
         if value is not None:
-            out[name] = value
-    count = form.integer("count", None if partial else 1, low=0, high=MAX_COUNT)
-    if count is not None:
-        out["count"] = count
-    remaining = form.integer("remaining", low=0, high=MAX_COUNT)
-    if remaining is not None:
-        out["remaining"] = remaining
-    completed = form.integer("completed", low=0, high=10**9)
-    if completed is not None:
-        out["completed"] = completed
+            out[f.name] = value
+    if "path" in out:
+        out["path"] = sanitize_path(out["path"])
     if not partial:
+        out.setdefault("count", 1)
         out.setdefault("sd", False)
         out.setdefault("remaining", out["count"])
     if "remaining" in out and "count" in out and out["remaining"] > out["count"]:
         raise BadRequest("a set's remaining cannot exceed its count")
-    materials = form.string_list("materials", allow_empty_items=True)
-    if materials is not None:
-        out["materials"] = materials
-    profiles = form.string_list("profiles")
-    if profiles is not None:
-        out["profiles"] = profiles
-    if form.has("metadata"):
-        out["metadata"] = _metadata(form.raw("metadata"))
     return out
 
 
@@ -85,16 +75,10 @@ def parse_job_changes(obj: Any) -> dict[str, Any]:
     """The changed fields of a `job/edit` document, validated; `sets` is the new full list."""
     form = Form.from_object(obj)
     out: dict[str, Any] = {}
-    name = form.text("name")
-    if name is not None:
-        out["name"] = name
-    for field in ("count", "remaining"):
-        value = form.integer(field, low=0, high=MAX_COUNT)
+    for f in fields.JOB_EDIT:
+        value = f.read(form)
         if value is not None:
-            out[field] = value
-    draft = form.boolean("draft")
-    if draft is not None:
-        out["draft"] = draft
+            out[f.name] = value
     if "remaining" in out and "count" in out and out["remaining"] > out["count"]:
         raise BadRequest("a job's remaining cannot exceed its count")
     sets = form.raw("sets")
@@ -130,7 +114,7 @@ def _job_ids(form: Form, queue: Queue, name: str = "job_ids") -> list[str]:
 
 
 def _queue_name(form: Form, field: str = "queue", default: str | None = LOCAL) -> str:
-    name = form.text(field, default, required=default is None, max_len=100)
+    name = replace(fields.QUEUE_NAME, name=field, required=default is None).read(form, default)
     assert name is not None
     return name
 
@@ -146,7 +130,7 @@ async def state_get(request: web.Request) -> web.Response:
 @routes.post(BASE + "/set_active")
 async def set_active(request: web.Request) -> web.Response:
     form = await read_form(request)
-    active = form.boolean("active", required=True)
+    active = fields.ACTIVE.read(form)
     node = request.app[NODE]
     await node.runner.async_set_active(bool(active))
     return _state_response(await state_json(node))
@@ -163,8 +147,8 @@ async def set_add(request: web.Request) -> web.Response:
         form = Form.from_object(form.json_field())
     fields = parse_set_fields(form)
     job_raw = form.raw("job")
-    job_name = form.text("jobName")
-    job_draft = form.boolean("jobDraft", True)
+    job_name = _SET_ADD["jobName"].read(form)
+    job_draft = _SET_ADD["jobDraft"].read(form, True)
     queue = request.app[NODE].queues.get(_queue_name(form))
     job_id = None if is_no_id(job_raw) else queue.parse_job_id(job_raw)
     jid, added = await queue.add_set(fields, job_id=job_id, job_name=job_name, job_draft=bool(job_draft))
@@ -192,8 +176,9 @@ async def automation_external(request: web.Request) -> web.Response:
 async def job_add(request: web.Request) -> web.Response:
     form = await read_form(request)
     doc = Form.from_object(form.json_field())
-    name = doc.text("name", required=True)
-    queue = request.app[NODE].queues.get(doc.text("queue", LOCAL, max_len=100) or LOCAL)
+    name_field, queue_field = fields.JOB_ADD
+    name = name_field.read(doc)
+    queue = request.app[NODE].queues.get(queue_field.read(doc, LOCAL) or LOCAL)
     return json_response(job_view(await queue.add_job(name or "")))
 
 
@@ -218,8 +203,9 @@ async def job_mv(request: web.Request) -> web.Response:
     queues = request.app[NODE].queues
     src = queues.get(_queue_name(form, "src_queue"))
     dest = queues.get(_queue_name(form, "dest_queue", src.name))
-    job_id = src.parse_job_id(form.text("id", required=True))
-    after = form.text("after_id")
+    mv = fields.by_name(fields.JOB_MV)
+    job_id = src.parse_job_id(mv["id"].read(form))
+    after = mv["after_id"].read(form)
     if dest is src:
         await src.move_within(job_id, None if is_no_id(after) else after)
     else:  # another queue, of any kind: the job goes to its end
@@ -252,7 +238,7 @@ async def job_export(request: web.Request) -> web.Response:
 async def job_import(request: web.Request) -> web.Response:
     form = await read_form(request)
     queue = _queue_name(form)
-    path = form.text("path", required=True, max_len=255)
+    path = fields.by_name(fields.JOB_IMPORT)["path"].read(form)
     assert path is not None
     job = await request.app[NODE].import_job(sanitize_path(path), queue)
     return json_response(job_view(job) if not isinstance(job, dict) else job)
@@ -288,15 +274,15 @@ async def queues_edit(request: web.Request) -> web.Response:
         raise BadRequest("json must be a list of queues")
     queues = []
     seen = set()
+    q_fields = fields.by_name(fields.QUEUE)
     for item in doc:
         f = Form.from_object(item, "each queue")
-        name = f.text("name", required=True, max_len=100)
-        strategy = f.text("strategy", Strategy.IN_ORDER.value)
-        if strategy not in {s.value for s in Strategy}:
-            raise BadRequest(f"unknown strategy {strategy!r}")
+        name = q_fields["name"].read(f)
+        strategy = q_fields["strategy"].read(f, Strategy.IN_ORDER.value)
         if name in seen or name == "archive":
             raise BadRequest(f"queue name {name!r} is repeated or reserved")
         seen.add(name)
-        queues.append({"name": name, "strategy": strategy, "addr": f.text("addr"), "secret": f.text("secret")})
+        queues.append({"name": name, "strategy": strategy, "addr": q_fields["addr"].read(f),
+                       "secret": q_fields["secret"].read(f)})
     await request.app[NODE].set_queues(queues)
     return json_response("OK")

@@ -18,6 +18,7 @@ from aiohttp import BodyPartReader, web
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..files import StagedFile, sanitize_path
+from ..textvalues import parse_bool
 from .app import json_response
 from .forms import read_json
 from .keys import NODE
@@ -50,7 +51,7 @@ def file_entry(request: web.Request, path: str, size: int | None, sha256: str | 
 
 
 def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("true", "1", "yes", "on")
+    return parse_bool(value) is True  # OctoPrint's upload flags: anything else is no
 
 
 def _target(filename: str, fields: dict[str, str]) -> str:

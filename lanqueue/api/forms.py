@@ -18,6 +18,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from ..errors import BadRequest, PayloadTooLarge
 from ..limits import check_text, check_value
+from ..textvalues import parse_bool
 
 __all__ = [
     "Form",
@@ -34,8 +35,6 @@ MAX_TEXT = 1_000
 MAX_LIST = 64
 MAX_FORM_BYTES = 1 << 20
 
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 class Form:
@@ -78,13 +77,10 @@ class Form:
             if required:
                 raise BadRequest(f"field {name!r} is required")
             return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE:
-            return True
-        if isinstance(value, str) and value.strip().lower() in _FALSE:
-            return False
-        raise BadRequest(f"field {name!r} must be true or false, not {value!r}")
+        parsed = parse_bool(value)
+        if parsed is None:
+            raise BadRequest(f"field {name!r} must be true or false, not {value!r}")
+        return parsed
 
     def integer(
         self, name: str, default: int | None = None, *, required: bool = False, low: int = 0, high: int = MAX_COUNT
@@ -107,7 +103,26 @@ class Form:
             raise BadRequest(f"field {name!r} must be between {low} and {high}")
         return value
 
-    def string_list(self, name: str, *, allow_empty_items: bool = False) -> list[Any] | None:
+    def number(
+        self, name: str, default: float | None = None, *, required: bool = False, low: float = 0, high: float = MAX_COUNT
+    ) -> float | None:
+        """A decimal number (a JSON number or its text); NaN and infinities are out of any range."""
+        value = self._fields.get(name)
+        if value is None or value == "":
+            if required:
+                raise BadRequest(f"field {name!r} is required")
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise BadRequest(f"field {name!r} must be a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise BadRequest(f"field {name!r} must be a number, not {value!r}") from None
+        if not low <= number <= high:  # NaN compares false: refused too
+            raise BadRequest(f"field {name!r} must be between {low:g} and {high:g}")
+        return number
+
+    def string_list(self, name: str, *, allow_empty_items: bool = False, max_len: int = MAX_TEXT) -> list[Any] | None:
         """A list of strings from any of the encodings clients use; None when absent.
 
         Empty items become None when `allow_empty_items` (a materials entry of "" means any
@@ -134,7 +149,7 @@ class Form:
                 if not allow_empty_items:
                     raise BadRequest(f"field {name!r} may not contain empty or null items")
                 out.append(None)
-            elif isinstance(item, str) and len(item) <= MAX_TEXT and "\x00" not in item:
+            elif isinstance(item, str) and len(item) <= max_len and "\x00" not in item:
                 out.append(item)
             else:
                 raise BadRequest(f"field {name!r} must be a list of strings")

@@ -23,12 +23,15 @@ from typing import Any
 from aiohttp import web
 
 from .. import __version__
+from . import fields as F
 from .app import json_response
+from .fields import Field, required_of, schema_of
 
 __all__ = ["routes", "describe", "example", "document", "OPENAPI_PATH", "PATHS"]
 
 routes = web.RouteTableDef()
 OPENAPI_PATH = "/lanqueue/openapi.json"
+FIELDS_PATH = "/lanqueue/fields"
 CP = "/plugin/continuousprint"
 
 Schema = dict[str, Any]
@@ -44,8 +47,9 @@ def _ref(name: str) -> Schema:
 # --- field helpers ---------------------------------------------------------------------------
 
 
-def text(description: str = "", *, max_length: int = 1000, enum: list[str] | None = None, **kw: Any) -> Schema:
-    out: Schema = {"type": "string", "maxLength": max_length, **kw}
+def text(description: str = "", *, max_length: int = 1000, enum: list[str] | None = None) -> Schema:
+    """A path or body field of a route that reads no declared form field (its own checks)."""
+    out: Schema = {"type": "string", "maxLength": max_length}
     if description:
         out["description"] = description
     if enum:
@@ -53,40 +57,18 @@ def text(description: str = "", *, max_length: int = 1000, enum: list[str] | Non
     return out
 
 
-def integer(description: str = "", *, minimum: int = 0, maximum: int = 100_000, **kw: Any) -> Schema:
-    out: Schema = {"type": "integer", "minimum": minimum, "maximum": maximum, **kw}
-    if description:
-        out["description"] = description
+def fields_form(group: tuple[Field, ...], *extra: Field, optional_body: bool = False) -> Schema:
+    """A form body whose fields are declared in api/fields.py."""
+    both = (*group, *extra)
+    return form(schema_of(both), required_of(both), optional_body=optional_body)
+
+
+def fields_doc(group: tuple[Field, ...], **more: Schema) -> Schema:
+    """A JSON document (an object) of declared fields, plus `more` properties."""
+    out: Schema = {"type": "object", "properties": {**schema_of(group), **more}}
+    if required := required_of(group):
+        out["required"] = list(required)
     return out
-
-
-def boolean(description: str = "", **kw: Any) -> Schema:
-    out: Schema = {"type": "boolean", **kw}
-    out["description"] = (description + " " if description else "") + "(true/True/false/False, any case)"
-    return out
-
-
-def string_list(description: str = "", *, nullable_items: bool = False, max_items: int = 64) -> Schema:
-    item: Schema = {"type": "string", "maxLength": 1000}
-    if nullable_items:
-        item["nullable"] = True
-    return {
-        "type": "array",
-        "items": item,
-        "maxItems": max_items,
-        "description": (description + " " if description else "")
-        + "Repeated fields, `name[]` fields, a JSON list string or comma-separated text.",
-    }
-
-
-def id_list(description: str = "") -> Schema:
-    return {
-        "type": "array",
-        "items": {"type": "integer", "minimum": 1},
-        "maxItems": 64,
-        "description": (description + " " if description else "")
-        + "Sent as repeated `job_ids[]` fields, a JSON list string or comma-separated ids.",
-    }
 
 
 def json_text(inner: Schema, description: str = "") -> Schema:
@@ -361,16 +343,7 @@ SCHEMAS: dict[str, Schema] = {
         "required": ["gcode", "symtable_diff", "stdout", "stderr"],
         "properties": {"gcode": _str, "symtable_diff": {"type": "object"}, "stdout": _str, "stderr": _str},
     },
-    "DriverSettings": {
-        "type": "object",
-        "properties": {
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
-            "cooldown": _bool,
-            "cooldown_below": {"type": "number", "minimum": 0, "maximum": 604800},
-            "cooldown_timeout": {"type": "number", "minimum": 0, "maximum": 604800},
-            "recheck_every": {"type": "number", "minimum": 0, "maximum": 604800},
-        },
-    },
+    "DriverSettings": fields_doc(F.DRIVER),
     "FileEntry": {
         "type": "object",
         "required": ["name", "path", "origin", "type", "typePath", "size", "refs"],
@@ -405,31 +378,14 @@ SCHEMAS: dict[str, Schema] = {
     },
 }
 
-# Documents carried in `json` form fields (also used by tests to generate valid requests).
-SET_FIELDS: dict[str, Schema] = {
-    "path": text("File path in the file store (or on the SD card when sd is true)", max_length=255),
-    "sd": boolean("The file is on the printer's SD card"),
-    "count": integer("Copies per job run (default 1)"),
-    "remaining": integer("Copies left in this run (default count; at most count)"),
-    "completed": integer("Copies printed so far", maximum=1_000_000_000),
-    "materials": string_list("One material per tool, e.g. PLA_red_#ff0000; empty = any", nullable_items=True),
-    "profiles": string_list("Printer profile names; empty = any printer"),
-    "metadata": text("Any JSON value, as JSON text", max_length=65536),
-}
-SET_ADD_DOC: Schema = {
-    "type": "object",
-    "required": ["path"],
-    "properties": {
-        **SET_FIELDS,
-        "job": integer("Id of an existing job; empty creates a job", minimum=1, maximum=2**62),
-        "jobName": text("Name of the new job (default: the file's name)"),
-        "jobDraft": boolean("The new job is a draft (default true)"),
-        "queue": text("Queue to add to (default local)", max_length=100),
-    },
-}
+# Documents carried in `json` form fields (also used by tests to generate valid requests), all
+# from the declarations in api/fields.py.
+SET_ADD_DOC: Schema = fields_doc(F.SET_ADD)
 EDITED_SET: Schema = {
     "type": "object",
-    "properties": {"id": integer("Existing set to update; absent creates a set", minimum=1, maximum=2**62), **SET_FIELDS},
+    "properties": {"id": {"type": "integer", "minimum": 1, "maximum": F.MAX_ID,
+                          "description": "Existing set to update; absent creates a set"},
+                   **schema_of(F.SET)},
     "description": "A set without `id` is created (path required); one with `id` is updated.",
 }
 JOB_EDIT_DOC: Schema = {
@@ -437,34 +393,18 @@ JOB_EDIT_DOC: Schema = {
     "required": ["id"],
     "properties": {
         "id": {**_id, "description": "the job to change"},
-        "queue": text("The job's queue (default local)", max_length=100),
-        "name": text("New name"),
-        "count": integer("Job runs"),
-        "remaining": integer("Runs left (at most count)"),
-        "draft": boolean("Draft jobs are never printed"),
+        "queue": F.QUEUE_NAME.schema(),
+        **schema_of(F.JOB_EDIT),
         "sets": {"type": "array", "items": EDITED_SET, "maxItems": 1000,
                  "description": "The complete new list of sets, in rank order; sets not listed are removed."},
     },
 }
-JOB_ADD_DOC: Schema = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {"name": text("Job name"), "queue": text("Queue (default local)", max_length=100)},
-}
+JOB_ADD_DOC: Schema = fields_doc(F.JOB_ADD)
 QUEUES_EDIT_DOC: Schema = {
     "type": "array",
     "maxItems": 32,
     "description": "Every queue in rank order; `local` must be listed. LAN queues need the LAN service.",
-    "items": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": text("Queue name (not `archive`)", max_length=100),
-            "strategy": text("How jobs are picked", enum=["IN_ORDER", "LEAST_MANUAL"]),
-            "addr": text("Sync address of a LAN queue"),
-            "secret": text("Shared secret of a LAN queue"),
-        },
-    },
+    "items": fields_doc(F.QUEUE),
 }
 SIM_PAIRS: Schema = {
     "type": "array",
@@ -490,12 +430,13 @@ T_CP, T_CPI, T_AUTO, T_FILES, T_OP, T_NODE = (
 describe("get", CP + "/state/get", "The queue state", tag=T_CP, responses=ok(_ref("State")), errors=(), mutates=False)
 describe(
     "post", CP + "/set_active", "Start or stop managing the queue", tag=T_CP,
-    body=form({"active": boolean("Manage the queue")}, ("active",)), responses=ok(_ref("State")),
+    body=fields_form((F.ACTIVE,)), responses=ok(_ref("State")),
     description="Stopping does not stop a print in progress.",
 )
 describe(
     "post", CP + "/set/add", "Add a set, creating its job unless `job` is given", tag=T_CP,
-    body=form({**SET_ADD_DOC["properties"], "json": json_text(SET_ADD_DOC, "All fields as one JSON object")}, ("path",)),
+    body=form({**SET_ADD_DOC["properties"], "json": json_text(SET_ADD_DOC, "All fields as one JSON object")},
+              required_of(F.SET_ADD)),
     responses=ok(_ref("SetAdded")), errors=("400", "404"),
     description="`path` is required unless the `json` field carries it.",
 )
@@ -516,38 +457,30 @@ describe(
 )
 describe(
     "post", CP + "/job/mv", "Move a job after another one (or to the front)", tag=T_CPI,
-    body=form(
-        {
-            "id": text("Job to move", max_length=100),
-            "after_id": text("Job to put it after; empty = to the front", max_length=100),
-            "src_queue": text("Queue the job is in (default local)", max_length=100),
-            "dest_queue": text("Queue to move it to (default src_queue)", max_length=100),
-        },
-        ("id",),
-    ),
+    body=fields_form(F.JOB_MV),
     responses=ok(_ref("OK")), errors=("400", "404"),
 )
 describe(
     "post", CP + "/job/rm", "Archive local jobs (delete archived ones)", tag=T_CPI,
-    body=form({"queue": text("Queue (default local)", max_length=100), "job_ids": id_list()}, optional_body=True),
+    body=fields_form((F.QUEUE_NAME, F.JOB_IDS), optional_body=True),
     responses=ok({"type": "object", "required": ["jobs_deleted"], "properties": {"jobs_deleted": _int}}),
     errors=("400", "404"),
 )
 describe(
     "post", CP + "/job/reset", "Start jobs over", tag=T_CPI,
-    body=form({"queue": text("Queue (default local)", max_length=100), "job_ids": id_list()}, optional_body=True),
+    body=fields_form((F.QUEUE_NAME, F.JOB_IDS), optional_body=True),
     responses=ok({"type": "object", "required": ["num_updated"], "properties": {"num_updated": _int}}),
     errors=("400", "404"),
 )
 describe(
     "post", CP + "/job/export", "Write each job as a .gjob into the file store", tag=T_CPI,
-    body=form({"job_ids": id_list()}, optional_body=True),
+    body=fields_form((F.JOB_IDS,), optional_body=True),
     responses=ok({"type": "object", "required": ["paths", "errors"],
                   "properties": {"paths": {"type": "array", "items": _str}, "errors": {"type": "array", "items": _str}}}),
 )
 describe(
     "post", CP + "/job/import", "Create a draft job from a .gjob in the file store", tag=T_CPI,
-    body=form({"queue": text("Queue (only local)", max_length=100), "path": text("Path of the .gjob", max_length=255)}, ("path",)),
+    body=fields_form(F.JOB_IMPORT),
     responses=ok(_ref("Job")), errors=("400", "404", "409", "413", "415"),
 )
 describe("get", CP + "/history/get", "The newest 100 runs, newest first", tag=T_CPI,
@@ -579,8 +512,7 @@ describe("get", CP + "/materials/get", "The material loaded in each tool", tag=T
          responses=ok({"type": "array", "items": _nullable_str}), errors=(), mutates=False)
 describe(
     "post", CP + "/materials/set", "Set the material loaded in each tool", tag=T_AUTO,
-    body=form({"materials": string_list("One entry per tool (at most 16); empty = unknown", nullable_items=True, max_items=16)},
-              optional_body=True),
+    body=fields_form((F.MATERIALS,), optional_body=True),
     responses=ok({"type": "array", "items": _nullable_str}),
 )
 describe("get", CP + "/driver/get", "Driver settings", tag=T_AUTO, responses=ok(_ref("DriverSettings")), errors=(), mutates=False)
@@ -602,10 +534,7 @@ describe(
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "description": ".gcode, .gco, .g or .gjob"},
-                        "path": text("Folder to put the file in", max_length=255),
-                        "filename": text("Name to use when the file part has none", max_length=255),
-                        "select": boolean("Select the file for a direct print"),
-                        "print": boolean("Queue the file as a new ready job in the local queue"),
+                        **schema_of(F.UPLOAD),
                     },
                 },
             }
@@ -683,6 +612,11 @@ describe("get", OPENAPI_PATH, "This document", tag=T_NODE, public=True, errors=(
          responses=ok({"type": "object", "description": "an OpenAPI 3.0 document"}))
 
 
+describe("get", FIELDS_PATH, "The page's input limits, from the same declarations as this document", tag=T_NODE,
+         errors=(), mutates=False,
+         description="`inputs`: the page's input id or class -> the HTML attributes min, max, maxlength.",
+         responses=ok({"type": "object", "required": ["inputs"],
+                       "properties": {"inputs": {"type": "object", "additionalProperties": {"type": "object"}}}}))
 describe("get", "/metrics", "Prometheus metrics (text exposition format 0.0.4)", tag=T_NODE, errors=(), mutates=False,
          responses=ok_content("text/plain; version=0.0.4", "Metrics"))
 describe("get", "/lanqueue/events", "Live updates (server-sent events)", tag=T_NODE, errors=("503",), mutates=False,
@@ -698,7 +632,7 @@ describe("post", "/lanqueue/lan/drain", "Hand this node's LAN jobs over to other
                                                          "kept": {"description": "jobs still homed here (no live peer took them)"}}}),
          errors=("400", "409", "503"))
 describe("post", "/lanqueue/lan/adopt", "Take over the LAN jobs homed on a node that is gone for good", tag=T_NODE,
-         body=form({"node": text("Id or name of the node that is gone", max_length=200)}, ("node",)),
+         body=fields_form(F.ADOPT),
          responses=ok({"type": "object", "properties": {"adopted": {"description": "what was adopted"}}}),
          errors=("400", "404", "409", "503"))
 describe("get", "/lanqueue/farm", "The farm view: every printer of the shared LAN queues and each queue's timeline",
@@ -719,9 +653,7 @@ describe("get", "/lanqueue/farm/thumbnail/{node}/{name}", "The slicer's thumbnai
                       "schema": {"type": "string", "pattern": "^[0-9a-f]{64}\\.(png|jpg)$"}}],
          responses=ok_content("image/png", "The picture (PNG or JPEG)"))
 describe("post", "/lanqueue/farm/action", "Act on any printer of the farm (carried to its node, signed)", tag=T_NODE,
-         body=form({"node": text("Node id of the printer's node", max_length=200),
-                    "action": {"type": "string", "enum": ["continue", "pause", "resume", "cancel", "start", "stop"]}},
-                   ("node", "action")),
+         body=fields_form(F.FARM_ACTION),
          responses=ok({"type": "object", "properties": {"ok": {"type": "boolean"}}}),
          errors=("400", "404", "409", "503"))
 
@@ -819,3 +751,8 @@ example("post", "/lanqueue/lan/adopt", {"node": "printer-7"})
 @routes.get(OPENAPI_PATH)
 async def openapi_json(request: web.Request) -> web.Response:
     return json_response(document())
+
+
+@routes.get(FIELDS_PATH)
+async def fields_json(request: web.Request) -> web.Response:
+    return json_response({"inputs": F.page_limits()})

@@ -13,6 +13,7 @@ import { loadHistory, loadPeers, loadPrinter, loadState } from "./load.js";
 import { loadMaterials } from "./materials.js";
 import "./add.js";
 import { loadFarm } from "./farm.js";
+import { applyLimits } from "./limits.js";
 
 loaders.set("state", loadState);
 loaders.set("history", loadHistory);
@@ -24,6 +25,7 @@ loaders.set("farm", loadFarm);
 export function start() {
   $("node-host").textContent = location.host;
   document.title = `lanqueue · ${location.host}`;
+  applyLimits();  // the inputs' bounds are the server's (api/fields.py)
   connectEvents();
 }
 
