@@ -1,8 +1,8 @@
 """Options of `lanqueue serve`: command line flags over `LANQUEUE_*` variables over a TOML file.
 
-Each option is declared once in OPTIONS (name, type, default, help); the argument parser, the
-environment reader and the TOML reader are all derived from that table, so the three ways of
-setting an option can never drift apart. Keys in the TOML file that no option reads are
+Each option is declared once: its value's type and default in `Options`, how it is given (kind,
+help, repeatable) in OPTIONS; the argument parser, the environment reader and the TOML reader are
+all derived from that table, so the three ways of setting an option can never drift apart. Keys in the TOML file that no option reads are
 reported instead of ignored silently.
 """
 
@@ -15,7 +15,7 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,18 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Option:
+    """How an option is set (flag, variable, TOML key); its default is the one `Options` declares."""
+
     name: str
     kind: type
-    default: Any
     help: str
     repeat: bool = False  # list-valued: repeatable flag, comma-separated env, TOML array
+
+    @property
+    def default(self) -> Any:
+        """`Options`' default; None where it is computed at start (data dir, name)."""
+        f = Options.__dataclass_fields__[self.name]
+        return None if f.default is MISSING else f.default
 
 
 def _default_data_dir() -> str:
@@ -48,47 +55,47 @@ def _default_data_dir() -> str:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", str, "0.0.0.0", "address to listen on"),
-    Option("port", int, 5000, "HTTP port"),
-    Option("data_dir", str, None, "folder for the database, files and key (default ~/.local/share/lanqueue)"),
-    Option("name", str, None, "display name of this printer (default: host name)"),
-    Option("printer", str, "virtual", "printer URL: 'virtual', a serial device path (serial:///dev/ttyACM0), "
+    Option("host", str, "address to listen on"),
+    Option("port", int, "HTTP port"),
+    Option("data_dir", str, "folder for the database, files and key (default ~/.local/share/lanqueue)"),
+    Option("name", str, "display name of this printer (default: host name)"),
+    Option("printer", str, "printer URL: 'virtual', a serial device path (serial:///dev/ttyACM0), "
            "socket://HOST:PORT, octoprint://HOST:PORT, moonraker://HOST:PORT, prusalink://HOST, bambu://HOST"),
-    Option("printer_key", str, None, "printer secret: OctoPrint/Moonraker API key, PrusaLink password, Bambu "
+    Option("printer_key", str, "printer secret: OctoPrint/Moonraker API key, PrusaLink password, Bambu "
            "access code (better in the config file or LANQUEUE_PRINTER_KEY than on the command line)"),
-    Option("printer_user", str, None, "printer user name (PrusaLink)"),
-    Option("printer_serial", str, None, "printer serial number (Bambu)"),
-    Option("baudrate", int, 115200, "serial speed"),
-    Option("api_key", str, None, "API key (default: generated on first start and stored in the data dir)"),
-    Option("profile", str, "Generic", "printer profile name, matched against sets' profiles"),
-    Option("lan", str, [], "join a LAN queue: NAME=SECRET, or a queue kept in etcd: "
+    Option("printer_user", str, "printer user name (PrusaLink)"),
+    Option("printer_serial", str, "printer serial number (Bambu)"),
+    Option("baudrate", int, "serial speed"),
+    Option("api_key", str, "API key (default: generated on first start and stored in the data dir)"),
+    Option("profile", str, "printer profile name, matched against sets' profiles"),
+    Option("lan", str, "join a LAN queue: NAME=SECRET, or a queue kept in etcd: "
            "NAME=etcd://HOST:2379[,HOST:2379...] (etcds:// for TLS) (repeatable)", repeat=True),
-    Option("etcd_user", str, None, "etcd user name for queues kept in etcd"),
-    Option("etcd_password", str, None, "etcd password (better in the config file or LANQUEUE_ETCD_PASSWORD)"),
-    Option("etcd_ca", str, None, "CA certificate file that signs the etcd members' certificates (etcds://)"),
-    Option("etcd_cert", str, None, "client certificate file for etcd (etcds://, when etcd asks for one)"),
-    Option("etcd_key", str, None, "client key file for etcd (etcds://)"),
-    Option("peer", str, [], "static peer HOST:PORT (repeatable)", repeat=True),
-    Option("no_mdns", bool, False, "do not use mDNS discovery"),
-    Option("interface", str, [], "address of an interface for mDNS (repeatable; default all)", repeat=True),
-    Option("virtual_speed", float, 1.0, "how many times faster than real time the virtual printer runs"),
-    Option("max_upload_mb", int, 1024, "largest accepted upload, in MiB"),
-    Option("resume", bool, False, "start managing the queue again after a restart if it was active"),
-    Option("lease_ttl", float, 60.0, "LAN lease time to live, seconds"),
-    Option("lock_delay", float, None, "seconds an expired LAN lease stays blocked (default: one TTL)"),
-    Option("lan_history", bool, False, "write each LAN home decision to <data-dir>/lan-history.jsonl "
+    Option("etcd_user", str, "etcd user name for queues kept in etcd"),
+    Option("etcd_password", str, "etcd password (better in the config file or LANQUEUE_ETCD_PASSWORD)"),
+    Option("etcd_ca", str, "CA certificate file that signs the etcd members' certificates (etcds://)"),
+    Option("etcd_cert", str, "client certificate file for etcd (etcds://, when etcd asks for one)"),
+    Option("etcd_key", str, "client key file for etcd (etcds://)"),
+    Option("peer", str, "static peer HOST:PORT (repeatable)", repeat=True),
+    Option("no_mdns", bool, "do not use mDNS discovery"),
+    Option("interface", str, "address of an interface for mDNS (repeatable; default all)", repeat=True),
+    Option("virtual_speed", float, "how many times faster than real time the virtual printer runs"),
+    Option("max_upload_mb", int, "largest accepted upload, in MiB"),
+    Option("resume", bool, "start managing the queue again after a restart if it was active"),
+    Option("lease_ttl", float, "LAN lease time to live, seconds"),
+    Option("lock_delay", float, "seconds an expired LAN lease stays blocked (default: one TTL)"),
+    Option("lan_history", bool, "write each LAN home decision to <data-dir>/lan-history.jsonl "
            "(rotated; for checking the LAN guarantees, as the cluster tests do)"),
-    Option("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    Option("attended_hours", str, None, "when a person is there to clear the bed, in the node's time zone, "
+    Option("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    Option("attended_hours", str, "when a person is there to clear the bed, in the node's time zone, "
            "e.g. 'Mon-Fri 08:00-18:00, Sat 09:00-12:00': no print that would end outside them is started "
            "while the bed is cleared by hand (default: always)"),
-    Option("mqtt", str, None, "MQTT broker for notifications and Home Assistant discovery: "
+    Option("mqtt", str, "MQTT broker for notifications and Home Assistant discovery: "
            "mqtt://HOST[:1883] or mqtts://HOST[:8883]"),
-    Option("mqtt_user", str, None, "MQTT user name"),
-    Option("mqtt_password", str, None, "MQTT password (better in the config file or LANQUEUE_MQTT_PASSWORD)"),
-    Option("mqtt_ca", str, None, "CA certificate file for mqtts:// (default: the system's)"),
-    Option("webhook", str, [], "URL to POST a JSON notification to (repeatable)", repeat=True),
-    Option("webhook_secret", str, None, "key of the HMAC-SHA256 signature sent with each webhook "
+    Option("mqtt_user", str, "MQTT user name"),
+    Option("mqtt_password", str, "MQTT password (better in the config file or LANQUEUE_MQTT_PASSWORD)"),
+    Option("mqtt_ca", str, "CA certificate file for mqtts:// (default: the system's)"),
+    Option("webhook", str, "URL to POST a JSON notification to (repeatable)", repeat=True),
+    Option("webhook_secret", str, "key of the HMAC-SHA256 signature sent with each webhook "
            "(X-Lanqueue-Signature; better in the config file or LANQUEUE_WEBHOOK_SECRET)"),
 )
 

@@ -69,3 +69,17 @@ def test_unreadable_config_is_a_config_error(tmp_path):
     cfg.write_text("port = = 1")
     with pytest.raises(ConfigError):
         resolve_options(parse(["--config", str(cfg)]), env={})
+
+
+def test_every_option_is_declared_once_with_its_default_in_options():
+    """OPTIONS says how an option is given; `Options` holds its one default (issue 16: the
+    defaults were written twice and could differ)."""
+    from dataclasses import fields as dc_fields
+
+    from lanqueue.config import OPTIONS, Options
+
+    assert [o.name for o in OPTIONS] == [f.name for f in dc_fields(Options)]
+    resolved = resolve_options(None, env={})
+    for opt in OPTIONS:
+        if opt.name not in ("data_dir", "name"):  # computed at start
+            assert getattr(resolved, opt.name) == getattr(Options(), opt.name), opt.name
