@@ -14,9 +14,10 @@ that ends before it starts runs past midnight; `24:00` is the end of the day).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from .hostcmd import waits_for_person
 
 __all__ = ["AttendedHours", "ScheduleError", "parse_attended", "waits_for_person"]
 
@@ -98,8 +99,3 @@ def _range(part: str, entry: str) -> tuple[int, int]:
     if start == end:
         raise ScheduleError(f"attended hours: {part!r} is empty")
     return start, end % (24 * 60) if end != 24 * 60 else end
-
-
-def waits_for_person(scripts: Iterable[str]) -> bool:
-    """Some script of the bed-clearing event holds the queue for a person (an `@pause` line)."""
-    return any(line.split(";", 1)[0].strip().lower() == "@pause" for s in scripts for line in s.splitlines())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lanqueue.errors import BadRequest
+from lanqueue.hostcmd import PAUSE_LINE
 from lanqueue.preprocess import (
     DEFAULT_TIME_LIMIT,
     Evaluation,
@@ -61,7 +62,7 @@ EVENTS: tuple[str, ...] = (
     "continuousprint_deactivate",
 )
 
-HOST_PAUSE = "@pause"
+HOST_PAUSE = PAUSE_LINE
 """A host command line (OctoPrint style): the driver waits for a person; never sent to the printer."""
 
 # Bounds keep one automation/edit from filling the store or the worker's memory.
@@ -298,21 +299,6 @@ class RenderResult:
         """True when no attachment failed (the driver may ask for help otherwise)."""
         return all(o.status != "error" for o in self.outcomes)
 
-    @property
-    def host_commands(self) -> tuple[str, ...]:
-        """Lines starting with `@` (e.g. HOST_PAUSE): for the driver, not the printer."""
-        return tuple(line.strip() for line in self.gcode.splitlines()
-                     if line.strip().startswith("@"))
-
-    @property
-    def printer_gcode(self) -> str:
-        """`gcode` without host command lines: what goes to the printer."""
-        return "\n".join(line for line in self.gcode.splitlines()
-                         if not line.strip().startswith("@"))
-
-    @property
-    def waits_for_person(self) -> bool:
-        return any(c.lower() == HOST_PAUSE for c in self.host_commands)
 
 
 def _apply(script: str, evaluation: Evaluation) -> tuple[Status, str, str]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import runner as r
 from .attended import AttendedHours
+from .hostcmd import split_at_pauses
 from .model import PrintSet, Strategy
 from .printer.backend import PrinterBackend
 from .printer.events import PrinterState
@@ -31,7 +32,6 @@ __all__ = ["QueueDriver", "ScriptRenderer"]
 
 log = logging.getLogger(__name__)
 
-PAUSE_LINE = "@pause"
 
 
 class ScriptRenderer(Protocol):
@@ -200,7 +200,7 @@ class QueueDriver:
         error = None
         try:
             gcode = await self.render_scripts(action.event, action.job)
-            parts = _split_at_pauses(gcode)
+            parts = split_at_pauses(gcode)
             for i, part in enumerate(parts):
                 if i > 0:
                     self._continue.clear()
@@ -320,13 +320,3 @@ def loaded_materials(stored: list[str | None], printer: PrinterBackend) -> list[
         mine = reported[i] if i < len(reported) else None
         out.append(mine if mine else (stored[i] if i < len(stored) else None))
     return out
-
-
-def _split_at_pauses(gcode: str) -> list[str]:
-    parts: list[list[str]] = [[]]
-    for line in gcode.splitlines():
-        if line.split(";", 1)[0].strip().lower() == PAUSE_LINE:
-            parts.append([])
-        else:
-            parts[-1].append(line)
-    return ["\n".join(p) for p in parts]

@@ -29,6 +29,7 @@ from lanqueue.automation import (
     standard_symbols,
 )
 from lanqueue.errors import BadRequest
+from lanqueue.hostcmd import split_at_pauses, waits_for_person
 from lanqueue.preprocess import OUTPUT_LIMIT, Evaluator, _worker_env
 
 pytestmark = pytest.mark.timeout(60)
@@ -373,13 +374,14 @@ async def test_default_automation_renders_every_event(engine: Evaluator) -> None
                for event in EVENTS}
     assert all(r.ok for r in results.values())
     success = results["continuousprint_success"]
-    assert success.waits_for_person and success.host_commands == (HOST_PAUSE,)
-    motion = [line for line in success.printer_gcode.splitlines()
+    before, after = split_at_pauses(success.gcode)  # what the driver does with it
+    assert waits_for_person([success.gcode]) and HOST_PAUSE in success.gcode
+    motion = [line for line in (before + "\n" + after).splitlines()
               if line.strip() and not line.lstrip().startswith(";")]
     assert motion == []  # a person clears the bed; nothing moves
-    finish = results["continuousprint_finish"].printer_gcode
+    finish = "\n".join(split_at_pauses(results["continuousprint_finish"].gcode))
     assert all(code in finish for code in ("M104 S0", "M140 S0", "M84"))
-    cancel = results["continuousprint_cancel"].printer_gcode
+    cancel = "\n".join(split_at_pauses(results["continuousprint_cancel"].gcode))
     assert all(code in cancel for code in ("M104 S0", "M140 S0", "M106 S0", "M84"))
 
 
@@ -460,3 +462,11 @@ def test_worker_limits_forbid_files_and_cap_memory() -> None:
 def test_worker_environment_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LANQUEUE_API_KEY", "secret")
     assert "LANQUEUE_API_KEY" not in _worker_env()
+
+
+def test_pause_lines_are_read_one_way():
+    """One reader of `@pause` for the driver (split) and attended hours (waits): a comment after
+    it counts, in any case; inside a comment or with more on the line it is not a pause."""
+    gcode = "G28\n@PAUSE ; clear the bed\nG1 X1\n; @pause in a comment\n@pause now\n@pause"
+    assert split_at_pauses(gcode) == ["G28", "G1 X1\n; @pause in a comment\n@pause now", ""]
+    assert waits_for_person(["G1", "  @Pause  "]) and not waits_for_person(["; @pause", "@pausex"])
