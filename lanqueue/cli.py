@@ -72,6 +72,22 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def _reset_identity(args: argparse.Namespace) -> int:
+    """`lanqueue reset-identity`: a new node id for a node whose SD card was copied from another
+    (the node must be stopped). Its LAN peers then see two nodes instead of one id twice."""
+    from .sync.persistence import reset_identity
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(resolve_options(None, config_file=args.config).data_dir)
+    if not (data_dir / "node_id").exists():
+        print(f"lanqueue: {data_dir} is not a node's data directory (no node_id file)", file=sys.stderr)
+        return 2
+    old, new = reset_identity(data_dir)
+    print(f"node id {old} -> {new}")
+    print("the LAN leases and unreported prints of the old id were dropped here (the original node keeps them);"
+          " start the node again")
+    return 0
+
+
 def _check_can_listen(host: str, port: int) -> None:
     """Bind the address once (as aiohttp will, with SO_REUSEADDR) and let it go: a port in use
     is reported before anything is written, instead of after the node said it was ready."""
@@ -203,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--data-dir", help="the data directory (default: as serve would use)")
     check.add_argument("--config", help="config file of the node")
     check.set_defaults(func=_check)
+
+    reset = sub.add_parser("reset-identity", help="give a node a new id (for a copied SD card; the node must be stopped)")
+    reset.add_argument("--data-dir", help="the data directory (default: as serve would use)")
+    reset.add_argument("--config", help="config file of the node")
+    reset.set_defaults(func=_reset_identity)
 
     def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)

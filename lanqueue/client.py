@@ -105,7 +105,10 @@ async def _dispatch(command: str, client: NodeClient, args: argparse.Namespace, 
         return 0
     if command == "drain":
         result = await client.request("POST", "/lanqueue/lan/drain")
-        console.print(f"handed over {result.get('moved', 0)} job(s)")
+        console.print(f"handed over {result.get('moved', 0)} job(s) (their new home confirmed it)")
+        if result.get("unconfirmed"):
+            console.print(f"[yellow]{result['unconfirmed']} job(s) were given to a peer that did not answer:[/yellow] "
+                          "it learns of them from the other nodes, or from this one when it runs again")
         if result.get("kept"):
             console.print(f"[red]{result['kept']} job(s) still have this node as home:[/red] "
                           "no live peer could take them")
@@ -121,8 +124,21 @@ async def _dispatch(command: str, client: NodeClient, args: argparse.Namespace, 
             console.print_json(json.dumps(state))
             return 0
         _print_status(console, state, await _printer_or_none(client))
+        _print_lan_standing(console, (await client.request("GET", "/lanqueue/peers")).get("lan_standing") or {})
         return 0
     raise ClientError(f"unknown command {command}")
+
+
+def _print_lan_standing(console: Console, standing: dict[str, Any]) -> None:
+    """What the node says about its own standing in each LAN queue (issue 11: a cloned card, a
+    restored image, catching up after a restart)."""
+    for name, st in sorted(standing.items()):
+        if st.get("state") == "identity_clash":
+            console.print(f"[red]LAN queue {name}: {st.get('detail')}[/red]")
+        elif st.get("state") == "syncing":
+            console.print(f"[yellow]LAN queue {name}: {st.get('detail')}[/yellow]")
+        if st.get("rolled_back"):
+            console.print(f"[red]LAN queue {name}: {st['rolled_back']}[/red] (see the conflicts on its jobs)")
 
 
 async def _printer_or_none(client: NodeClient) -> dict[str, Any] | None:

@@ -195,7 +195,8 @@ class Node:
         ttl = self.options.lease_ttl
         lock_delay = self.options.lock_delay if self.options.lock_delay is not None else ttl
         timings = Timings(ttl=ttl, renew_every=ttl / 3, lock_delay=lock_delay,
-                          retry_every=min(5.0, ttl / 6), anti_entropy_every=min(30.0, ttl / 2))
+                          retry_every=min(5.0, ttl / 6), anti_entropy_every=min(30.0, ttl / 2),
+                          identity_grace=min(15.0, ttl))
         history = HistoryLog(self.data_dir / HISTORY_FILE) if self.options.lan_history else None
         self.lan = LanService(
             self.node_id, self.store, self.files, secrets_,

@@ -7,6 +7,13 @@ of that (50 by default). Each failing seed is reported with its number: rerun on
 The broken-variant tests prove the checker can fail: a core without the restart rule, without
 fencing, an adapter that does not persist grants, and one that sends before it persists are each
 caught within a bounded number of seeds.
+
+Issue 11's faults (what people do with Raspberry Pis) each have a configuration and a broken
+variant: a disk restored from an older image (`ROLLBACK`; broken: no sync on restart), a cloned
+card (`CLONE`; broken: no clone detection), a frozen holder (`FREEZE`; broken: a driver that
+finishes the print after its lease lapsed), adopting a home that is up but cut off
+(`ADOPT_PARTITIONED`; broken: only the old home raises the divergence). The simulator counts
+physical copies: every extra copy must be shown as a conflict. A clock off by hours: see lansim.
 """
 
 from __future__ import annotations
@@ -39,6 +46,15 @@ ADOPT = SimConfig(n_nodes=4, n_jobs=4, chaos_time=150.0, adopt_rate=0.02, drain_
 #: often decide whether to start a print near the end of their lease (S7 and its margin).
 LOSSY = SimConfig(n_nodes=4, n_jobs=6, chaos_time=150.0, drop=0.3, dup=0.2, crash_rate=0.0, mid_crash_p=0.0,
                   partition_rate=0.0, drain_rate=0.0, long_delay_p=0.0, print_time=(0.3, 2.0))
+#: Half of all restarts come up from an older image of the disk.
+ROLLBACK = SimConfig(n_nodes=3, n_jobs=3, chaos_time=120.0, rollback_p=0.5)
+#: A running node's card copied into a second printer now and then (no partitions: a clone that
+#: boots while its original is cut off from everyone is a restart to the others; see the docs).
+CLONE = SimConfig(n_nodes=3, n_jobs=3, chaos_time=150.0, clone_rate=0.02, partition_rate=0.0)
+FREEZE = SimConfig(n_nodes=3, n_jobs=3, chaos_time=120.0, freeze_rate=0.01)
+ADOPT_PARTITIONED = replace(ADOPT, adopt_partitioned=True)
+#: Seeds per fault configuration (a tenth of LANQUEUE_SIM_SEEDS: 200 each by default).
+FAULT_SEEDS = max(20, SEEDS // 10)
 
 
 def _failures(seeds: range, config: SimConfig) -> list[str]:
@@ -80,6 +96,26 @@ def test_lossy_links_keep_every_guarantee() -> None:
     assert _failures(range(4_000_000, 4_000_000 + max(20, SEEDS // 20)), LOSSY) == []
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("config, base", [(ROLLBACK, 5_000_000), (CLONE, 6_000_000), (FREEZE, 7_000_000),
+                                          (ADOPT_PARTITIONED, 8_000_000)],
+                         ids=["rollback", "clone", "freeze", "adopt-partitioned"])
+def test_raspberry_pi_faults_keep_every_guarantee(config: SimConfig, base: int) -> None:
+    """Issue 11: no token twice, no copy printed twice unexplained, nothing counted twice."""
+    assert _failures(range(base, base + FAULT_SEEDS), config) == []
+
+
+def test_the_raspberry_pi_faults_actually_happen() -> None:
+    totals: dict[str, int] = {}
+    for config in (ROLLBACK, CLONE, FREEZE, ADOPT_PARTITIONED):
+        for seed in range(30):
+            for k, v in run_seed(seed, config).stats.items():
+                totals[k] = totals.get(k, 0) + v
+    assert totals["rollbacks"] > 50 and totals["clones"] > 20 and totals["freezes"] > 30 and totals["adopts"] > 5
+    assert totals["aborted"] > 10  # leases lapsed under printing holders: the prints stopped
+    assert totals["extra_copies"] > 0  # and the checker had extra copies to explain
+
+
 def test_simulation_is_deterministic() -> None:
     a, b = run_seed(7, SHORT), run_seed(7, SHORT)
     assert (a.T, a.steps, a.applied, a.stats) == (b.T, b.steps, b.applied, b.stats)
@@ -94,7 +130,8 @@ def test_the_faults_actually_happen() -> None:
         conflicts += r.conflicts
         for k, v in r.stats.items():
             totals[k] = totals.get(k, 0) + v
-    assert totals["crashes"] > 100 and totals["drains"] > 10 and totals["prints"] > 500
+    # (drains are rarer since issue 11: a node does not drain while it catches up after a restart)
+    assert totals["crashes"] > 100 and totals["drains"] > 5 and totals["prints"] > 500
     assert sum(run_seed(s, ADOPT).stats["adopts"] for s in range(20)) > 5
     assert totals["dropped"] > 1000
     assert conflicts > 0  # fencing had something to reject
@@ -117,11 +154,24 @@ class _NoRestartRule(HomeLeases):
 
 
 class _CoreWithoutRestartRule(LanNodeCore):
+    """Without the sync gate too: the gate (issue 11) holds a restarted home's grants longer
+    than the restart rule does, so with it on a missing rule would go unnoticed."""
+
     home_leases_factory = _NoRestartRule
+    sync_on_restart = False
 
 
 class _CoreWithoutFencing(LanNodeCore):
     fence_completions = False
+
+
+class _CoreWithoutSync(LanNodeCore):
+    sync_on_restart = False
+
+
+class _CoreWithoutCloneDetection(LanNodeCore):
+    detect_clones = False
+
 
 
 def _first_violation(config: SimConfig, seeds: int) -> str | None:
@@ -140,8 +190,12 @@ def _first_violation(config: SimConfig, seeds: int) -> str | None:
         ("grants not persisted (S2)", SimConfig(skip_grant_persist=True), "S"),
         ("reply sent before persist (S2)", SimConfig(send_before_persist=True, mid_crash_p=0.05), "S"),
         ("holder without margin (S7)", replace(LOSSY, timings=replace(SIM_TIMINGS, holder_margin=0.0)), "S7"),
+        ("rollback: no sync on restart", replace(ROLLBACK, core_cls=_CoreWithoutSync), ""),
+        ("clone: no detection", replace(CLONE, core_cls=_CoreWithoutCloneDetection), ""),
+        ("freeze: print goes on after the lease lapsed", replace(FREEZE, print_after_lapse=True), "S7b"),
     ],
-    ids=["no-restart-rule", "no-fencing", "no-grant-persist", "send-before-persist", "no-holder-margin"],
+    ids=["no-restart-rule", "no-fencing", "no-grant-persist", "send-before-persist", "no-holder-margin",
+         "rollback-no-sync", "clone-undetected", "freeze-prints-on"],
 )
 def test_broken_variant_is_caught(variant: str, config: SimConfig, expect: str) -> None:
     found = _first_violation(config, 300)

@@ -2,9 +2,9 @@
 
 Every run of a node has a random instance id. A restart makes a new instance speak and the old
 one fall silent for good; a clone makes two instances speak in turns. Messages of a dead run can
-still arrive for a short while (retries, delays), so an older instance counts as a second live
-node only when it is heard more than `grace` after a newer instance first spoke. The clash lasts
-while both instances keep being heard within `hold`.
+still arrive for a short while (retries, delays), so two instances count as two live nodes only
+when both are heard more than `grace` after both were first heard. The clash lasts while both
+keep being heard within `hold`.
 
 Pure: fed (sender, instance, now) with `now` on this node's monotonic clock.
 """
@@ -52,10 +52,20 @@ class IdentityWatch:
         runs = self._seen.get(sender, {})
         for a, sa in runs.items():
             for b, sb in runs.items():
-                if a != b and sa.first < sb.first and sa.last > sb.first + self.grace \
+                # Both heard again, `grace` after both were known: a run that died can only be
+                # heard until its last messages arrive, less than `grace` after its successor's
+                # first one, whichever of the two this watcher happened to hear first.
+                if a != b and sa.first <= sb.first and min(sa.last, sb.last) > sb.first + self.grace \
                         and now - sa.last <= self.hold and now - sb.last <= self.hold:
                     return a, b
         return None
+
+    def vouch(self, sender: str, instance: str, now: float, span: float) -> bool:
+        """Has `instance` been the only live run of `sender` for at least `span`? A watcher that
+        has not heard it that long (it restarted itself, or the run is new) cannot tell yet: a
+        second run speaking as often would have shown up as a clash within that time."""
+        seen = self._seen.get(sender, {}).get(instance)
+        return seen is not None and now - seen.first >= span and self.clash(sender, now) is None
 
     def other_than(self, sender: str, instance: str, now: float) -> str:
         """Another live instance of `sender` clashing with `instance` (empty if none)."""

@@ -194,11 +194,13 @@ class SyncRequest(Message):
 @dataclass(frozen=True)
 class SyncReply(Message):
     """Records newer than the asker's digest, and whether this peer hears the asker's node id
-    from a second live node (`clash`: the other run's instance id, or empty)."""
+    from a second live node (`clash`: the other run's instance id, or empty) or has heard the
+    asker's run alone long enough to say there is none (`vouched`)."""
 
     round: int
     records: tuple[JobRecord, ...]
     clash: str = ""
+    vouched: bool = False  # this peer has heard the asker's run alone for a whole gate time
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ adapter performs any later action of the same list: a grant is on disk before it
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
+import uuid
+from pathlib import Path
 
 import aiosqlite
 
@@ -18,7 +23,11 @@ from .messages import HeldLease, OutboxEntry, Persist
 from .protocol import DurableState
 from .records import JobRecord
 
-__all__ = ["LanPersistence"]
+__all__ = ["DB_FILE", "NODE_ID_FILE", "LanPersistence", "reset_identity"]
+
+#: Names inside a node's data directory (node.py and `lanqueue check` use the same).
+NODE_ID_FILE = "node_id"
+DB_FILE = "lanqueue.sqlite3"
 
 
 async def _v1(db: aiosqlite.Connection) -> None:
@@ -92,3 +101,27 @@ class LanPersistence:
                     )
 
         await self.store.transaction(work)
+
+
+def reset_identity(data_dir: Path) -> tuple[str, str]:
+    """Give the node in `data_dir` a new node id (run it while that node is stopped).
+
+    For a copied SD card: the copy keeps the queue's records (they are the farm's, and any node
+    may hold them) but drops what belonged to the node it was copied from, as a holder: the
+    leases it held and the finished prints it had not reported yet (the original reports them),
+    and its sequence numbers. Returns (old id, new id).
+    """
+    id_file = data_dir / NODE_ID_FILE
+    old = id_file.read_text().strip() if id_file.exists() else ""
+    new = str(uuid.uuid4())
+    db = data_dir / DB_FILE
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            for statement in ("DELETE FROM lan_held", "DELETE FROM lan_outbox",
+                              "DELETE FROM lan_meta WHERE key IN ('next_seq', 'boot')"):
+                with contextlib.suppress(sqlite3.OperationalError):  # no LAN tables yet
+                    conn.execute(statement)
+    tmp = id_file.with_suffix(".new")
+    tmp.write_text(new + "\n")
+    os.replace(tmp, id_file)
+    return old, new

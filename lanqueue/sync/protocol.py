@@ -110,14 +110,14 @@ class _SyncGate:
     Why: a restored SD image makes a home forget grants and counts its peers still hold (it would
     reissue tokens and print finished copies again), and a cloned card makes two homes of one id.
     The first answered round (`caught_up`) brings the newer records; `open_at` leaves the time a
-    second live run of this id needs to be heard by the peers (identity_grace + one
-    anti-entropy period, in which every running node speaks to every peer)."""
+    second live run of this id needs to be heard by the peers (`LanNodeCore.gate_time`)."""
 
     open_at: float
     round: int = 0
     round_at: float = float("-inf")
     next_send: float = float("-inf")
-    answered: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)  # this round
+    vouched: set[str] = field(default_factory=set)  # this round, with `SyncReply.vouched`
     caught_up: bool = False
 
 
@@ -125,10 +125,14 @@ class LanNodeCore:
     """One node's side of one LAN queue: replica, home (lease authority) and holder in one.
 
     Tests replace `fence_completions` or override `HomeLeases.restored_deadline` only to prove
-    the simulator catches a core without fencing (S3) or without the restart rule (S6).
+    the simulator catches a core without fencing (S3) or without the restart rule (S6); the
+    other flags likewise switch off one defence each (issue 11) for the simulator to catch.
     """
 
     fence_completions: bool = True
+    sync_on_restart: bool = True  # the sync gate, and taking newer copies of its own records
+    detect_clones: bool = True
+    any_replica_raises_divergence: bool = True
     home_leases_factory: Callable[[Timings], HomeLeases] = HomeLeases
 
     def __init__(self, node_id: str, queue: str, timings: Timings | None = None,
@@ -147,6 +151,12 @@ class LanNodeCore:
         self._ae_index = 0
         t = self.timings
         self.clash_hold = t.identity_grace + 3 * t.anti_entropy_every
+        #: How long a restarted node waits at least before it acts: a second live run of its id
+        #: speaks to every peer once per anti-entropy period, twice in this time after the grace.
+        self.gate_time = t.identity_grace + 2 * t.anti_entropy_every
+        #: A peer vouches for a run it has heard alone this long: a second live run would have
+        #: been heard, twice, after the grace (one more period for lost messages).
+        self.vouch_span = t.identity_grace + 4 * t.anti_entropy_every
         self.identity = IdentityWatch(t.identity_grace, self.clash_hold)
         self._gate: _SyncGate | None = None
         self._gate_round = 0
@@ -193,6 +203,8 @@ class LanNodeCore:
         is granted, completed or released before the sync gate opens (`_SyncGate`).
         """
         core = cls(node_id, queue, timings, peers, boot=state.boot + 1, next_seq=state.next_seq, instance=instance)
+        if cls.sync_on_restart and state.boot > 0:  # boot 0: its first run, nothing to go back to
+            core._gate = _SyncGate(now + core.gate_time)  # closed before anything is taken: see _take_home
         out = core._out()
         out.persists.append(Persist(boot=core.holder.boot))
         for rec in state.records.values():
@@ -203,10 +215,14 @@ class LanNodeCore:
                 core._take_home(rec, now, out)
         for rec in core.records.values():  # adopt notices the new home had not recorded yet
             for c in rec.conflicts:
-                if c.kind is ConflictKind.DIVERGED and c.holder == node_id and c.detail.startswith(_PENDING):
+                if c.kind in (ConflictKind.DIVERGED, ConflictKind.ROLLED_BACK) and c.holder == node_id \
+                        and c.detail.startswith(_PENDING):
                     core._diverged[rec.id] = replace(c, detail=c.detail[len(_PENDING):])
         core.holder.restore(state.held, state.outbox, now)
-        core._close_gate(now + core.timings.identity_grace + core.timings.anti_entropy_every, now, out)
+        if core._gate is not None:
+            core._new_round(now, out)
+        else:
+            out.add(core.holder.tick(now, core._home_of))
         return core, core._finish(out, now)
 
     # -------------------------------------------------------------------------- local: queue
@@ -215,8 +231,10 @@ class LanNodeCore:
 
     def submit_job(self, job_id: str, name: str, sets: Sequence[SetRecord], count: int, now: float, *,
                    draft: bool = False, created: float = 0.0, rank: float = 0.0) -> list[Action]:
-        """Add a job with this node as its home (epoch 1)."""
-        self._require_open()
+        """Add a job with this node as its home (epoch 1). Allowed while catching up after a
+        restart (a new job cannot collide with anything forgotten), not during an id clash."""
+        if self.clash:
+            self._require_open()
         if job_id in self.records:
             raise LocalProtocolError(f"job {job_id} exists")
         if len(self.records) >= self.timings.max_jobs:
@@ -321,7 +339,10 @@ class LanNodeCore:
         """May the print of `job_id` go on? False once the lease lapsed on this node's clock, and
         while this node is not sure of its own state (sync gate, id clash): the driver checks this
         before every further line and stops the print when it turns False."""
-        return self._gate is None and self.holder.lease_valid(job_id, now)
+        if self._gate is not None or not self.holder.lease_valid(job_id, now):
+            return False
+        home = self._home_of(job_id)  # two live runs of the home's id answer: neither is trusted
+        return home is None or home == self.node_id or self.identity.clash(home, now) is None
 
     def start_print(self, job_id: str, now: float) -> int:
         """Claim the next print of a held job; returns the set index to print. Needs a valid
@@ -366,15 +387,21 @@ class LanNodeCore:
         if message.sender == self.node_id:
             raise RemoteProtocolError("message claims to come from this node")
         out = self._out()
-        self.identity.heard(message.sender, instance, now)
-        other = self.identity.other_than(message.sender, instance, now) if instance else ""
+        if self.detect_clones:
+            self.identity.heard(message.sender, instance, now)
+        other = self.identity.other_than(message.sender, instance, now) if instance and self.detect_clones else ""
         if isinstance(message, SyncRequest):
-            self._on_sync_request(message, now, out, other)
+            self._on_sync_request(message, now, out, instance, other)
         elif other:
             out.sends.append(Send(message.sender, IdentityClash(self.node_id, (instance, other))))
         else:
             handler(message, now, out)
         return self._finish(out, now)
+
+    @property
+    def ready(self) -> bool:
+        """False while the sync gate is closed (after a restart, during an id clash)."""
+        return self._gate is None
 
     def status(self, now: float) -> dict[str, object]:
         """This node's standing in the queue, for the page, `lanqueue status` and the log."""
@@ -398,6 +425,9 @@ class LanNodeCore:
             self._gate_tick(now, out)
             if self._gate is not None:
                 out.add(self.holder.report_outbox(now, self._home_of))
+                if now >= self._next_anti_entropy:
+                    self._next_anti_entropy = now + self.timings.anti_entropy_every
+                    self._resend_notices(out)
                 return self._finish(out, now)
         for job_id in self.home.due(now):
             rec = self.records[job_id]
@@ -409,16 +439,25 @@ class LanNodeCore:
         out.add(self.holder.tick(now, self._home_of))
         if now >= self._next_anti_entropy and self.peers:
             self._next_anti_entropy = now + self.timings.anti_entropy_every
-            for job_id, entry in list(self._diverged.items()):
-                rec = self.records[job_id]
-                if rec.home == self.node_id or entry in rec.conflicts:
-                    del self._diverged[job_id]
-                else:
-                    out.sends.append(Send(rec.home, ConflictNotice(self.node_id, job_id, entry)))
+            self._resend_notices(out)
             # Every peer, every period: a second run of this node id is heard within one period.
             digest = self._digest()
             out.sends.extend(Send(peer, DigestRequest(self.node_id, digest)) for peer in self.peers)
         return self._finish(out, now)
+
+    def _resend_notices(self, out: _Out) -> None:
+        """Conflict notices this node owes a job's home, repeated until its record shows them."""
+        for job_id, entry in list(self._diverged.items()):
+            rec = self.records[job_id]
+            if entry in rec.conflicts:
+                del self._diverged[job_id]
+            elif rec.home == self.node_id:
+                if self._gate is None and self.is_home(job_id):
+                    self._write(rec.with_conflict(entry), out)  # this node is the home now
+                    out.events.append(ConflictRecorded(job_id, entry))
+                    del self._diverged[job_id]
+            else:
+                out.sends.append(Send(rec.home, ConflictNotice(self.node_id, job_id, entry)))
 
     # ------------------------------------------------------------------------ the sync gate
     def _digest(self) -> tuple[tuple[str, int, int], ...]:
@@ -433,15 +472,15 @@ class LanNodeCore:
     def _close_gate(self, open_at: float, now: float, out: _Out) -> None:
         if self._gate is None:
             self._gate = _SyncGate(open_at)
-        else:
+            self._new_round(now, out)
+        else:  # the next round starts from `tick` once `open_at` has passed
             self._gate.open_at = max(self._gate.open_at, open_at)
-        self._new_round(now, out)
 
     def _new_round(self, now: float, out: _Out) -> None:
         gate = self._gate
         assert gate is not None
         self._gate_round += 1
-        gate.round, gate.round_at, gate.answered = self._gate_round, now, set()
+        gate.round, gate.round_at, gate.answered, gate.vouched = self._gate_round, now, set(), set()
         self._sync_sends(now, out)
 
     def _sync_sends(self, now: float, out: _Out) -> None:
@@ -450,7 +489,7 @@ class LanNodeCore:
         gate.next_send = now + self.timings.retry_every
         digest = self._digest()
         out.sends.extend(Send(p, SyncRequest(self.node_id, gate.round, digest))
-                         for p in self.peers if p not in gate.answered)
+                         for p in self.peers if p not in gate.vouched)
 
     def _gate_tick(self, now: float, out: _Out) -> None:
         gate = self._gate
@@ -458,13 +497,14 @@ class LanNodeCore:
         if gate.round_at < gate.open_at <= now:
             self._new_round(now, out)  # the confirming round: sent once the grace has passed
             return
-        if set(self.peers) <= gate.answered:
-            if not gate.caught_up:
-                gate.caught_up = True
-                self._learn_own_past(out)
-            if gate.round_at >= gate.open_at:
-                self._open_gate(now, out)
-                return
+        if set(self.peers) <= gate.answered and not gate.caught_up:
+            gate.caught_up = True
+            self._learn_own_past(out)
+            self._note_lost_prints(out)
+            self._announce_restored(now, out)
+        if gate.caught_up and set(self.peers) <= gate.vouched and gate.round_at >= gate.open_at:
+            self._open_gate(now, out)
+            return
         if now >= gate.next_send:
             self._sync_sends(now, out)
 
@@ -482,15 +522,37 @@ class LanNodeCore:
         self._rollback_found.clear()
         for rec in sorted(self.records.values(), key=lambda r: r.id):
             if rec.lease_holder == self.node_id and rec.id not in self.holder.leases and not rec.tombstone:
-                # A peer's copy says this node holds the job, and this node has no row of it.
-                if self.rolled_back:
-                    entry = ConflictEntry(ConflictKind.ROLLED_BACK, self.node_id, rec.lease_token, rec.version,
-                                          "this printer's data was restored from an older image after it was "
-                                          f"granted token {rec.lease_token}: a copy may have been printed twice")
-                    self._diverged[rec.id] = entry
-                    out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
                 out.sends.append(Send(rec.home, ReleaseRequest(self.node_id, rec.id, rec.lease_token)))
         out.add(self.holder.tick(now, self._home_of))
+
+    def _note_lost_prints(self, out: _Out) -> None:
+        """Once caught up: the home's copy names this node as holder under a token it has no row
+        of (its data went back past the grant, or it stopped between the grant and writing it
+        down), or under a token it restored from data known to have gone back in time. A copy
+        printed then, and its report, may be lost: say so rather than let an extra copy go
+        unexplained. The notice is kept in this node's copy (pending) until the home records it,
+        so a restart does not lose it."""
+        for rec in sorted(self.records.values(), key=lambda r: r.id):
+            held = self.holder.leases.get(rec.id)
+            unknown = held is None or (bool(self.rolled_back) and held.token == rec.lease_token)
+            if rec.lease_holder != self.node_id or not unknown or rec.tombstone or rec.id in self._diverged:
+                continue
+            entry = ConflictEntry(ConflictKind.ROLLED_BACK, self.node_id, rec.lease_token, rec.version,
+                                  f"this printer was granted token {rec.lease_token} but has no record of it "
+                                  "(its data was restored from an older image, or it stopped right after the "
+                                  "grant): a copy may have been printed twice")
+            self._diverged[rec.id] = entry
+            pending = replace(rec, conflicts=rec.conflicts + (replace(entry, detail=_PENDING + entry.detail),))
+            self.records[rec.id] = out.records[rec.id] = pending
+            out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
+
+    def _announce_restored(self, now: float, out: _Out) -> None:
+        """The grants this home counts live since its restart (S6), announced once its records are
+        caught up: before that it may hold a stale copy, and it answers no holder anyway."""
+        for job_id, rec in sorted(self.records.items()):
+            live_until = self.grant_live_until(job_id, now)
+            if rec.home == self.node_id and rec.lease_holder is not None and live_until is not None:
+                out.events.append(GrantLive(job_id, rec.lease_holder, rec.lease_token, live_until))
 
     def _learn_own_past(self, out: _Out) -> None:
         """Idempotency keys and request ids this node used before its data went back in time are
@@ -514,13 +576,15 @@ class LanNodeCore:
             self.rolled_back = f"this node's data went back in time (an older SD card image?): {detail}"
             out.events.append(Alert("rolled_back", self.rolled_back))
 
-    def _on_sync_request(self, msg: SyncRequest, now: float, out: _Out, clash: str) -> None:
+    def _on_sync_request(self, msg: SyncRequest, now: float, out: _Out, instance: str, clash: str) -> None:
         if len(msg.digest) > self.timings.max_jobs:
             raise RemoteProtocolError("digest larger than any queue may be")
         theirs = {j: (e, v) for j, e, v in msg.digest}
         newer = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
         want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
-        out.sends.append(Send(msg.sender, SyncReply(self.node_id, msg.round, newer, clash)))
+        vouched = not clash and (not self.detect_clones or self.identity.vouch(msg.sender, instance, now,
+                                                                               self.vouch_span))
+        out.sends.append(Send(msg.sender, SyncReply(self.node_id, msg.round, newer, clash, vouched)))
         if want and not clash:
             out.sends.append(Send(msg.sender, RecordFetch(self.node_id, want[: self.timings.max_jobs])))
 
@@ -532,6 +596,8 @@ class LanNodeCore:
             self._clashed(msg.clash, now, out)
         elif self._gate is not None and msg.round == self._gate.round:
             self._gate.answered.add(msg.sender)
+            if msg.vouched:
+                self._gate.vouched.add(msg.sender)
 
     def _on_identity_clash(self, msg: IdentityClash, now: float, out: _Out) -> None:
         others = [i for i in msg.instances if i != self.instance]
@@ -545,7 +611,7 @@ class LanNodeCore:
                                     f"(run {other[:8]}, this run {self.instance[:8]}); give one of them a new "
                                     f"identity: {RESET_IDENTITY}"))
         self.clash, self.clash_until = other, now + self.clash_hold
-        for job_id, lease in list(self.holder.leases.items()):
+        for lease in list(self.holder.leases.values()):
             lease.valid_until = float("-inf")  # a print under this id must not go on
         self._close_gate(now + self.clash_hold, now, out)
 
@@ -601,7 +667,7 @@ class LanNodeCore:
 
     def _take_home(self, rec: JobRecord, now: float, out: _Out) -> None:
         deadline = self.home.take(rec, now)
-        if deadline is not None and rec.lease_holder is not None:
+        if deadline is not None and rec.lease_holder is not None and (self._gate is None or self._gate.caught_up):
             out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, deadline))
 
     def _check_records(self, records: Sequence[JobRecord]) -> None:
@@ -627,6 +693,8 @@ class LanNodeCore:
         if cur is None and len(self.records) >= self.timings.max_jobs:
             raise RemoteProtocolError("too many jobs in this queue")
         was_home = rec.id in self.home
+        if not self.sync_on_restart and was_home and cur is not None and rec.epoch == cur.epoch:
+            return  # the old rule: "only this node writes its epoch, keep ours"
         rolled_back = rec.home == self.node_id and (
             (cur is None and (rec.epoch == 1 or rec.version > 1)) or
             (cur is not None and rec.epoch == cur.epoch and cur.home == self.node_id))
@@ -646,7 +714,8 @@ class LanNodeCore:
                 rec = replace(rec.with_conflict(entry), version=rec.version + 1)
                 out.events.append(ConflictRecorded(rec.id, entry))
                 out.written[rec.id] = rec
-        if cur is not None and rec.epoch > cur.epoch and rec.home != self.node_id:
+        if cur is not None and rec.epoch > cur.epoch and rec.home != self.node_id and (
+                self.any_replica_raises_divergence or cur.home == self.node_id):
             if cur.home == self.node_id:
                 self.home.drop(rec.id)  # another node adopted this job: our grants are stale
             taken = next((k for k in reversed(rec.adoptions) if k[0] == cur.epoch), None)

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from . import codec
-from .auth import AuthError, SignedRequest, Verifier
+from .auth import AuthError, SignedRequest, StaleAudience, Verifier
 from .errors import RemoteProtocolError
 from .service import EDIT_PATH, FILE_PATH, MESSAGE_PATH, LanService
-from .transport import RESPONSE_SIGNATURE, sign_response
+from .transport import RESPONDER, RESPONSE_SIGNATURE, sign_response
 
 __all__ = ["FARM_ACTION_PATH", "FARM_SUMMARY_PATH", "FARM_THUMBNAIL_PATH", "FarmPeer", "LanBox", "install"]
 
@@ -72,17 +71,26 @@ async def _verified(request: web.Request, body: bytes) -> SignedRequest | web.Re
     service, verifier = box.get(), box.verifier
     for name, q in service.queues.items():
         verifier.set_secret(name, q.secret)
+    verifier.instance = service.instance
     try:
-        return verifier.verify(request.method, request.path_qs, body, request.headers, time.time())
+        return verifier.verify(request.method, request.path_qs, body, request.headers)
+    except StaleAudience as e:
+        # Signed for an earlier run of this node: a replay, or a peer that has not heard of the
+        # restart. Nothing in it is used; the signed answer tells an honest peer the current run.
+        log.info("peer request from %s signed for an earlier run of this node", e.signed.node_id[:8])
+        return _signed(request, e.signed, {"error": e.message, "instance": e.current}, status=401)
     except AuthError as e:
         return _reject(request, e.message)
 
 
-def _signed(request: web.Request, signed: SignedRequest, data: object) -> web.Response:
-    secret = request.app[LAN_BOX].get().secret(signed.queue) or b""
+def _signed(request: web.Request, signed: SignedRequest, data: object, status: int = 200) -> web.Response:
+    service = request.app[LAN_BOX].get()
+    secret = service.secret(signed.queue) or b""
     body = json.dumps(data).encode()
-    return web.Response(body=body, content_type="application/json",
-                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.nonce, body)})
+    responder = "" if status != 200 else service.instance
+    return web.Response(body=body, content_type="application/json", status=status,
+                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.binding, body, responder),
+                                 RESPONDER: responder})
 
 
 async def _body(request: web.Request) -> bytes:
@@ -99,7 +107,7 @@ async def message(request: web.Request) -> web.Response:
         return signed
     try:
         msg = codec.loads(body)
-        replies = await request.app[LAN_BOX].get().receive(signed.queue, msg, signed.node_id)
+        replies = await request.app[LAN_BOX].get().receive(signed.queue, msg, signed.node_id, signed.instance)
     except RemoteProtocolError as e:
         log.warning("bad message from %s: %s", signed.node_id[:8], e)
         return _signed(request, signed, {"error": str(e)})
@@ -191,6 +199,8 @@ async def farm_thumbnail(request: web.Request) -> web.Response:
     data = farm.thumbnail(request.match_info["name"])
     if data is None:
         return web.json_response({"error": "no such thumbnail"}, status=404)
-    secret = request.app[LAN_BOX].get().secret(signed.queue) or b""
+    service = request.app[LAN_BOX].get()
+    secret = service.secret(signed.queue) or b""
     return web.Response(body=data, content_type="application/octet-stream",
-                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.nonce, data)})
+                        headers={RESPONSE_SIGNATURE: sign_response(secret, signed.binding, data, service.instance),
+                                 RESPONDER: service.instance})

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import logging
+import secrets as secrets_module
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from .history import HistoryLog
 from .messages import (
     AcquireFailed,
     Action,
+    Alert,
     CompletionApplied,
     ConflictRecorded,
     DigestRequest,
@@ -50,6 +52,7 @@ from .messages import (
     Message,
     Persist,
     RecordChanged,
+    RecordPush,
     Send,
 )
 from .persistence import LanPersistence
@@ -124,7 +127,10 @@ class LanService:
         self.directory = directory
         self.timings = timings or Timings()
         self.persistence = LanPersistence(store)
-        self.client = PeerClient(node_id)
+        #: This run's id: in every signature, so peers tell a restart from a second node that
+        #: uses this node id (a cloned SD card), and refuse requests signed for an older run.
+        self.instance = secrets_module.token_hex(8)
+        self.client = PeerClient(node_id, instance=self.instance)
         self.fetcher = FileFetcher(store, files, self.client, directory)
         self.queues: dict[str, LanQueue] = {}
         self._secrets = {name: secret.encode() for name, secret in secrets.items()}
@@ -135,6 +141,7 @@ class LanService:
         self._listeners: list[Callable[[], None]] = []
         self._history = history  # opt-in (--lan-history): the cluster tests' record of decisions
         self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0}
+        self.unconfirmed_handoffs = 0  # of the last drain
 
     # --- life ------------------------------------------------------------------------------
 
@@ -147,7 +154,7 @@ class LanService:
     async def _join(self, name: str, secret: bytes) -> None:
         state = await self.persistence.load(name)
         core, actions = LanNodeCore.restore(self.node_id, name, state, self._clock(), self.timings,
-                                            peers=self.directory.online(name))
+                                            peers=self.directory.online(name), instance=self.instance)
         q = LanQueue(name, secret, core)
         self.queues[name] = q
         await self.store.ensure_queue(name)
@@ -244,31 +251,37 @@ class LanService:
             raise PeerRequestFailed(f"{self.directory.name_of(node_id)} is offline")
         return json.loads(await self.client.post(url, path, body, queue=q.name, secret=q.secret))
 
-    async def _deliver(self, q: LanQueue, send: Send) -> None:
-        if send.to not in self.directory.online(q.name):
-            return  # the core retries what matters once the peer is back
+    async def _deliver(self, q: LanQueue, send: Send) -> bool:
+        """Send one message and process the replies; True if the peer answered it."""
+        url = self.directory.online(q.name).get(send.to)
+        if url is None:
+            return False  # the core retries what matters once the peer is back
         try:
-            answer = await self._ask(q, send.to, MESSAGE_PATH, codec.dumps(send.message))
+            raw, responder = await self.client.post_signed(url, MESSAGE_PATH, codec.dumps(send.message),
+                                                           queue=q.name, secret=q.secret)
+            answer = json.loads(raw)
             if not isinstance(answer, list):
                 raise RemoteProtocolError(str(answer.get("error") if isinstance(answer, dict) else answer))
             replies = [codec.decode(r) for r in answer]
         except (PeerRequestFailed, RemoteProtocolError, ValueError) as e:
             log.debug("delivery to %s failed: %s", send.to[:8], e)
-            return
+            return False
         for reply in replies:
             try:
-                for follow_up in await self.receive(q.name, reply, send.to):  # e.g. a deferred release
+                for follow_up in await self.receive(q.name, reply, send.to, responder):  # e.g. a deferred release
                     self._spawn(self._deliver(q, Send(send.to, follow_up)))
             except RemoteProtocolError as e:
                 log.warning("bad reply from %s: %s", send.to[:8], e)
+        return True
 
-    async def receive(self, queue: str, message: Message, signed_by: str) -> list[Message]:
-        """A message from a peer (already authenticated as `signed_by`); returns the replies."""
+    async def receive(self, queue: str, message: Message, signed_by: str, instance: str = "") -> list[Message]:
+        """A message from a peer (already authenticated as `signed_by`, run `instance`); returns
+        the replies."""
         q = self.queue(queue)
         if not isinstance(message, tuple(codec.MESSAGE_TYPES.values())) or message.sender != signed_by:
             raise RemoteProtocolError("message sender does not match its signature")
         try:
-            return await self._call(q, lambda now: q.core.handle(message, now), reply_to=signed_by)
+            return await self._call(q, lambda now: q.core.handle(message, now, instance), reply_to=signed_by)
         except LocalProtocolError as e:  # the message asked for what this node cannot do
             raise RemoteProtocolError(e.message) from None
 
@@ -283,6 +296,8 @@ class LanService:
             self._prefetch(q, event.record)
         elif isinstance(event, LeaseLost):
             log.warning("lease on %s lost: %s", event.job_id[:8], event.reason)
+        elif isinstance(event, Alert):
+            log.error("LAN queue %s: %s", q.name, event.detail)
         if isinstance(event, GrantLive):
             self._counts["grants"] += 1
         elif isinstance(event, ConflictRecorded):
@@ -488,8 +503,12 @@ class LanService:
         return q.core.records[job_id]
 
     async def async_drain(self) -> int:
-        """Hand every job this node is home of to live peers (graceful shutdown)."""
+        """Hand every job this node is home of to live peers (graceful shutdown). Returns how
+        many jobs a new home confirmed receiving; the others (`unconfirmed_handoffs`) were given
+        away here but their new home has not answered: it learns of them from any peer that
+        got the push, or from this node when it runs again."""
         moved = 0
+        self.unconfirmed_handoffs = 0
         for q in self.queues.values():
             targets = sorted(self.directory.online(q.name))
             # Learn first what the peers know: a job adopted while this node was away is no longer
@@ -506,9 +525,19 @@ class LanService:
                 sends = [a for a in actions if isinstance(a, Send)]
                 await self._perform(q, [a for a in actions if not isinstance(a, Send)])
             # deliver the hand-over now, not in the background: we may be about to exit
-            await asyncio.gather(*(self._deliver(q, s) for s in sends), return_exceptions=True)
-            moved += len(mine)
+            answered = await asyncio.gather(*(self._deliver(q, s) for s in sends), return_exceptions=True)
+            handed = {r.id for s, ok in zip(sends, answered) if ok is True and isinstance(s.message, RecordPush)
+                      for r in s.message.records if r.home == s.to}
+            moved += len(handed)
+            self.unconfirmed_handoffs += len({r.id for r in mine} - handed)
         return moved
+
+    def standing(self) -> dict[str, dict[str, object]]:
+        """Per LAN queue: is this node acting normally, catching up after a restart, or refusing
+        to act because its node id is in use by another node (with the command that fixes it)?
+        For the page (/lanqueue/peers), `lanqueue status` and the log."""
+        now = self._clock()
+        return {name: q.core.status(now) for name, q in self.queues.items()}
 
     def homed_here(self) -> int:
         """LAN jobs this node is home of (what a drain could not hand over, afterwards)."""
@@ -539,6 +568,9 @@ class LanService:
                 raise Conflict(f"{self.directory.name_of(home)} is online; ask it to drain instead")
         adopted = 0
         for q in self.queues.values():
+            # A catch-up round first: adopt from the newest copy any live peer holds. A peer
+            # that still holds a newer copy afterwards (cut off now) raises the divergence later.
+            await self._catch_up(q, sorted(self.directory.online(q.name)))
             for home in match:
                 before = sum(1 for r in q.core.records.values() if r.home == home and not r.tombstone)
                 if before:
