@@ -213,7 +213,7 @@ async def load(url: str, seconds: float, readers: int, poll: float, writes_per_s
                         await r.read()
                         if r.status != 200:
                             errors.append(f"state/get {r.status}")
-                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                except (TimeoutError, aiohttp.ClientError) as e:
                     errors.append(f"state/get {type(e).__name__}")
                 latencies.append(time.perf_counter() - t0)
                 await asyncio.sleep(poll)
@@ -229,7 +229,7 @@ async def load(url: str, seconds: float, readers: int, poll: float, writes_per_s
                         writes["answered"] += 1
                     else:
                         errors.append(f"set/add {r.status}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 errors.append(f"set/add {type(e).__name__}")
             writes["latencies"].append(time.perf_counter() - t0)
 
@@ -317,6 +317,7 @@ def run_load(args: argparse.Namespace) -> None:
         "write_p50_ms": pct(w["latencies"], 0.5) * 1000, "write_p99_ms": pct(w["latencies"], 0.99) * 1000,
         "stream_idle_bps": idle, "stream_busy_bps": busy, "stream_ratio": busy / idle if idle else 0.0,
         "print_lasted": still_printing,
+        "load_average_1min_after": os.getloadavg()[0],  # the machine is shared: how busy it was
     }
     text = render_load(result)
     print(text)
@@ -345,6 +346,7 @@ def render_load(r: dict) -> str:
         f"| printer stream, idle / under load (bytes/s) | {r['stream_idle_bps']:.0f} / {r['stream_busy_bps']:.0f} | |",
         f"| stream rate under load / idle | {r['stream_ratio']:.2f} | >= 0.9 |",
         f"| the print was still running at the end | {r['print_lasted']} | True |",
+        f"| machine load average (1 min) at the end, 2 cores | {r['load_average_1min_after']:.1f} | |",
         "",
         "Raw:",
         "",
