@@ -179,6 +179,7 @@ def ratio(now: float, before: float | None) -> str:
 # --- under load: readers, writes and a print at once --------------------------------------------
 
 LOAD_RESULTS = ROOT / "bench" / "RESULTS-api-load.md"
+ADDS_RESULTS = ROOT / "bench" / "RESULTS-api-adds.md"
 
 
 async def stream_rate(url: str, seconds: float) -> float:
@@ -271,8 +272,17 @@ def run_durable_adds(args: argparse.Namespace) -> None:
                 node.stop()
                 shutil.rmtree(tmp, ignore_errors=True)
     group, single = max(rates["group"]), max(rates["single"])
-    print(f"durable set/add per s, {args.clients} clients (best of {args.rounds}): group commit {group:.0f}, "
-          f"one commit per write {single:.0f}, ratio x{group / single:.2f}")
+    line = (f"durable set/add per s, {args.clients} clients (best of {args.rounds}): group commit {group:.0f}, "
+            f"one commit per write {single:.0f}, ratio x{group / single:.2f}")
+    print(line)
+    if not args.no_write:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        ADDS_RESULTS.write_text(
+            "# Durable set/add with group commit\n\n`python bench/api_bench.py --durable-adds`\n\n"
+            f"run {when} on {platform.machine()}, {os.cpu_count()} CPUs (shared; load average "
+            f"{os.getloadavg()[0]:.1f}); fresh node per round, {args.adds} set/add per round.\n\n"
+            f"{line}\n\nEvery round: " + json.dumps(rates) + "\n")
+        print(f"wrote {ADDS_RESULTS.relative_to(ROOT)}")
 
 
 def run_load(args: argparse.Namespace) -> None:
