@@ -284,7 +284,7 @@ class QueueDriver:
                 self.feed(r.BedTemperature(bed[0]))
         elif self._our_print and isinstance(event, p.PrintDone):
             self._our_print = False
-            self.feed(r.PrintDone())
+            self.feed(r.PrintSucceeded())
         elif self._our_print and isinstance(event, p.PrintFailed):
             self._our_print = False
             self.feed(r.PrintFailed(event.reason))

@@ -36,7 +36,7 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "Decision",
     "Evaluation",
-    "RunResult",
+    "ScriptRun",
     "Evaluator",
     "async_evaluate",
     "async_run",
@@ -80,7 +80,7 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class ScriptRun:
     """The evaluations of one run, in order, and the symbols the programs changed (as reprs)."""
 
     evaluations: tuple[Evaluation, ...]
@@ -129,7 +129,7 @@ class Evaluator:
         return result.evaluations[0]
 
     async def async_run(self, symbols: Mapping[str, Any], programs: Sequence[str | None], *,
-                        time_limit: float = DEFAULT_TIME_LIMIT) -> RunResult:
+                        time_limit: float = DEFAULT_TIME_LIMIT) -> ScriptRun:
         """Evaluate `programs` in order in one interpreter seeded with `symbols`.
 
         An empty or None program needs no evaluation and decides "run". `symbols` are passed
@@ -144,7 +144,7 @@ class Evaluator:
             return await self._run_locked(payload, programs, time_limit)
 
     async def _run_locked(self, symbols: dict[str, Any], programs: Sequence[str | None],
-                          time_limit: float) -> RunResult:
+                          time_limit: float) -> ScriptRun:
         if self._closed:  # closed while this run waited for the lock
             raise RuntimeError("the preprocessor engine is closed")
         evaluations: list[Evaluation] = []
@@ -169,7 +169,7 @@ class Evaluator:
             seeded = self._proc is not None
             evaluations.append(evaluation)
         diff = await self._diff() if seeded else {}
-        return RunResult(tuple(evaluations), diff)
+        return ScriptRun(tuple(evaluations), diff)
 
     async def _seed(self, symbols: dict[str, Any]) -> None:
         if self._proc is None:
@@ -303,7 +303,7 @@ def _worker_env() -> dict[str, str]:
 
 async def async_run(symbols: Mapping[str, Any], programs: Sequence[str | None], *,
                     time_limit: float = DEFAULT_TIME_LIMIT,
-                    engine: Evaluator | None = None) -> RunResult:
+                    engine: Evaluator | None = None) -> ScriptRun:
     """`Evaluator.async_run` on `engine`, or on a one-off worker when none is given."""
     if engine is not None:
         return await engine.async_run(symbols, programs, time_limit=time_limit)

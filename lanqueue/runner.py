@@ -52,7 +52,7 @@ __all__ = [
     "JobFound",
     "NoJob",
     "PrintStarted",
-    "PrintDone",
+    "PrintSucceeded",
     "PrintFailed",
     "PrintCancelled",
     "BedTemperature",
@@ -160,7 +160,7 @@ class PrintStarted(Event):
 
 
 @dataclass(frozen=True)
-class PrintDone(Event):
+class PrintSucceeded(Event):
     pass
 
 
@@ -480,7 +480,7 @@ class Driver:
         job = self.job
         self.job = None
         self.printing_unmanaged = False
-        if isinstance(e, PrintDone):
+        if isinstance(e, PrintSucceeded):
             return [RecordResult(job, "success"), ReleaseJob(job)]
         reason = e.reason if isinstance(e, PrintFailed) else "cancelled by the user"
         result = "failure" if isinstance(e, PrintFailed) else "aborted"
@@ -538,7 +538,7 @@ _INFORMATIONAL = (PrinterReady, PrinterLost, Tick, BedTemperature, QueueChanged)
 # (state, event type) -> handler. Everything the driver does is listed here.
 TRANSITIONS: dict[tuple[DriverState, type[Event]], Handler] = {
     (S.INACTIVE, Activate): Driver._activate,
-    (S.INACTIVE, PrintDone): Driver._unmanaged_end,
+    (S.INACTIVE, PrintSucceeded): Driver._unmanaged_end,
     (S.INACTIVE, PrintFailed): Driver._unmanaged_end,
     (S.INACTIVE, PrintCancelled): Driver._unmanaged_end,
     (S.WAITING_PRINTER, PrinterReady): Driver._printer_ready_again,
@@ -551,7 +551,7 @@ TRANSITIONS: dict[tuple[DriverState, type[Event]], Handler] = {
     (S.FINISHING, ScriptsDone): Driver._idle_after_finish,
     (S.STARTING, ScriptsDone): Driver._after_start_scripts,
     (S.PRINTING, PrintStarted): Driver._started,
-    (S.PRINTING, PrintDone): Driver._done,
+    (S.PRINTING, PrintSucceeded): Driver._done,
     (S.PRINTING, PrintFailed): Driver._failed,
     (S.PRINTING, PrintCancelled): Driver._cancelled,
     (S.COOLING, ScriptsDone): Driver._after_cooldown_scripts,

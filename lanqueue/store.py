@@ -453,12 +453,6 @@ class Store:
         if not await self._fetchall("SELECT name FROM queues WHERE name=?", (name,)):
             await self._write(work)
 
-    async def queue_strategy(self, queue: str) -> Strategy:
-        rows = await self._fetchall("SELECT strategy FROM queues WHERE name=?", (queue,))
-        if not rows:
-            raise NotFound(f"no queue named {queue!r}")
-        return Strategy(rows[0]["strategy"])
-
     # --- jobs and sets: reading -----------------------------------------------------------
 
     async def jobs(self, queue: str | None = None) -> list[Job]:

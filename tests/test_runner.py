@@ -33,7 +33,7 @@ def test_full_cycle_actions_in_order():
     assert drive(d, r.ScriptsDone(r.EV_ACTIVATE)) == [r.FindJob()]
     assert drive(d, r.JobFound(JOB)) == [r.RunScripts(r.EV_START, JOB)]
     assert drive(d, r.ScriptsDone(r.EV_START)) == [r.StartPrint(JOB)]
-    assert drive(d, r.PrintStarted(), r.PrintDone()) == [
+    assert drive(d, r.PrintStarted(), r.PrintSucceeded()) == [
         r.RecordResult(JOB, "success"), r.ReleaseJob(JOB), r.RunScripts(r.EV_SUCCESS, JOB)]
     assert drive(d, r.ScriptsDone(r.EV_SUCCESS)) == [r.FindJob()]
     assert drive(d, r.NoJob()) == [r.RunScripts(r.EV_FINISH)]
@@ -56,7 +56,7 @@ def test_activation_waits_for_the_printer():
 def test_waiting_for_a_person_needs_action():
     d = ready_driver()
     printing(d)
-    drive(d, r.PrintDone(), r.WaitingForPerson(r.EV_SUCCESS))
+    drive(d, r.PrintSucceeded(), r.WaitingForPerson(r.EV_SUCCESS))
     assert d.status_type == "NEEDS_ACTION" and "clear the bed" in d.status
     drive(d, r.PersonContinued())
     assert d.status_type == "NORMAL"
@@ -87,7 +87,7 @@ def test_failure_with_printer_gone_waits_for_it_before_retrying():
 def test_success_resets_failure_count():
     d = ready_driver(max_retries=1)
     printing(d)
-    drive(d, r.PrintFailed("x"), r.ScriptsDone(r.EV_SUCCESS), r.JobFound(JOB), r.ScriptsDone(r.EV_START), r.PrintStarted(), r.PrintDone())
+    drive(d, r.PrintFailed("x"), r.ScriptsDone(r.EV_SUCCESS), r.JobFound(JOB), r.ScriptsDone(r.EV_START), r.PrintStarted(), r.PrintSucceeded())
     assert d.failures == 0
 
 
@@ -105,9 +105,9 @@ def test_deactivate_during_print_lets_it_finish_unmanaged():
     printing(d)
     assert drive(d, r.Deactivate()) == []
     assert not d.active and "unmanaged" in d.status
-    assert drive(d, r.PrintDone()) == [r.RecordResult(JOB, "success"), r.ReleaseJob(JOB)]
+    assert drive(d, r.PrintSucceeded()) == [r.RecordResult(JOB, "success"), r.ReleaseJob(JOB)]
     assert d.status == "Inactive (start managing to print from the queue)"
-    assert drive(d, r.PrintDone()) == []  # nothing more to record
+    assert drive(d, r.PrintSucceeded()) == []  # nothing more to record
 
 
 def test_deactivate_when_idle_runs_deactivate_scripts_once():
@@ -138,7 +138,7 @@ def test_nothing_printable_announces_awaiting_material_once():
 def test_managed_cooldown_waits_for_the_bed(below, reading, expect_clear):
     d = ready_driver(cooldown=True, cooldown_below=below, cooldown_timeout=600)
     printing(d)
-    assert drive(d, r.PrintDone())[-1] == r.RunScripts(r.EV_COOLDOWN, JOB)
+    assert drive(d, r.PrintSucceeded())[-1] == r.RunScripts(r.EV_COOLDOWN, JOB)
     drive(d, r.ScriptsDone(r.EV_COOLDOWN))
     actions = drive(d, r.BedTemperature(reading))
     assert (actions == [r.RunScripts(r.EV_SUCCESS, JOB)]) is expect_clear
@@ -148,12 +148,12 @@ def test_cooldown_timeout_clears_anyway():
     d = ready_driver(cooldown=True, cooldown_timeout=60)
     drive(d, r.Tick(100.0))
     printing(d)
-    drive(d, r.PrintDone(), r.ScriptsDone(r.EV_COOLDOWN), r.BedTemperature(80.0))
+    drive(d, r.PrintSucceeded(), r.ScriptsDone(r.EV_COOLDOWN), r.BedTemperature(80.0))
     assert drive(d, r.Tick(130.0)) == []
     assert drive(d, r.Tick(161.0)) == [r.RunScripts(r.EV_SUCCESS, JOB)]
 
 
 def test_unexpected_events_are_ignored_and_counted():
     d = ready_driver()
-    assert drive(d, r.PrintDone(), r.JobFound(JOB)) == []
+    assert drive(d, r.PrintSucceeded(), r.JobFound(JOB)) == []
     assert d.ignored == 2 and d.state == r.DriverState.INACTIVE
