@@ -202,6 +202,7 @@ class Node:
             self.node_id, self.store, self.files, secrets_,
             directory=PeerDirectory(self.discovery), timings=timings, history=history,
         )
+        self.lan.on_lease_lapsed = self._stop_lapsed_lan_print
         await self.lan.async_start()
         self._lan_box.service = self.lan
         self.lan.add_listener(self._on_store_write)
@@ -377,6 +378,14 @@ class Node:
                 raise Conflict("the queue is being managed; stop managing before printing directly")
             await self.printer.async_print_file(self.files.resolve(path), path)
         self.selected_file = path
+
+    async def _stop_lapsed_lan_print(self, queue: str, job_id: str) -> None:
+        """The lease of the LAN copy being printed lapsed (issue 11: a freeze, a lost network):
+        the printer gets no further line of it. The copy ends as cancelled and is not counted."""
+        runner = self.runner
+        job = runner.driver.job if runner is not None else None
+        if job is not None and job.queue == queue and str(job.job_id) == job_id and self.printer is not None:
+            await self.printer.async_cancel()
 
     def printing_path(self) -> str | None:
         progress = self.printer.progress() if self.printer else None

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets as secrets_module
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,9 @@ class LanService:
         self._history = history  # opt-in (--lan-history): the cluster tests' record of decisions
         self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0}
         self.unconfirmed_handoffs = 0  # of the last drain
+        #: Called (queue, job id) when the lease of a copy being printed lapses: stop the printer.
+        self.on_lease_lapsed: Callable[[str, str], Awaitable[None]] | None = None
+        self._stopping: set[tuple[str, str]] = set()
 
     # --- life ------------------------------------------------------------------------------
 
@@ -337,6 +340,23 @@ class LanService:
                     await self._call(q, q.core.tick)
                 except Exception:  # noqa: BLE001 - one bad tick must not stop the timers
                     log.exception("LAN tick failed")
+                self._stop_lapsed_prints(q)
+
+    def _stop_lapsed_prints(self, q: LanQueue) -> None:
+        """A LAN copy is printed only under a valid lease (issue 11, case 6): once the lease has
+        lapsed on this node's own clock (a freeze included: the first tick after a thaw is
+        overdue and runs at once), no further line of it may be sent. `on_lease_lapsed` (the
+        node stops the printer) makes the copy end as cancelled, so nothing is counted and the
+        lease is given back; whatever the printer did meanwhile is fenced by the home."""
+        now = self._clock()
+        for job_id, lease in list(q.core.holder.leases.items()):
+            if lease.printing is None:
+                self._stopping.discard((q.name, job_id))
+            elif not q.core.lease_valid(job_id, now) and (q.name, job_id) not in self._stopping:
+                self._stopping.add((q.name, job_id))
+                log.warning("lease on LAN job %s lapsed while printing it: stopping the print", job_id[:8])
+                if self.on_lease_lapsed is not None:
+                    self._spawn(self.on_lease_lapsed(q.name, job_id))
 
     # --- the driver's side (lanqueue.driving.LanSource) -----------------------------------
 
