@@ -256,3 +256,72 @@ def test_check_on_a_missing_database_is_fine(tmp_path):
     healthy, lines = check_database(bad)
     assert not healthy and str(bad) in lines[0]
     sqlite3.connect(tmp_path / "empty.sqlite3").close()
+
+
+async def _guarded_server(**guard_kw):
+    """A tiny aiohttp app behind a ConnectionGuard on loopback: (runner, server, guard, port)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from lanqueue.api.connections import ConnectionGuard
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    app.router.add_get("/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    guard = ConnectionGuard(runner.server, **guard_kw)
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    return runner, server, guard, server.sockets[0].getsockname()[1]
+
+
+async def test_guard_answers_408_to_slow_heads_and_silent_bodies():
+    import asyncio
+
+    runner, server, guard, port = await _guarded_server(limit=50, header_timeout=0.3, body_idle_timeout=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n")  # never finished
+        answer = await asyncio.wait_for(reader.read(), 3)
+        assert answer.startswith(b"HTTP/1.1 408")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes missing
+        answer = await asyncio.wait_for(reader.read(), 3)
+        assert answer.startswith(b"HTTP/1.1 408")
+        # a whole request on a fresh connection is answered normally
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        answer = await asyncio.wait_for(reader.read(), 3)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"3")
+    finally:
+        server.close()
+        await guard.async_close()
+        await runner.cleanup()
+
+
+async def test_guard_at_its_cap_evicts_a_slow_head_for_a_newcomer():
+    import asyncio
+
+    runner, server, guard, port = await _guarded_server(limit=3, header_timeout=30)
+    try:
+        slow = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /echo HTTP/1.1\r\n")
+            slow.append((reader, writer))
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 3)
+        assert answer.startswith(b"HTTP/1.1 200")
+        first = await asyncio.wait_for(slow[0][0].read(), 3)  # the oldest slow head made room
+        assert first.startswith(b"HTTP/1.1 408")
+        assert len(guard.connections) <= 3
+    finally:
+        server.close()
+        await guard.async_close()
+        await runner.cleanup()
