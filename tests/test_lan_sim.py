@@ -132,7 +132,7 @@ def test_the_faults_actually_happen() -> None:
             totals[k] = totals.get(k, 0) + v
     # (drains are rarer since issue 11: a node does not drain while it catches up after a restart)
     assert totals["crashes"] > 100 and totals["drains"] > 5 and totals["prints"] > 500
-    assert sum(run_seed(s, ADOPT).stats["adopts"] for s in range(20)) > 5
+    assert sum(run_seed(s, ADOPT).stats["adopts"] for s in range(20)) > 2  # (fewer: an adopter must have caught up)
     assert totals["dropped"] > 1000
     assert conflicts > 0  # fencing had something to reject
 
