@@ -64,6 +64,7 @@ Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 HISTORY_LIMIT = 100
 READERS = 2  # read connections: state/get's rebuild holds one while the other serves small reads
 GROUP_LIMIT = 64  # units of work committed together at most
+ASSEMBLE_OFF_LOOP = 500  # rows past which jobs are built from rows in a worker thread
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Store:
         self._pending: asyncio.Queue[tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], asyncio.Future[Any]]]
         self._pending = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
+        self._queues_cache: tuple[int, list[dict[str, Any]]] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -409,11 +411,19 @@ class Store:
     # --- queues ----------------------------------------------------------------------------
 
     async def queues(self) -> list[dict[str, Any]]:
-        """Every queue but the archive, in rank order."""
-        rows = await self._fetchall(
-            "SELECT name, strategy, addr, rank FROM queues WHERE name != ? ORDER BY rank", (ARCHIVE,)
-        )
-        return [dict(r) for r in rows]
+        """Every queue but the archive, in rank order. Every state/get asks: the rows are kept
+        until the next commit (the generation is read first, so they can be older than their
+        key, never newer)."""
+        generation = self.generation
+        cached = self._queues_cache
+        if cached is None or cached[0] != generation or asyncio.current_task() is self._writer_task:
+            rows = await self._fetchall(
+                "SELECT name, strategy, addr, rank FROM queues WHERE name != ? ORDER BY rank", (ARCHIVE,)
+            )
+            cached = (generation, [dict(r) for r in rows])
+            if asyncio.current_task() is not self._writer_task:  # never keep uncommitted rows
+                self._queues_cache = cached
+        return [dict(r) for r in cached[1]]
 
     async def set_queues(self, queues: Sequence[dict[str, Any]]) -> None:
         """Replace the queue list (rank = position). `local` must stay; jobs of a removed queue
@@ -479,6 +489,8 @@ class Store:
                 "WHERE jobs.queue = ? ORDER BY sets.rank, sets.id",
                 (queue,),
             )
+        if len(job_rows) + len(set_rows) > ASSEMBLE_OFF_LOOP:  # keep the event loop (the printer) going
+            return await asyncio.to_thread(_assemble, job_rows, set_rows)
         return _assemble(job_rows, set_rows)
 
     async def job(self, job_id: int) -> Job:
