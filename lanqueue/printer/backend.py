@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import SplitResult, urlsplit
 
-from ..errors import Unavailable
+from ..errors import Conflict, Unavailable
 from .events import (
     PrintCancelled,
     PrintDone,
@@ -397,8 +397,6 @@ class BackendBase:
         self._require_operational()
 
     def _require_operational(self) -> None:
-        from ..errors import Conflict
-
         if self._state is not PrinterState.OPERATIONAL:
             if not self._state.is_connected:
                 raise Unavailable(f"The printer is not connected ({self._state.text})")
