@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import automation as automation_routes
-from .api import continuousprint, octoprint, openapi
+from .api import continuousprint, docroutes, octoprint
 from .api import files as file_routes
 from .api import lan as lan_routes
 from .api import metrics as metrics_routes
@@ -128,7 +128,7 @@ class Node:
         app.add_routes(file_routes.routes)
         app.add_routes(octoprint.routes)
         octoprint.setup(app)  # /api/job follows prints (the file stays selected when done)
-        app.add_routes(openapi.routes)
+        app.add_routes(docroutes.routes)
         app.add_routes(web_routes.routes)
         app.add_routes(metrics_routes.routes)
         app.add_routes(lan_routes.routes)

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.0 document of the node's HTTP surface, served at /lanqueue/openapi.json.
+"""The OpenAPI 3.0 document of the node's HTTP surface, served at /lanqueue/openapi.json
+(api/docroutes.py imports this module on the first request for it).
 
 Hand-written and kept true by tests/test_openapi.py: every route the application registers must
 be described here and every path described here must be registered. To document a new route,
@@ -20,18 +21,13 @@ import copy
 import json
 from typing import Any
 
-from aiohttp import web
-
 from .. import __version__
 from . import fields as F
-from .app import json_response
+from .docroutes import FIELDS_PATH, OPENAPI_PATH
 from .fields import Field, required_of, schema_of
 
-__all__ = ["routes", "describe", "example", "document", "OPENAPI_PATH", "PATHS"]
+__all__ = ["describe", "example", "document", "OPENAPI_PATH", "PATHS"]
 
-routes = web.RouteTableDef()
-OPENAPI_PATH = "/lanqueue/openapi.json"
-FIELDS_PATH = "/lanqueue/fields"
 CP = "/plugin/continuousprint"
 
 Schema = dict[str, Any]
@@ -747,12 +743,3 @@ example("post", "/api/connection", {"command": "connect"})
 example("post", "/api/job", {"command": "pause", "action": "toggle"})
 example("post", "/lanqueue/lan/adopt", {"node": "printer-7"})
 
-
-@routes.get(OPENAPI_PATH)
-async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(document())
-
-
-@routes.get(FIELDS_PATH)
-async def fields_json(request: web.Request) -> web.Response:
-    return json_response({"inputs": F.page_limits()})

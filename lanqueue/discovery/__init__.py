@@ -9,7 +9,7 @@ liveness rules, time passed in). The I/O adapters: `mdns.py` (python-zeroconf) a
 from __future__ import annotations
 
 from .heartbeat import HELLO_PATH, HELLO_SOURCE, hello_handler, routes
-from .mdns import SERVICE_TYPE
+from .info import SERVICE_TYPE
 from .peers import (
     BadPeerInfo,
     Peer,

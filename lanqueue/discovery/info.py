@@ -13,7 +13,9 @@ from typing import Any
 
 from ..errors import LanqueueError
 
-__all__ = ["BadPeerInfo", "PeerInfo", "check_node_id", "MAX_ADDRESSES", "MAX_QUEUES"]
+__all__ = ["BadPeerInfo", "PeerInfo", "check_node_id", "MAX_ADDRESSES", "MAX_QUEUES", "SERVICE_TYPE"]
+
+SERVICE_TYPE = "_lanqueue._tcp.local."  # the mDNS service type nodes register and browse
 
 MAX_ID_LEN = 54
 """`lanqueue-<id>` must fit one DNS label (63 bytes): the mDNS instance name is built from it."""

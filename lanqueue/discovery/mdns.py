@@ -20,7 +20,7 @@ import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from .info import BadPeerInfo, PeerInfo
+from .info import SERVICE_TYPE, BadPeerInfo, PeerInfo
 
 __all__ = [
     "SERVICE_TYPE",
@@ -32,7 +32,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_lanqueue._tcp.local."
 _PREFIX = "lanqueue-"
 _RESOLVE_TIMEOUT_MS = 3000
 

@@ -12,15 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from .heartbeat import HELLO_SOURCE, NODE_HEADER, PORT_HEADER, HeartbeatLoop, routes
 from .info import BadPeerInfo, check_node_id
-from .mdns import MdnsAdapter
 from .peers import HeartbeatTarget, Peer, PeerEvent, PeerInfo, PeerTable
+
+if TYPE_CHECKING:
+    from .mdns import MdnsAdapter
 
 __all__ = ["DiscoveryService", "parse_peer_address"]
 
@@ -138,6 +140,8 @@ class DiscoveryService:
         )
         self._task = asyncio.get_running_loop().create_task(self._heartbeat.run())
         if self._use_mdns:
+            from .mdns import MdnsAdapter  # zeroconf is loaded only by a node that uses mDNS
+
             self._mdns = MdnsAdapter(
                 self._on_mdns_info, self._on_mdns_removed, interfaces=self._interfaces
             )
