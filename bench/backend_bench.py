@@ -1,6 +1,7 @@
 """Printer backends (issue 12): start latency per backend, and a node's cost while it waits.
 
-For each backend (serial virtual printer on a pty, real OctoPrint, real Moonraker+Klipper; the
+For each backend (serial virtual printer on a pty, real OctoPrint, real Moonraker+Klipper, real
+PrusaLink with its firmware stand-in, the Bambu stand-in behind real mosquitto and FTPS; the
 same servers the conformance tests run, see docs/printers.md) a `lanqueue serve` process drives
 the printer, and two figures are taken from outside the node:
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import pct  # noqa: E402
 from conftest import CP, NodeProcess, free_port  # noqa: E402
-from test_backend_conformance import HARNESSES, NO_WAIT, Rig  # noqa: E402
+from test_backend_conformance import HARNESSES, NO_WAIT, Rig, write_node_config  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -55,8 +56,7 @@ def measure(name: str, cycles: int, window: float) -> dict[str, float] | str:
         harness.start(tmp)
     except BaseException as e:  # noqa: BLE001 - pytest.skip: the server is not installed here
         return f"skipped: {e}"
-    config = tmp / "node.toml"
-    config.write_text(f"printer_key = {json.dumps(harness.key)}\n" if harness.key else "")
+    config = write_node_config(harness, tmp / "node.toml")
     node = NodeProcess(tmp / "node", free_port(), ["--printer", harness.url, "--config", str(config),
                                                    "--log-level", "WARNING"])
     try:
@@ -68,7 +68,7 @@ def measure(name: str, cycles: int, window: float) -> dict[str, float] | str:
         for i in range(cycles):
             rig.activate(False)
             rig.wait_ready()
-            rig.upload(f"b{i}.gcode", harness.gcode(0.5))
+            rig.upload(f"b{i}.gcode", harness.gcode(3))  # longer than a polled backend's poll
             job = rig.add_job(f"b{i}.gcode")
             t0 = time.monotonic()
             rig.activate()

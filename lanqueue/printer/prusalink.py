@@ -253,8 +253,9 @@ class PrusaLinkBackend(RemoteBackend):
         await self._upload_bytes(data, remote)
         return remote
 
-    async def _start(self, remote: str) -> int:
-        """Start `remote`, retrying the 404/409 PrusaLink answers for a moment; the job id."""
+    async def _start(self, remote: str) -> tuple[int, dict[str, Any]]:
+        """Start `remote`, retrying the 404/409 PrusaLink answers for a moment; the job id and
+        the status that names it."""
         deadline = self._now() + self.start_timeout
         while True:
             status, text = await self._call(
@@ -272,16 +273,17 @@ class PrusaLinkBackend(RemoteBackend):
                 body = {}
             job = body.get("job")
             if isinstance(job, dict) and isinstance(job.get("id"), int):
-                return int(job["id"])
+                return int(job["id"]), body
             await asyncio.sleep(0.2)
         raise Unavailable("PrusaLink accepted the start but reports no job")
 
     async def async_print_file(self, path: Path, name: str) -> None:
         self._require_operational()
         remote = await self.async_upload(path, name)
-        job_id = await self._start(remote)
+        job_id, status = await self._start(remote)
         self.tracker.follow(job_id)
         self._started(remote, name, path.stat().st_size)
+        self._on_status(status)  # PRINTING now, not at the next poll
 
     async def _job_command(self, method: str, suffix: str) -> None:
         job_id = self.tracker.job_id
@@ -311,6 +313,6 @@ class PrusaLinkBackend(RemoteBackend):
 
         async def start(name: str, data: bytes) -> None:
             await self._upload_bytes(data, name)
-            self.tracker.follow(await self._start(name))
+            self.tracker.follow((await self._start(name))[0])
 
         await self._print_script(gcode, start, self.tracker.forget)
