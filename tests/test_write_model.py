@@ -205,3 +205,23 @@ async def test_full_disk_at_the_store(tmp_path):
             assert len((await s.job(jid)).sets) == kept + 1
         finally:
             await s.async_close()
+
+
+async def test_full_disk_upload_is_a_507_that_leaves_nothing(node_factory, tmp_path):
+    import aiohttp
+
+    with small_tmpfs(tmp_path / "disk", "3m") as disk:
+        api, node = await node_factory(data_dir=disk / "node")
+        fill(disk / "filler")
+        form = aiohttp.FormData()
+        form.add_field("file", b"G1 X1 Y1\n" * 200_000, filename="big.gcode")
+        r = await api.post("/api/files/local", data=form)
+        assert r.status == 507, await r.text()
+        assert "disk is full" in (await r.json())["error"]
+        assert not (disk / "node" / "files" / "big.gcode").exists()
+        assert [p for p in (disk / "node" / "files").rglob("*") if p.is_file()] == []
+        (disk / "filler").unlink()
+        form = aiohttp.FormData()
+        form.add_field("file", b"G28\n", filename="small.gcode")
+        r = await api.post("/api/files/local", data=form)
+        assert r.status == 201, await r.text()

@@ -8,6 +8,7 @@ get the same JSON shape, and anything unexpected is logged and answered 500 with
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -65,6 +66,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(status, f"malformed request body: {e.message}"[:300])
     except (ConnectionResetError, TimeoutError):
         raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return _error(500, "internal error; see the node's log")
+        # an upload or any other file write that found the disk full (the store's own
+        # writes say so themselves): what was half-written is removed where it was staged
+        return _error(507, "the node's disk is full: nothing was stored; free space on the node and retry")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "internal error; see the node's log")
