@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import BadRequest
+from . import fields
 from .app import json_response
 from .forms import read_form
 from .keys import NODE
@@ -18,7 +19,9 @@ routes = web.RouteTableDef()
 async def peers(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return json_response({"node_id": node.node_id, "name": node.options.name,
-                          "peers": node.discovery.snapshot() if node.discovery else []})
+                          "peers": node.discovery.snapshot() if node.discovery else [],
+                          # per LAN queue: "ok", "syncing" or "identity_clash", with what to do
+                          "lan_standing": node.lan.standing() if node.lan else {}})
 
 
 @routes.post("/lanqueue/lan/drain")
@@ -27,13 +30,15 @@ async def drain(request: web.Request) -> web.Response:
     if node.lan is None:
         raise BadRequest("this node has joined no LAN queue")
     moved = await node.lan.async_drain()
-    return json_response({"moved": moved, "kept": node.lan.homed_here()})
+    return json_response({"moved": moved, "unconfirmed": node.lan.unconfirmed_handoffs,
+                          "kept": node.lan.homed_here()})
 
 
 @routes.post("/lanqueue/lan/adopt")
 async def adopt(request: web.Request) -> web.Response:
     form = await read_form(request)
-    gone = form.text("node", required=True, max_len=200)
+    (gone_field,) = fields.ADOPT
+    gone = gone_field.read(form)
     node = request.app[NODE]
     if node.lan is None:
         raise BadRequest("this node has joined no LAN queue")
