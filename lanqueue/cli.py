@@ -176,7 +176,7 @@ def _run_client(args: argparse.Namespace) -> int:
 
 
 def _virtual_printer(args: argparse.Namespace) -> int:
-    from .printer.virtual import main as virtual_main
+    from .printer.virtual_cli import main as virtual_main
 
     return int(virtual_main(args.rest) or 0)
 
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("node", help="node id or name of the gone node")
 
     vp = sub.add_parser("virtual-printer", help="run the virtual printer on a pseudo-terminal",
-                        add_help=False)  # its own options and --help live in printer/virtual.py
+                        add_help=False)  # its own options and --help live in printer/virtual_cli.py
     vp.set_defaults(func=_virtual_printer)
 
     farm = sub.add_parser("farm", help="run one node per printer listed in a TOML farm file",

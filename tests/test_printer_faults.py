@@ -23,7 +23,7 @@ from lanqueue.printer import (
     Timeouts,
     run_virtual_printer_on_pty,
 )
-from lanqueue.printer.virtual import VirtualPrinterPty
+from lanqueue.printer.virtual_pty import VirtualPrinterPty
 
 PROTOCOL = {"M105", "M110", "M115", "M155"}
 SPEED = 100_000.0

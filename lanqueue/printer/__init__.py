@@ -5,6 +5,9 @@ The rest of the node uses `PrinterService` and the events; the rest is public fo
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .backend import (
     BackendSettings,
     Capabilities,
@@ -36,12 +39,20 @@ from .events import (
 )
 from .protocol import DEFAULT_CANCEL_SCRIPT, FirmwareProtocol, Timeouts
 from .service import PrinterService
-from .virtual import (
-    Faults,
-    VirtualMarlin,
-    VirtualPrinterPty,
-    run_virtual_printer_on_pty,
-)
+
+if TYPE_CHECKING:
+    from .virtual import Faults, VirtualMarlin
+    from .virtual_pty import VirtualPrinterPty, run_virtual_printer_on_pty
+
+# The virtual printer is loaded on first use (a node on a real printer never needs it).
+_LAZY = {"Faults": "virtual", "VirtualMarlin": "virtual", "VirtualPrinterPty": "virtual_pty",
+         "run_virtual_printer_on_pty": "virtual_pty"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_CANCEL_SCRIPT",

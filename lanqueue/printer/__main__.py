@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .virtual import main
+from .virtual_cli import main
 
 raise SystemExit(main())

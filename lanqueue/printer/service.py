@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import SplitResult
 
 from ..errors import Conflict, NotFound, Unavailable
@@ -30,7 +30,10 @@ from .events import (
 from .protocol import FirmwareProtocol, Timeouts
 from .stream import GcodeFile
 from .transport import SerialLink
-from .virtual import VirtualMarlin, VirtualPrinterPty
+
+if TYPE_CHECKING:
+    from .virtual import VirtualMarlin
+    from .virtual_pty import VirtualPrinterPty
 
 __all__ = ["PrinterService", "PrintProgress"]
 
@@ -149,7 +152,10 @@ class PrinterService:
         """Return at once; the port is opened (and reopened) in the background."""
         self._loop = asyncio.get_running_loop()
         url = self.port
-        if url == "virtual":
+        if url == "virtual":  # loaded only here: a node on a real printer never holds the model
+            from .virtual import VirtualMarlin
+            from .virtual_pty import VirtualPrinterPty
+
             if self.sd_dir is not None:
                 self.sd_dir.mkdir(parents=True, exist_ok=True)  # the virtual card, ready for files
             model = self._virtual_model or VirtualMarlin(speed=self.virtual_speed, sd_dir=self.sd_dir)
