@@ -211,7 +211,7 @@ async def test_full_disk_upload_is_a_507_that_leaves_nothing(node_factory, tmp_p
     import aiohttp
 
     with small_tmpfs(tmp_path / "disk", "3m") as disk:
-        api, node = await node_factory(data_dir=disk / "node")
+        api, _ = await node_factory(data_dir=disk / "node")
         fill(disk / "filler")
         form = aiohttp.FormData()
         form.add_field("file", b"G1 X1 Y1\n" * 200_000, filename="big.gcode")
