@@ -126,6 +126,15 @@ class OctoPrintServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def freeze(self) -> None:
+        """OctoPrint (and the virtual printer inside it) stops answering, keeping its state."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -167,6 +176,16 @@ class MoonrakerServer:
                 except ProcessLookupError:
                     pass
         time.sleep(0.2)
+
+    def _moonraker_pid(self) -> int:
+        return int((self.rundir / "run" / "moonraker.pid").read_text())
+
+    def freeze(self) -> None:
+        """Moonraker stops answering; Klipper behind it keeps printing (a network outage)."""
+        os.kill(self._moonraker_pid(), signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self._moonraker_pid(), signal.SIGCONT)
 
     def stop(self) -> None:
         subprocess.run(["bash", str(self.SCRIPT), "stop", str(self.rundir)], capture_output=True, timeout=60, check=False)
