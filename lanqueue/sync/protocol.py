@@ -204,7 +204,7 @@ class LanNodeCore:
         """
         core = cls(node_id, queue, timings, peers, boot=state.boot + 1, next_seq=state.next_seq, instance=instance)
         if cls.sync_on_restart and state.boot > 0:  # boot 0: its first run, nothing to go back to
-            core._gate = _SyncGate(now + core.gate_time)  # closed before anything is taken: see _take_home
+            core._gate = _SyncGate(now + core.gate_time)  # closed before any record is taken home
         out = core._out()
         out.persists.append(Persist(boot=core.holder.boot))
         for rec in state.records.values():
@@ -501,7 +501,6 @@ class LanNodeCore:
             gate.caught_up = True
             self._learn_own_past(out)
             self._note_lost_prints(out)
-            self._announce_restored(now, out)
         if gate.caught_up and set(self.peers) <= gate.vouched and gate.round_at >= gate.open_at:
             self._open_gate(now, out)
             return
@@ -545,14 +544,6 @@ class LanNodeCore:
             pending = replace(rec, conflicts=rec.conflicts + (replace(entry, detail=_PENDING + entry.detail),))
             self.records[rec.id] = out.records[rec.id] = pending
             out.sends.append(Send(rec.home, ConflictNotice(self.node_id, rec.id, entry)))
-
-    def _announce_restored(self, now: float, out: _Out) -> None:
-        """The grants this home counts live since its restart (S6), announced once its records are
-        caught up: before that it may hold a stale copy, and it answers no holder anyway."""
-        for job_id, rec in sorted(self.records.items()):
-            live_until = self.grant_live_until(job_id, now)
-            if rec.home == self.node_id and rec.lease_holder is not None and live_until is not None:
-                out.events.append(GrantLive(job_id, rec.lease_holder, rec.lease_token, live_until))
 
     def _learn_own_past(self, out: _Out) -> None:
         """Idempotency keys and request ids this node used before its data went back in time are
@@ -667,7 +658,7 @@ class LanNodeCore:
 
     def _take_home(self, rec: JobRecord, now: float, out: _Out) -> None:
         deadline = self.home.take(rec, now)
-        if deadline is not None and rec.lease_holder is not None and (self._gate is None or self._gate.caught_up):
+        if deadline is not None and rec.lease_holder is not None:
             out.events.append(GrantLive(rec.id, rec.lease_holder, rec.lease_token, deadline))
 
     def _check_records(self, records: Sequence[JobRecord]) -> None:
