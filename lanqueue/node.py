@@ -202,7 +202,7 @@ class Node:
             self.node_id, self.store, self.files, secrets_,
             directory=PeerDirectory(self.discovery), timings=timings, history=history,
         )
-        self.lan.on_lease_lapsed = self._stop_lapsed_lan_print
+        self.lan.on_lease_lapsed = self._stop_lapsed_print
         await self.lan.async_start()
         self._lan_box.service = self.lan
         self.lan.add_listener(self._on_store_write)
@@ -227,6 +227,7 @@ class Node:
             node_id=self.node_id, node_name=opts.name, node_url=self._reachable_url(specs),
             store=self.store, files=self.files, ttl=ttl,
             lock_delay=opts.lock_delay if opts.lock_delay is not None else ttl, on_change=self._on_queue_change,
+            on_lease_lapsed=self._stop_lapsed_print,
         )
         creds = EtcdCredentials(opts.etcd_user, opts.etcd_password, opts.etcd_ca, opts.etcd_cert, opts.etcd_key)
         self.etcd = EtcdProvider(specs, ctx, creds)
@@ -379,8 +380,8 @@ class Node:
             await self.printer.async_print_file(self.files.resolve(path), path)
         self.selected_file = path
 
-    async def _stop_lapsed_lan_print(self, queue: str, job_id: str) -> None:
-        """The lease of the LAN copy being printed lapsed (issue 11: a freeze, a lost network):
+    async def _stop_lapsed_print(self, queue: str, job_id: str) -> None:
+        """The lease of the copy being printed (LAN or etcd queue) lapsed (a freeze, a lost network):
         the printer gets no further line of it. The copy ends as cancelled and is not counted."""
         runner = self.runner
         job = runner.driver.job if runner is not None else None

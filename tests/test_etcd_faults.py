@@ -118,8 +118,11 @@ class Farm:
 
 
 @pytest.fixture
-def farm(tmp_path: Path):  # type: ignore[no-untyped-def]
+def farm(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Three etcd members and two nodes; a test marked `@pytest.mark.ttl(x)` sets the lease."""
     need_etcd()
+    marker = request.node.get_closest_marker("ttl")
+    ttl = float(marker.args[0]) if marker else 6.0
     with Segment(5, subnet="10.214.0") as seg:
         members = [Member(f"m{i}", 2379, 2380, tmp_path / f"etcd-m{i}", seg.hosts[i].address) for i in range(3)]
         etcd = EtcdCluster(members, tmp_path, netns=[h.ns for h in seg.hosts[:3]])
@@ -132,7 +135,7 @@ def farm(tmp_path: Path):  # type: ignore[no-untyped-def]
         finally:
             status.close()
         endpoints = ",".join(f"{m.host}:2379" for m in members)
-        nodes = [Node(f"n{i}", seg.hosts[3 + i], tmp_path, endpoints, ttl=6.0, lock_delay=3.0) for i in range(2)]
+        nodes = [Node(f"n{i}", seg.hosts[3 + i], tmp_path, endpoints, ttl=ttl, lock_delay=ttl / 2) for i in range(2)]
         for n in nodes:
             n.start()
         try:
@@ -210,7 +213,9 @@ def test_one_etcd_member_partitioned_away(farm: Farm) -> None:
     check_exact(farm, counts)
 
 
+@pytest.mark.ttl(30)
 def test_node_cut_off_from_etcd_while_printing(farm: Farm) -> None:
+    """Cut off for less than its lease: the print finishes and counts once etcd is back."""
     a, b = farm.nodes
     job_id = a.submit("cut", 1, dwells=12)  # about 6 s
     wait_until(lambda: any(j["id"] == job_id for j in b.jobs()), 20, "b sees the job")
@@ -234,6 +239,8 @@ def test_node_cut_off_from_etcd_while_printing(farm: Farm) -> None:
 
 
 def test_node_cut_off_longer_than_its_lease(farm: Farm) -> None:
+    """Cut off past its lease (TTL 6 s): a stops its copy by its own clock (another printer may
+    take it after TTL + lock-delay), b prints it; one copy in all, nothing counted twice."""
     a, b = farm.nodes
     job_id = a.submit("long", 1, dwells=40)  # about 20 s, longer than TTL + lock-delay (9 s)
     wait_until(lambda: any(j["id"] == job_id for j in b.jobs()), 20, "b sees the job")
@@ -252,3 +259,5 @@ def test_node_cut_off_longer_than_its_lease(farm: Farm) -> None:
     wait_until(lambda: a.queue()["link"]["reachable"], 30, "a reaches etcd again")
     time.sleep(3)  # a's late report, if any, has been delivered by now
     check_exact(farm, {"long": 1})
+    results = [h["result"] for h in a.get(CP + "/history/get") if h["job_name"] == "long"]
+    assert results and "success" not in results, f"a printed its lapsed copy to the end: {results}"

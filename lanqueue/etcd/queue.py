@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,9 @@ class EtcdContext:
     margin: float = 0.25
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[], None] = lambda: None
+    #: called with (queue, job id) when this node's lease lapsed, by its own clock, while it
+    #: holds a job (a freeze, etcd out of reach): the print must get no further line
+    on_lease_lapsed: Callable[[str, str], Awaitable[None]] | None = None
 
 
 class EtcdQueue:
@@ -165,6 +168,7 @@ class EtcdQueue:
 
     async def _keepalive_loop(self) -> None:
         while True:
+            await self._stop_lapsed()
             try:
                 await self._keepalive_once()
                 self._set_reachable(None)
@@ -172,6 +176,19 @@ class EtcdQueue:
             except EtcdError as e:
                 self._set_reachable(str(e))
             await asyncio.sleep(self.ctx.ttl / 3 if self.reachable else min(1.0, self.ctx.ttl / 3))
+
+    async def _stop_lapsed(self) -> None:
+        """Checked before every renewal, so the first thing a thawed node does is stop a copy
+        whose lease lapsed while it was frozen (another printer may take it after TTL +
+        lock-delay by etcd's clock; this node's own clock says TTL x (1 - margin))."""
+        if self.ctx.on_lease_lapsed is None or self._valid_until == float("-inf") or self.lease_valid():
+            return
+        rows = await self.ctx.store.fetchall("SELECT job_id, token FROM etcd_held WHERE queue=?", (self.name,))
+        for row in rows:
+            if not await self._pending_completion(row["job_id"], row["token"]):
+                log.warning("etcd queue %s: the lease of %s lapsed by this node's clock; stopping its print",
+                            self.name, row["job_id"][:8])
+                await self.ctx.on_lease_lapsed(self.name, row["job_id"])
 
     async def _check_watch(self) -> None:
         """A watch on a member that was cut off from the others stays open and silent. Restart
