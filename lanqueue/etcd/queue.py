@@ -370,8 +370,9 @@ class EtcdQueue:
         return {"kind": "etcd", "reachable": self.reachable, "since": self.unreachable_since,
                 "error": self.last_error, "endpoints": self.client.endpoints,
                 "meaning": None if self.reachable else
-                "no new job starts here; a print already running finishes and its completion waits in "
-                "this node's outbox until etcd is back"}
+                f"no new job starts here; a print already running goes on for up to "
+                f"{self.ctx.ttl * (1 - self.ctx.margin):.0f} s from the last renewal (then it is stopped: another "
+                "printer may take the copy) and its completion waits in this node's outbox until etcd is back"}
 
     # --- writes -------------------------------------------------------------------------------------
 
