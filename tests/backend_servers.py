@@ -162,9 +162,10 @@ class MoonrakerServer:
         subprocess.run(["bash", str(MoonrakerServer.SCRIPT), "build", str(cache)], env=env, check=True,
                        capture_output=True, timeout=900)
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """`env`: extra settings for klipper_sim.sh (e.g. SPOOLMAN_URL)."""
         subprocess.run(["bash", str(self.SCRIPT), "start", str(self.port), str(self.rundir), str(self.cache)],
-                       check=True, capture_output=True, timeout=120)
+                       check=True, capture_output=True, timeout=120, env={**os.environ, **(env or {})})
 
     def kill(self) -> None:
         """The whole printer goes away at once (power cut): SIGKILL to MCU, klippy, Moonraker."""

@@ -6,7 +6,9 @@ Live state comes from Moonraker's websocket (JSON-RPC 2.0 on `/websocket`): afte
 `notify_status_update` with only what changed. Control is plain HTTP: upload
 (`/server/files/upload`), `/printer/print/start|pause|resume|cancel`, and scripts through
 `/printer/gcode/script`, which answers only once Klipper has run the whole script, so every
-wait (M109, M190, G4, M400, TEMPERATURE_WAIT) works.
+wait (M109, M190, G4, M400, TEMPERATURE_WAIT) works. With Moonraker's Spoolman link, the active
+spool's material and colour are the tool's loaded filament (read on connect and when
+`notify_active_spool_set` says it changed).
 
 Why the end of our print is reported once and right: a print ends when a `print_stats` change
 shows our file complete, cancelled or error after Klipper accepted the start (changes that came
@@ -26,6 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, quote
@@ -37,6 +40,7 @@ from .backend import (
     BackendBase,
     BackendSettings,
     Capabilities,
+    Filament,
     ScriptSupport,
     hashed_name,
     sha256_file,
@@ -103,6 +107,8 @@ class MoonrakerBackend(BackendBase):
         self._seen_ours = False  # print_stats showed our file printing since we started it
         self._status: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
+        self._filaments: tuple[Filament, ...] = ()  # from the Spoolman link, when there is one
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, scheme: str, url: SplitResult, settings: BackendSettings) -> MoonrakerBackend:
@@ -120,6 +126,8 @@ class MoonrakerBackend(BackendBase):
         self._task = asyncio.create_task(self._keep_connected(self._session), name="moonraker")
 
     async def async_close(self) -> None:
+        for task in list(self._side_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -183,6 +191,24 @@ class MoonrakerBackend(BackendBase):
         await ws.send_json({"jsonrpc": "2.0", "method": "printer.objects.subscribe",
                             "params": {"objects": SUBSCRIBE}, "id": next(self._ids)})
         await self._reconcile()
+        await self._read_spool()
+
+    async def _read_spool(self) -> None:
+        """The filament on the tool, from Moonraker's Spoolman link (its active spool), if it has
+        one: the material and colour feed the queue's material matching."""
+        status, body = await self._request("GET", "/server/spoolman/spool_id")
+        spool_id = (body.get("result") or {}).get("spool_id") if status == 200 and isinstance(body, dict) else None
+        filaments: tuple[Filament, ...] = ()
+        if spool_id is not None:
+            status, body = await self._request("POST", "/server/spoolman/proxy", json={
+                "request_method": "GET", "path": f"/v1/spool/{int(spool_id)}", "use_v2_response": True})
+            spool = ((body.get("result") or {}).get("response") or {}) if isinstance(body, dict) else {}
+            filament = spool.get("filament") or {}
+            if filament.get("material"):
+                colour = filament.get("color_hex")
+                filaments = (Filament(0, str(filament["material"]), f"#{colour}" if colour else None),)
+        self._filaments = filaments
+        self._capabilities = replace(self._capabilities, filaments=filaments)
 
     async def _rpc(self, ws: aiohttp.ClientWebSocketResponse, method: str, params: Mapping[str, Any]) -> Any:
         ident = next(self._ids)
@@ -206,6 +232,8 @@ class MoonrakerBackend(BackendBase):
                 self._apply(data["params"][0])
             elif method == "notify_history_changed":
                 self._on_history(data["params"][0])
+            elif method == "notify_active_spool_set":
+                self._spawn(self._read_spool())
             elif method == "notify_klippy_ready":
                 self._spawn_resubscribe(ws)
             elif method in ("notify_klippy_shutdown", "notify_klippy_disconnected"):
@@ -224,8 +252,19 @@ class MoonrakerBackend(BackendBase):
             self._ended(outcome_of_history(str(job.get("status"))), f"Klipper: {job.get('status')}")
 
     def _spawn_resubscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        task = asyncio.create_task(self._subscribe(ws))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._spawn(self._subscribe(ws))
+
+    def _spawn(self, coro: Any) -> None:
+        """A side task of the session (its failure only logged: the next reconnect redoes it)."""
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._side_tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                _LOG.warning("moonraker %s: %s", self.target, t.exception())
+
+        task.add_done_callback(done)
 
     def _apply(self, changes: Mapping[str, Any]) -> None:
         for name, fields in changes.items():
@@ -254,7 +293,8 @@ class MoonrakerBackend(BackendBase):
             for key, obj in (("tool0", "extruder"), ("bed", "heater_bed")) if obj in st
         })
         if "configfile" in changes:
-            self._capabilities = _capabilities(st["configfile"].get("settings") or {})
+            self._capabilities = replace(_capabilities(st["configfile"].get("settings") or {}),
+                                         filaments=self._filaments)
 
     async def _reconcile(self) -> None:
         """After a (re)connect: did the print we started end while we could not hear it?"""
