@@ -126,10 +126,7 @@ class EtcdClient:
 
     async def range(self, key: bytes, range_end: bytes = b"") -> tuple[list[KeyValue], int]:
         """The keys in [key, range_end) (or `key` alone) and the store's revision."""
-        body: dict[str, Any] = {"key": b64(key)}
-        if range_end:
-            body["range_end"] = b64(range_end)
-        answer = await self._call("/v3/kv/range", body)
+        answer = await self._call("/v3/kv/range", Range(key, range_end).to_json()["request_range"])
         kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
         return kvs, int(answer["header"]["revision"])
 

@@ -56,16 +56,21 @@ class Put:
         return {"request_put": body}
 
 
+def _span(key: bytes, range_end: bytes) -> dict[str, Any]:
+    """A key, or the keys [key, range_end), as the gateway spells them."""
+    body = {"key": b64(key)}
+    if range_end:
+        body["range_end"] = b64(range_end)
+    return body
+
+
 @dataclass(frozen=True)
 class Delete:
     key: bytes
     range_end: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        body = {"key": b64(self.key)}
-        if self.range_end:
-            body["range_end"] = b64(self.range_end)
-        return {"request_delete_range": body}
+        return {"request_delete_range": _span(self.key, self.range_end)}
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,4 @@ class Range:
     range_end: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        body = {"key": b64(self.key)}
-        if self.range_end:
-            body["range_end"] = b64(self.range_end)
-        return {"request_range": body}
+        return {"request_range": _span(self.key, self.range_end)}
