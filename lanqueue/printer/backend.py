@@ -39,6 +39,7 @@ from .events import (
     PrinterState,
     PrintFailed,
     PrintPaused,
+    PrintProgress,
     PrintResumed,
     PrintStarted,
     StateChanged,
@@ -69,24 +70,6 @@ Listener = Callable[[PrinterEvent], None]
 
 
 # --------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True, slots=True)
-class PrintProgress:
-    """Where the current print is; remaining time is extrapolated from the part done so far."""
-
-    path: str
-    name: str
-    bytes_done: int
-    bytes_total: int
-    lines_done: int
-    elapsed: float
-    estimated_remaining: float | None
-
-    @property
-    def completion(self) -> float | None:
-        """Fraction done (0..1), None while the size is unknown."""
-        return self.bytes_done / self.bytes_total if self.bytes_total > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "PrintProgress",
     "PrinterState",
     "PrinterEvent",
     "StateChanged",
@@ -155,3 +156,21 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The printer sent something the protocol cannot accept (e.g. an endless line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrintProgress:
+    """Where the current print is; remaining time is extrapolated from the part done so far."""
+
+    path: str
+    name: str
+    bytes_done: int
+    bytes_total: int
+    lines_done: int
+    elapsed: float
+    estimated_remaining: float | None
+
+    @property
+    def completion(self) -> float | None:
+        """Fraction done (0..1), None while the size is unknown."""
+        return self.bytes_done / self.bytes_total if self.bytes_total > 0 else None

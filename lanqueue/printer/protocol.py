@@ -21,8 +21,9 @@ lost; `max_pokes` pokes without any answer declare the printer gone.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from .events import (
     PrinterState,
     PrintFailed,
     PrintPaused,
+    PrintProgress,
     PrintResumed,
     PrintStarted,
     RemoteProtocolError,
@@ -46,12 +48,10 @@ from .events import (
 )
 from .gcode import (
     command_code,
-    is_fatal_error,
-    is_line_error,
-    parse_resend,
     parse_temperatures,
     strip_comment,
 )
+from .replies import ANSWERS_HOST, LISTED, Kind, Reply, classify
 from .window import RESEND_TOO_OLD, LineWindow
 
 __all__ = ["FirmwareProtocol", "Timeouts", "CommandSource", "JobInfo", "DEFAULT_CANCEL_SCRIPT"]
@@ -59,7 +59,6 @@ __all__ = ["FirmwareProtocol", "Timeouts", "CommandSource", "JobInfo", "DEFAULT_
 DEFAULT_CANCEL_SCRIPT = "M104 S0 ; hotend off\nM140 S0 ; bed off\nM106 S0 ; fan off\nM84 ; motors off"
 MAX_LINE = 4096  # longest reply line accepted; more without a newline is a remote error
 _S = PrinterState
-_NOT_REPORTS = ("FIRMWARE_NAME:", "Cap:", "Error", "error", "!!", "fatal", "Resend", "rs", "File", "SD ")
 
 
 class CommandSource(Protocol):
@@ -88,6 +87,25 @@ class Timeouts:
     resend_grace: float = 0.1
     temperature_interval: float = 2.0
     sd_status_interval: float = 2.0
+
+
+class Step(enum.Enum):
+    """A protocol step that waits for the `ok` of the line that carries it."""
+
+    M110 = "M110"  # line numbers reset: ask for the firmware's name and capabilities
+    M115 = "M115"  # handshake done
+    CANCEL = "cancel"  # the cancel script's last line: the print is cancelled
+    SD_PAUSED = "sd paused"  # M25: an SD print is paused
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptEnd:
+    """The last line of a script run with `run_script(lines, token)`: ScriptDone(token) on its `ok`."""
+
+    token: int
+
+
+Tag = Step | ScriptEnd
 
 
 @dataclass(slots=True)
@@ -129,6 +147,7 @@ class FirmwareProtocol:
             resend_grace=self.timeouts.resend_grace,
         )
         self.state = _S.OFFLINE
+        self._listening = _TABLE[_S.OFFLINE]  # this state's row of the reply table
         self.error: str | None = None
         self.firmware_name = ""
         self.capabilities: dict[str, bool] = {}
@@ -146,8 +165,8 @@ class FirmwareProtocol:
     def _reset_link(self) -> None:
         self.window.reset()
         self._urgent: deque[bytes] = deque()
-        self._commands: deque[tuple[str, object]] = deque()
-        self._tags: deque[tuple[int, object]] = deque()
+        self._commands: deque[tuple[str, Tag | None]] = deque()
+        self._tags: deque[tuple[int, Tag]] = deque()  # line number -> what its `ok` completes
         self._pending: str | None = None
         self._last_heard = self._now
         self._pokes = 0
@@ -164,16 +183,14 @@ class FirmwareProtocol:
     def _set_state(self, state: PrinterState, events: list[PrinterEvent]) -> None:
         if state is not self.state:
             self.state = state
+            self._listening = _TABLE[state]
             events.append(StateChanged(state, self.error if state in (_S.ERROR, _S.OFFLINE) else None))
 
     def _drop_pending_work(self, events: list[PrinterEvent]) -> None:
         """Fail every script still waiting, so no caller waits forever on a dead link."""
-        for _, tag in self._tags:
-            if isinstance(tag, int):
-                events.append(ScriptDone(tag, ok=False))
-        for _, tag in self._commands:
-            if isinstance(tag, int):
-                events.append(ScriptDone(tag, ok=False))
+        for _, tag in (*self._tags, *self._commands):
+            if isinstance(tag, ScriptEnd):
+                events.append(ScriptDone(tag.token, ok=False))
         self._tags.clear()
         self._commands.clear()
 
@@ -208,7 +225,7 @@ class FirmwareProtocol:
         self._reset_link()
         self._hs_tries = tries + 1
         self._set_state(_S.CONNECTING, events)
-        self._commands.append(("M110 N0", "m110"))
+        self._commands.append(("M110 N0", Step.M110))
 
     def connection_lost(self, reason: str | None, now: float) -> list[PrinterEvent]:
         """The port closed (reason None: on purpose) or vanished: a print in progress fails."""
@@ -250,113 +267,123 @@ class FirmwareProtocol:
         return events
 
     def _handle_line(self, line: str, events: list[PrinterEvent]) -> None:
-        # Silence is measured from the last line that answers the host (ok, resend, busy, errors,
-        # handshake): periodic temperature reports or chatter must not hide a lost `ok`.
-        if line[:2] == "ok" and (len(line) == 2 or line[2] == " "):
-            self._last_heard = self._now
-            self._pokes = 0
-            self._hs_answered = True
-            self._on_ok(events)
-            if "T:" in line:
-                self._on_temperatures(line, events)
-            return
-        first = line[:1]
-        if self.state is _S.OFFLINE or (self.state is _S.ERROR and line != "start"):
-            return  # after a halt nothing the firmware says changes the verdict
-        if first == "e" and line.startswith("echo:") and "busy:" not in line:
-            return
-        if ("T:" in line or "B:" in line) and not line.startswith(_NOT_REPORTS):
-            # A heat-up wait (M109/M190) reports temperatures instead of busy keep-alives.
-            if self.window.long_in_flight:
-                self._last_heard = self._now
-                self._pokes = 0
-            self._on_temperatures(line, events)
-            return
-        if first == "/" or line == "wait":
-            if line.startswith("//action:"):
-                self._on_action(line[9:].strip(), events)
-            return
+        reply = classify(line)
+        kind = reply.kind
+        handler = self._listening.get(kind)
+        if handler is None:
+            return  # e.g. chatter, or anything but `ok` and `start` after a halt
+        if kind in ANSWERS_HOST:
+            # Silence is measured from the last line that answers the host: periodic
+            # temperature reports or chatter must not hide a lost `ok`.
+            self._heard()
+            if self._sd_listing is not None and reply.kind in LISTED:
+                self._on_listed_file(reply, events)
+                return
+        handler(self, reply, events)
+
+    def _heard(self) -> None:
         self._last_heard = self._now
         self._pokes = 0
         self._hs_answered = True
-        if first in ("R", "r") and (line.startswith("Resend") or line.startswith("rs")):
-            n = parse_resend(line)
-            if n is not None:
-                self._on_resend(n, events)
-            return
-        if first in ("E", "e", "!", "f") and line.startswith(("Error", "error", "!!", "fatal")):
-            if is_fatal_error(line):
-                self._fatal(line, events)
-            elif is_line_error(line):
-                # "not Last Line Number+1" is caused by a later line than the one requested.
-                self._skip_error = "Last Line Number" in line
-            return
-        if line == "start":
-            self._on_start(events)
-            return
-        if "busy:" in line:
-            self._busy_protocol = True
-            return
-        if self._sd_listing is not None:
-            if line.startswith("End file list"):
-                self.sd_files = self._sd_listing
-                self._sd_listing = None
-                events.append(SdFilesListed(tuple(self.sd_files)))
-            elif line and not line.startswith("echo:"):
-                name, _, size = line.partition(" ")
-                self._sd_listing.append((name, int(size) if size.strip().isdigit() else 0))
-            return
-        if line.startswith("FIRMWARE_NAME:"):
-            rest = line[len("FIRMWARE_NAME:") :]
-            self.firmware_name = rest.split(" SOURCE_CODE_URL:")[0].split(" PROTOCOL_VERSION:")[0].strip()
-            return
-        if line.startswith("Cap:"):
-            name, _, value = line[4:].partition(":")
-            self.capabilities[name.strip()] = value.strip() == "1"
-            return
-        if line.startswith("Begin file list"):
-            self._sd_listing = []
-            return
-        if line.startswith("SD printing byte"):
-            done, _, total = line[len("SD printing byte") :].strip().partition("/")
-            if self.job is not None and self.job.origin == "sdcard" and done.isdigit() and total.isdigit():
-                self.job.sd_done, self.job.sd_total = int(done), int(total)
-            return
-        if line.startswith("File opened:") and self.job is not None and "Size:" in line:
-            size = line.rsplit("Size:", 1)[1].strip()
-            if size.isdigit():
-                self.job.sd_total = int(size)
-            return
-        if line.startswith("Done printing file"):
-            if self.job is not None and self.job.origin == "sdcard":
-                job = self.job
-                self._end_job(events, PrintDone(job.path, job.name, self._now - job.started))
-                self._set_state(_S.OPERATIONAL, events)
-            return
-        # `wait`, `echo:` chatter, unknown lines: nothing to do.
 
-    def _on_ok(self, events: list[PrinterEvent]) -> None:
+    # ------------------------------------------------------------------ one handler per kind
+    def _on_ok_reply(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._last_heard = self._now  # _heard(), inline: this runs for every line of a print
+        self._pokes = 0
+        self._hs_answered = True
         n = self.window.on_ok()
         if n is not None:
             self._acknowledged(n, events)
             self._check_progress(events)
+        if "T:" in reply.line:
+            self._on_temperatures(reply.line, events)
+
+    def _on_report(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        # A heat-up wait (M109/M190) reports temperatures instead of busy keep-alives.
+        if self.window.long_in_flight:
+            self._last_heard = self._now
+            self._pokes = 0
+        self._on_temperatures(reply.line, events)
+
+    def _on_action_reply(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._on_action(reply.line[len("//action:") :].strip(), events)
+
+    def _on_resend_reply(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        if reply.number is not None:
+            self._on_resend(reply.number, events)
+
+    def _on_fatal_reply(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._fatal(reply.line, events)
+
+    def _on_line_error(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        # "not Last Line Number+1" is caused by a later line than the one requested.
+        self._skip_error = "Last Line Number" in reply.line
+
+    def _on_start_reply(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._on_start(events)
+
+    def _on_busy(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._busy_protocol = True
+
+    def _on_firmware(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        rest = reply.line[len("FIRMWARE_NAME:") :]
+        self.firmware_name = rest.split(" SOURCE_CODE_URL:")[0].split(" PROTOCOL_VERSION:")[0].strip()
+
+    def _on_capability(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        name, _, value = reply.line[4:].partition(":")
+        self.capabilities[name.strip()] = value.strip() == "1"
+
+    def _on_file_list_begin(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        self._sd_listing = []
+
+    def _on_file_list_end(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        if self._sd_listing is not None:
+            self.sd_files = self._sd_listing
+            self._sd_listing = None
+            events.append(SdFilesListed(tuple(self.sd_files)))
+
+    def _on_listed_file(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        assert self._sd_listing is not None
+        if reply.line:
+            name, _, size = reply.line.partition(" ")
+            self._sd_listing.append((name, int(size) if size.strip().isdigit() else 0))
+
+    def _on_sd_progress(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        done, _, total = reply.line[len("SD printing byte") :].strip().partition("/")
+        if self.job is not None and self.job.origin == "sdcard" and done.isdigit() and total.isdigit():
+            self.job.sd_done, self.job.sd_total = int(done), int(total)
+
+    def _on_file_opened(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        if self.job is not None and "Size:" in reply.line:
+            size = reply.line.rsplit("Size:", 1)[1].strip()
+            if size.isdigit():
+                self.job.sd_total = int(size)
+
+    def _on_sd_done(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        if self.job is not None and self.job.origin == "sdcard":
+            job = self.job
+            self._end_job(events, PrintDone(job.path, job.name, self._now - job.started))
+            self._set_state(_S.OPERATIONAL, events)
+
+    def _ignore(self, reply: Reply, events: list[PrinterEvent]) -> None:
+        """Heard (the silence timer restarts), nothing else: unknown lines, odd errors."""
 
     def _acknowledged(self, n: int, events: list[PrinterEvent]) -> None:
         """An ok for line n: the firmware works in order, so every line up to n is done."""
         tags = self._tags
         while tags and tags[0][0] <= n:
             _, tag = tags.popleft()
-            if isinstance(tag, int):
-                events.append(ScriptDone(tag))
-            elif tag == "m110":
-                self._commands.appendleft(("M115", "m115"))
-            elif tag == "m115":
+            if isinstance(tag, ScriptEnd):
+                events.append(ScriptDone(tag.token))
+            elif tag is Step.M110:
+                self._commands.appendleft(("M115", Step.M115))
+            elif tag is Step.M115:
                 self._on_handshake_done(events)
-            elif tag == "cancel":
+            elif tag is Step.CANCEL:
                 job = self.job
                 self._end_job(events, PrintCancelled(job.path, job.name) if job else None)
                 self._set_state(_S.OPERATIONAL, events)
-            elif tag == "sd_paused" and self.state is _S.PAUSING:
+            elif tag is Step.SD_PAUSED and self.state is _S.PAUSING:
                 self._set_state(_S.PAUSED, events)
                 if self.job is not None:
                     events.append(PrintPaused(self.job.path, self.job.name))
@@ -598,7 +625,7 @@ class FirmwareProtocol:
             raise LocalProtocolError(f"cannot pause while {self.state.text}")
         self._set_state(_S.PAUSING, events)
         if self.job is not None and self.job.origin == "sdcard":
-            self._commands.append(("M25", "sd_paused"))
+            self._commands.append(("M25", Step.SD_PAUSED))
         else:
             self._check_progress(events)
         return events
@@ -631,7 +658,7 @@ class FirmwareProtocol:
         script = self.cancel_script or ["M105"]
         for command in script[:-1]:
             self._commands.append((command, None))
-        self._commands.append((script[-1], "cancel"))
+        self._commands.append((script[-1], Step.CANCEL))
         self._set_state(_S.CANCELLING, events)
         return events
 
@@ -669,11 +696,11 @@ class FirmwareProtocol:
             return [ScriptDone(token)]
         for command in commands[:-1]:
             self._commands.append((command, None))
-        self._commands.append((commands[-1], token))
+        self._commands.append((commands[-1], ScriptEnd(token)))
         return []
 
     # ------------------------------------------------------------------ reporting
-    def progress(self, now: float) -> dict[str, object] | None:
+    def progress(self, now: float) -> PrintProgress | None:
         job = self.job
         if job is None:
             return None
@@ -683,13 +710,38 @@ class FirmwareProtocol:
             done, total = job.bytes_done, (job.source.size if job.source else 0)
         elapsed = now - job.started
         remaining = elapsed * (total - done) / done if done > 0 and total >= done else None
-        return {
-            "path": job.path,
-            "name": job.name,
-            "origin": job.origin,
-            "bytes_done": done,
-            "bytes_total": total,
-            "lines_done": job.lines_done,
-            "elapsed": elapsed,
-            "estimated_remaining": remaining,
-        }
+        return PrintProgress(job.path, job.name, done, total, job.lines_done, elapsed, remaining)
+
+
+# ---------------------------------------------------------------------- the reply table
+_Handler = Callable[[FirmwareProtocol, Reply, list[PrinterEvent]], None]
+_BY_KIND: dict[Kind, _Handler] = {
+    Kind.OK: FirmwareProtocol._on_ok_reply,
+    Kind.TEMPERATURES: FirmwareProtocol._on_report,
+    Kind.ACTION: FirmwareProtocol._on_action_reply,
+    Kind.RESEND: FirmwareProtocol._on_resend_reply,
+    Kind.FATAL: FirmwareProtocol._on_fatal_reply,
+    Kind.LINE_ERROR: FirmwareProtocol._on_line_error,
+    Kind.START: FirmwareProtocol._on_start_reply,
+    Kind.BUSY: FirmwareProtocol._on_busy,
+    Kind.FIRMWARE: FirmwareProtocol._on_firmware,
+    Kind.CAPABILITY: FirmwareProtocol._on_capability,
+    Kind.FILE_LIST_BEGIN: FirmwareProtocol._on_file_list_begin,
+    Kind.FILE_LIST_END: FirmwareProtocol._on_file_list_end,
+    Kind.SD_PROGRESS: FirmwareProtocol._on_sd_progress,
+    Kind.FILE_OPENED: FirmwareProtocol._on_file_opened,
+    Kind.SD_DONE: FirmwareProtocol._on_sd_done,
+    Kind.OTHER: FirmwareProtocol._ignore,
+    # ECHO and COMMENT: no entry, nothing to do
+}
+#: What each state listens to: offline only an `ok` (a late one), after a halt also `start`
+#: (nothing else the firmware says changes the verdict), otherwise everything.
+_HEARD: dict[PrinterState, frozenset[Kind]] = {
+    _S.OFFLINE: frozenset({Kind.OK}),
+    _S.ERROR: frozenset({Kind.OK, Kind.START}),
+}
+#: state -> kind -> handler, for every (state, kind) pair that does something.
+_TABLE: dict[PrinterState, dict[Kind, _Handler]] = {
+    state: {kind: handler for kind, handler in _BY_KIND.items() if kind in _HEARD.get(state, frozenset(Kind))}
+    for state in PrinterState
+}

@@ -131,11 +131,7 @@ class PrinterService:
         return list(self.core.sd_files)
 
     def progress(self) -> PrintProgress | None:
-        data = self.core.progress(self._now())
-        if data is None:
-            return None
-        data.pop("origin", None)
-        return PrintProgress(**data)  # type: ignore[arg-type]
+        return self.core.progress(self._now())
 
     def add_listener(self, callback: Callable[[PrinterEvent], None]) -> Callable[[], None]:
         """Call `callback` with every event, in order, on the loop; returns the unsubscribe function."""
