@@ -61,9 +61,7 @@ class Form:
 
     def text(self, name: str, default: str | None = None, *, required: bool = False, max_len: int = MAX_TEXT) -> str | None:
         value = self._fields.get(name)
-        if value is None or value == "":
-            if required:
-                raise BadRequest(f"field {name!r} is required")
+        if _absent(value, name, required):
             return default
         if not isinstance(value, str):
             raise BadRequest(f"field {name!r} must be a string")
@@ -73,9 +71,7 @@ class Form:
 
     def boolean(self, name: str, default: bool | None = None, *, required: bool = False) -> bool | None:
         value = self._fields.get(name)
-        if value is None or value == "":
-            if required:
-                raise BadRequest(f"field {name!r} is required")
+        if _absent(value, name, required):
             return default
         parsed = parse_bool(value)
         if parsed is None:
@@ -86,9 +82,7 @@ class Form:
         self, name: str, default: int | None = None, *, required: bool = False, low: int = 0, high: int = MAX_COUNT
     ) -> int | None:
         value = self._fields.get(name)
-        if value is None or value == "":
-            if required:
-                raise BadRequest(f"field {name!r} is required")
+        if _absent(value, name, required):
             return default
         if isinstance(value, bool):
             raise BadRequest(f"field {name!r} must be an integer")
@@ -108,9 +102,7 @@ class Form:
     ) -> float | None:
         """A decimal number (a JSON number or its text); NaN and infinities are out of any range."""
         value = self._fields.get(name)
-        if value is None or value == "":
-            if required:
-                raise BadRequest(f"field {name!r} is required")
+        if _absent(value, name, required):
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise BadRequest(f"field {name!r} must be a number")
@@ -203,6 +195,15 @@ class Form:
             return loads(value)
         except (ValueError, RecursionError):
             raise BadRequest(f"field {name!r} is not valid JSON") from None
+
+
+def _absent(value: Any, name: str, required: bool) -> bool:
+    """True when a field is not given (missing or empty); a missing required one is an error."""
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"field {name!r} is required")
+        return True
+    return False
 
 
 def _not_json(token: str) -> Any:

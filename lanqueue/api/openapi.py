@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from .. import __version__
+from .. import automation as auto
 from . import fields as F
 from .docroutes import FIELDS_PATH, OPENAPI_PATH
 from .fields import Field, required_of, schema_of
@@ -312,22 +313,16 @@ SCHEMAS: dict[str, Schema] = {
     "Automation": {
         "type": "object",
         "properties": {
-            "scripts": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 100_000}},
-            "preprocessors": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 20_000}},
+            # the bounds Automation.from_json enforces (automation.py), not a copy of them
+            "scripts": {"type": "object", "maxProperties": auto.MAX_SCRIPTS,
+                        "additionalProperties": {"type": "string", "maxLength": auto.MAX_SCRIPT_CHARS}},
+            "preprocessors": {"type": "object", "maxProperties": auto.MAX_PREPROCESSORS,
+                              "additionalProperties": {"type": "string", "maxLength": auto.MAX_PROGRAM_CHARS}},
             "events": {
                 "type": "object",
                 "properties": {
-                    e: {"type": "array", "items": _ref("Attachment"), "maxItems": 50}
-                    for e in (
-                        "continuousprint_activate",
-                        "continuousprint_start_print",
-                        "continuousprint_success",
-                        "continuousprint_cancel",
-                        "continuousprint_cooldown",
-                        "continuousprint_finish",
-                        "continuousprint_awaiting_material",
-                        "continuousprint_deactivate",
-                    )
+                    e: {"type": "array", "items": _ref("Attachment"), "maxItems": auto.MAX_ATTACHMENTS}
+                    for e in auto.EVENTS
                 },
                 "additionalProperties": False,
             },
