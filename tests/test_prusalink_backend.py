@@ -115,6 +115,10 @@ async def test_prints_to_the_end_once_and_skips_known_bytes(backend, rig, tmp_pa
     path = gcode(tmp_path)
     await b.async_print_file(path, "part.gcode")
     await rec.wait_for(lambda e: isinstance(e, PrintDone), 30)
+    for _ in range(50):  # the firmware reports temperatures once a second; PrusaLink passes them on
+        if b.temperatures.get("tool0", (0, 0))[1] == 215.0:
+            break
+        await asyncio.sleep(0.1)
     assert b.temperatures["tool0"][1] == 215.0  # the target the file set, read back by PrusaLink
     stored = [p for p in (rig.dir / "data" / "PrusaLink gcodes").iterdir() if p.name.startswith("lq-")]
     assert len(stored) == 1

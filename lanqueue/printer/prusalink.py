@@ -135,7 +135,7 @@ class PrusaLinkBackend(RemoteBackend):
     kind = "prusalink"
     script_support = ScriptSupport(gcode=False, waits=("M109", "M190", "G4", "M400"))
     poll_interval = 1.0
-    start_timeout = 20.0  # a start may answer 404 just after the upload, 409 just after a stop
+    start_timeout = 30.0  # a start answers 404 just after the upload, 409 for ~11 s after an end
     command_timeout = 15.0
 
     def __init__(self, base: str, settings: BackendSettings, *, lost_after: float = 120.0) -> None:
