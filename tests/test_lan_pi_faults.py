@@ -170,3 +170,39 @@ def test_gate_waits_for_every_peer_and_for_the_grace() -> None:
     assert not c.cores["h"].ready
     past_gate(c, 10.0)
     assert c.cores["h"].ready
+
+
+# ----------------------------------------------------------- one transaction: history + outbox
+def test_a_finished_run_and_its_outbox_entry_commit_together(tmp_path: Path) -> None:
+    """Issue 11 (7): the run's history row and the completion's outbox entry are one transaction,
+    in a real SQLite file: when the outbox write fails, the run is not marked finished either
+    (it is still open, so the restart rule records it as interrupted, and the copy is not lost
+    silently); when it succeeds, both are there."""
+    import asyncio
+
+    from lanqueue.store import Store
+    from lanqueue.sync.messages import OutboxEntry, Persist
+    from lanqueue.sync.persistence import LanPersistence, end_run_in
+
+    async def scenario() -> tuple[list[object], list[object], dict[int, object]]:
+        store = await Store.open(tmp_path / "lanqueue.sqlite3")
+        try:
+            lan = LanPersistence(store)
+            await lan.async_setup()
+            run = await store.begin_run("farm", "j1", "part", "j1_0", "part.gcode")
+            broken = Persist(outbox_put=(OutboxEntry("j1", 1, 1, object()),), next_seq=2)  # type: ignore[arg-type]
+            try:
+                await lan.apply("farm", broken, end_run_in(run, "success"))
+            except Exception:  # noqa: BLE001 - the write fails: that is the point
+                pass
+            after_failure = [r.result for r in await store.history()]
+            await lan.apply("farm", Persist(outbox_put=(OutboxEntry("j1", 1, 1, 0),), next_seq=2),
+                            end_run_in(run, "success"))
+            after_success = [r.result for r in await store.history()]
+            return after_failure, after_success, (await lan.load("farm")).outbox
+        finally:
+            await store.async_close()
+
+    after_failure, after_success, outbox = asyncio.run(scenario())
+    assert after_failure == [None]  # still open: not "success" without its outbox entry
+    assert after_success == ["success"] and list(outbox) == [1]

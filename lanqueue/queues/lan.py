@@ -168,8 +168,7 @@ class LanJobQueue:
         return Pick(await self.service.acquire_next(self.name, profile, list(loaded)))
 
     async def finish(self, ref: JobRef, result: str, run_id: int) -> None:
-        await self.service.store.end_run(run_id, result)
-        await self.service.report_result(ref, result)
+        await self.service.finish_run(ref, result, run_id)
 
     async def release(self, ref: JobRef) -> None:
         await self.service.release(ref)

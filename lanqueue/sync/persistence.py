@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -23,7 +25,7 @@ from .messages import HeldLease, OutboxEntry, Persist
 from .protocol import DurableState
 from .records import JobRecord
 
-__all__ = ["DB_FILE", "NODE_ID_FILE", "LanPersistence", "reset_identity"]
+__all__ = ["DB_FILE", "NODE_ID_FILE", "LanPersistence", "end_run_in", "reset_identity"]
 
 #: Names inside a node's data directory (node.py and `lanqueue check` use the same).
 NODE_ID_FILE = "node_id"
@@ -67,10 +69,14 @@ class LanPersistence:
                 state.boot = row["value"]
         return state
 
-    async def apply(self, queue: str, p: Persist) -> None:
-        """One Persist action = one committed transaction."""
+    async def apply(self, queue: str, p: Persist,
+                    also: Callable[[aiosqlite.Connection], Awaitable[None]] | None = None) -> None:
+        """One Persist action = one committed transaction (with `also`'s writes, if given: a
+        finished run's history row goes with the completion it puts in the outbox)."""
 
         async def work(db: aiosqlite.Connection) -> None:
+            if also is not None:
+                await also(db)
             for r in p.records:
                 await db.execute(
                     "INSERT INTO lan_records(queue, job_id, body) VALUES (?, ?, ?) "
@@ -101,6 +107,16 @@ class LanPersistence:
                     )
 
         await self.store.transaction(work)
+
+
+def end_run_in(run_id: int, result: str) -> Callable[[aiosqlite.Connection], Awaitable[None]]:
+    """The history row of a finished run, for `LanPersistence.apply(also=...)` (the same update
+    as `Store.end_run`, inside the completion's own transaction)."""
+
+    async def close(db: aiosqlite.Connection) -> None:
+        await db.execute("UPDATE runs SET end=?, result=? WHERE id=? AND end IS NULL", (time.time(), result, run_id))
+
+    return close
 
 
 def reset_identity(data_dir: Path) -> tuple[str, str]:

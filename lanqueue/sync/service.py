@@ -55,7 +55,7 @@ from .messages import (
     RecordPush,
     Send,
 )
-from .persistence import LanPersistence
+from .persistence import LanPersistence, end_run_in
 from .protocol import LanNodeCore
 from .records import JobRecord, SetRecord, Timings
 from .transport import PeerClient, PeerRequestFailed
@@ -229,13 +229,16 @@ class LanService:
             actions = fn(self._clock())
             return await self._perform(q, actions, reply_to)
 
-    async def _perform(self, q: LanQueue, actions: list[Action], reply_to: str | None = None) -> list[Message]:
+    async def _perform(self, q: LanQueue, actions: list[Action], reply_to: str | None = None,
+                       also: Callable[[Any], Awaitable[None]] | None = None) -> list[Message]:
         """Run actions in order (the caller holds q.lock); messages to `reply_to` are returned
-        to travel back in the HTTP answer instead of a request of their own."""
+        to travel back in the HTTP answer instead of a request of their own. `also` is written
+        in the transaction of the first Persist."""
         replies: list[Message] = []
         for action in actions:
             if isinstance(action, Persist):
-                await self.persistence.apply(q.name, action)
+                await self.persistence.apply(q.name, action, also)
+                also = None
             elif isinstance(action, Send):
                 if action.to == reply_to:
                     replies.append(action.message)
@@ -409,15 +412,29 @@ class LanService:
             q.core.abort_print(job_id)
         await self._call(q, lambda now: q.core.release(job_id, now))
 
-    async def report_result(self, job: JobRef, result: str) -> None:
+    async def finish_run(self, job: JobRef, result: str, run_id: int) -> None:
+        """A print of a LAN job ended. A success goes into the outbox in the SAME transaction as
+        its history row (issue 11): a crash between two transactions left a copy on the plate
+        that nobody reported, and the job printed it again."""
         q = self.queue(job.queue)
         job_id = str(job.job_id)
+        if result != "success":
+            await self.store.end_run(run_id, result)
+            async with q.lock:
+                q.core.abort_print(job_id)
+            return
+        close = end_run_in(run_id, result)
         with _for_api():
-            if result == "success":
-                await self._call(q, lambda now: q.core.report_complete(job_id, now))
-            else:
-                async with q.lock:
-                    q.core.abort_print(job_id)
+            async with q.lock:
+                q.core.set_peers(self.directory.online(q.name))
+                try:
+                    actions = q.core.report_complete(job_id, self._clock())
+                except LocalProtocolError:
+                    await self.store.end_run(run_id, result)  # nothing to report: the row still ends
+                    raise
+                if not any(isinstance(a, Persist) for a in actions):  # pragma: no cover - always one
+                    await self.store.end_run(run_id, result)
+                await self._perform(q, actions, also=close)
 
     async def release(self, job: JobRef) -> None:
         q = self.queue(job.queue)
