@@ -1,5 +1,10 @@
 """The PrusaLink backend: its status tracker as tables, then the backend against real PrusaLink
-0.8.1 (in its own network and mount namespace) driving the Prusa firmware stand-in on a pty."""
+0.8.1 (in its own network and mount namespace) driving the Prusa firmware stand-in on a pty.
+
+Pause/resume, cancel (by the node and on the printer's screen), a failure on the printer and a
+power cut are exercised through a real node by tests/test_backend_conformance.py; here what it
+does not see: known bytes not sent again, temperatures, an outage the print survives, scripts
+as files, a wrong password. (Each print on PrusaLink costs its 11 s FINISHED pause: keep few.)"""
 
 from __future__ import annotations
 
@@ -16,8 +21,6 @@ from lanqueue.printer.events import (
     PrintDone,
     PrinterState,
     PrintFailed,
-    PrintPaused,
-    PrintResumed,
     PrintStarted,
     StateChanged,
 )
@@ -129,32 +132,6 @@ async def test_prints_to_the_end_once_and_skips_known_bytes(backend, rig, tmp_pa
     assert [type(e) for e in ends(rec)] == [PrintDone, PrintDone]
     assert [type(e) for e in rec.events if isinstance(e, PrintStarted)] == [PrintStarted, PrintStarted]
     assert stored[0].stat().st_mtime_ns == mtime  # not uploaded again
-
-
-@pytest.mark.slow
-async def test_pause_resume_and_cancel(backend, tmp_path):
-    b, rec = backend
-    await b.async_print_file(gcode(tmp_path, 3000), "long.gcode")
-    await printing(rec)
-    await b.async_pause()
-    await rec.wait_for(lambda e: isinstance(e, PrintPaused), 10)
-    await b.async_resume()
-    await rec.wait_for(lambda e: isinstance(e, PrintResumed), 10)
-    await b.async_cancel()
-    await asyncio.sleep(1.0)
-    assert [type(e) for e in ends(rec)] == [PrintCancelled]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("word, kind", [("cancel", PrintCancelled), ("fail", PrintFailed)])
-async def test_end_at_the_printers_screen(backend, rig, tmp_path, word, kind):
-    b, rec = backend
-    await b.async_print_file(gcode(tmp_path, 3000), "long.gcode")
-    await printing(rec)
-    rig.screen(word)
-    await rec.wait_for(lambda e: isinstance(e, kind), 15)
-    await rec.wait_for(lambda e: isinstance(e, StateChanged) and e.state is PrinterState.OPERATIONAL, 40)
-    assert [type(e) for e in ends(rec)] == [kind]
 
 
 @pytest.mark.slow
