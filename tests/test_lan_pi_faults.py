@@ -206,3 +206,19 @@ def test_a_finished_run_and_its_outbox_entry_commit_together(tmp_path: Path) -> 
     after_failure, after_success, outbox = asyncio.run(scenario())
     assert after_failure == [None]  # still open: not "success" without its outbox entry
     assert after_success == ["success"] and list(outbox) == [1]
+
+
+def test_lanqueue_status_says_what_went_wrong_and_the_fix() -> None:
+    """`lanqueue status` prints the node's standing from /lanqueue/peers (issue 11)."""
+    from rich.console import Console
+
+    from lanqueue.client import _print_lan_standing
+
+    c = Cluster("h", "p")
+    c.cores["h"]._clashed("other-run", 1.0, c.cores["h"]._out())
+    c.cores["h"].rolled_back = "this node's data went back in time (an older SD card image?): x"
+    console = Console(record=True, width=300)
+    _print_lan_standing(console, {"farm": c.cores["h"].status(2.0), "shop": c.cores["p"].status(2.0)})
+    text = console.export_text()
+    assert "lanqueue reset-identity --data-dir" in text and "another node is running with this node's id" in text
+    assert "went back in time" in text and "shop" not in text  # a queue in good standing says nothing
