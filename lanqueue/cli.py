@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import OPTIONS, ConfigError, Options, add_serve_arguments, resolve_options
 from .logsafe import install as install_safe_log
 
@@ -125,17 +126,15 @@ def _write_url_file(data_dir: Path, url: str) -> None:
 
 
 def _setup_logging(level: str) -> None:
-    try:
+    """Plain lines to a file or a journal; rich's colours only on a terminal (rich is imported
+    only then: a service never holds it in memory)."""
+    handler: logging.Handler = logging.StreamHandler()
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
         fmt = "%(name)s: %(message)s"
-    except ImportError:  # pragma: no cover - rich is a dependency
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    if not sys.stderr.isatty():
-        handler = logging.StreamHandler()
-        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     install_safe_log(handler)  # client text escaped, floods of one line rate-limited
     logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
 
@@ -205,7 +204,7 @@ def _copies(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lanqueue", description="Keep every printer of a farm busy.")
-    parser.add_argument("--version", action="version", version=f"lanqueue {_version()}")
+    parser.add_argument("--version", action="version", version=f"lanqueue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node for one printer",
@@ -271,15 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
         if action is not serve:
             _show_defaults(action, {})
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lanqueue")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
-        return "unknown"
 
 
 def _show_defaults(parser: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:

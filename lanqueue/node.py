@@ -45,6 +45,7 @@ from .etcd.routes import file_routes as etcd_file_routes
 from .farm import FarmService
 from .files import FileStore, sha256_of
 from .gjob import read_gjob, write_gjob
+from .memory import release_freed_memory
 from .model import LOCAL, Job, JobRef
 from .notify import (
     MqttSink,
@@ -149,6 +150,7 @@ class Node:
 
     async def _announce(self, app: web.Application) -> None:
         log.info("node %s (%s) ready, printer %s", self.options.name, self.node_id, self.options.printer)
+        release_freed_memory()  # what start-up freed goes back to the system (idle memory)
 
     async def _store_ctx(self, app: web.Application) -> AsyncIterator[None]:
         self.store = await Store.open(self.data_dir / "lanqueue.sqlite3")
