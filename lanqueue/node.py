@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -34,13 +34,6 @@ from .config import Options
 from .discovery import DiscoveryService
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
-from .etcd.provider import (
-    EtcdCredentials,
-    EtcdProvider,
-    endpoints_of,
-    local_address_towards,
-)
-from .etcd.queue import EtcdContext
 from .etcd.routes import file_routes as etcd_file_routes
 from .farm import FarmService
 from .files import FileStore, sha256_of
@@ -66,6 +59,9 @@ from .sync import routes as peer_routes
 from .sync.history import HISTORY_FILE, HistoryLog
 from .sync.records import Timings
 from .sync.service import LanService, PeerDirectory
+
+if TYPE_CHECKING:
+    from .etcd.provider import EtcdProvider
 
 __all__ = ["Node"]
 
@@ -223,6 +219,9 @@ class Node:
         if not specs:
             yield
             return
+        from .etcd.provider import EtcdCredentials, EtcdProvider  # only a node that joins one loads etcd
+        from .etcd.queue import EtcdContext
+
         opts = self.options
         ttl = opts.lease_ttl
         ctx = EtcdContext(
@@ -244,6 +243,8 @@ class Node:
 
     def _reachable_url(self, specs: dict[str, str]) -> str:
         """This node's address as the other members of its etcd queues reach it (for files)."""
+        from .etcd.provider import endpoints_of, local_address_towards
+
         host = self.options.host
         if host in ("0.0.0.0", "::", ""):
             host = local_address_towards(endpoints_of(next(iter(specs.values())))[0])

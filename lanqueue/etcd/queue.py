@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -45,6 +43,7 @@ from ..model import (
 from ..queues.base import Pick, PortableJob, PortableSet, QueueInfo
 from . import core
 from .client import EtcdClient, EtcdError, EtcdUnavailable, KeyValue
+from .signing import FILE_ROUTE, SIGNATURE_HEADER, file_signature
 from .txn import Compare, Put, Range, prefix_end
 
 if TYPE_CHECKING:
@@ -55,8 +54,6 @@ __all__ = ["FILE_ROUTE", "MIGRATIONS", "EtcdContext", "EtcdQueue", "file_signatu
 
 log = logging.getLogger(__name__)
 
-FILE_ROUTE = "/lanqueue/peer/v1/etcd-files/{queue}/{digest}"  # public: signed with the queue's file secret
-SIGNATURE_HEADER = "X-Lanqueue-Etcd-Signature"
 RETRIES = 20
 
 
@@ -72,11 +69,6 @@ async def _v1(db: Any) -> None:
 
 
 MIGRATIONS = [_v1]
-
-
-def file_signature(secret: bytes, queue: str, digest: str) -> str:
-    """What a node shows to fetch a file by digest from another node of the same etcd queue."""
-    return hmac.new(secret, f"lanqueue-etcd-file\n{queue}\n{digest}".encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

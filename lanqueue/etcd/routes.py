@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .queue import FILE_ROUTE, SIGNATURE_HEADER, EtcdQueue, file_signature
+from .signing import FILE_ROUTE, SIGNATURE_HEADER, file_signature
+
+if TYPE_CHECKING:  # the queue (and its etcd client) is loaded only by a node that joins one
+    from .queue import EtcdQueue
 
 __all__ = ["file_routes"]
 
