@@ -117,7 +117,7 @@ def test_drain_without_a_live_peer_says_the_jobs_stay(node_process, tmp_path):
     r = lanqueue(node, "drain")
     assert r.returncode == 1 and "1 job(s) still have this node as home" in r.stdout, r.stdout
     r = requests.post(node.url + "/lanqueue/lan/drain", headers={"X-Api-Key": API_KEY}, timeout=10)
-    assert r.json() == {"moved": 0, "kept": 1}
+    assert r.json() == {"moved": 0, "unconfirmed": 0, "kept": 1}
 
 
 def test_add_refuses_a_count_below_one_before_uploading(node_process, tmp_path):

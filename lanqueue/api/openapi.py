@@ -617,9 +617,13 @@ describe("get", "/lanqueue/events", "Live updates (server-sent events)", tag=T_N
 
 describe("get", "/lanqueue/peers", "This node and the peers it knows", tag=T_NODE, errors=(), mutates=False,
          responses=ok({"type": "object", "required": ["node_id", "name", "peers"],
-                       "properties": {"node_id": _str, "name": _str, "peers": {"type": "array", "items": {"type": "object"}}}}))
+                       "properties": {"node_id": _str, "name": _str, "peers": {"type": "array", "items": {"type": "object"}},
+                                      "lan_standing": {"type": "object", "description":
+                                                       "per LAN queue: state (ok, syncing, identity_clash), detail, "
+                                                       "rolled_back, reset_identity (the command that fixes a clash)"}}}))
 describe("post", "/lanqueue/lan/drain", "Hand this node's LAN jobs over to other nodes before it goes away", tag=T_NODE,
-         responses=ok({"type": "object", "properties": {"moved": {"description": "what was handed over"},
+         responses=ok({"type": "object", "properties": {"moved": {"description": "jobs their new home confirmed receiving"},
+                                                         "unconfirmed": {"description": "jobs given to a peer that did not answer"},
                                                          "kept": {"description": "jobs still homed here (no live peer took them)"}}}),
          errors=("400", "409", "503"))
 describe("post", "/lanqueue/lan/adopt", "Take over the LAN jobs homed on a node that is gone for good", tag=T_NODE,
