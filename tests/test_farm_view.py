@@ -3,6 +3,7 @@ and actions between real nodes over loopback HTTP (farm.py, sync/routes.py, api/
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -66,9 +67,14 @@ def test_a_summary_must_be_an_object_of_the_node_asked():
 # --- real nodes over loopback ------------------------------------------------------------------
 
 
-def _signed_post(client, path: str, doc: object, *, queue: str, secret: str, node_id: str = "peer-x"):
+_COUNTER = itertools.count(1)
+
+
+def _signed_post(client, path: str, doc: object, *, queue: str, secret: str, audience: str, node_id: str = "peer-x"):
+    """Signed as a member would: for the receiver's current run (`audience`, issue 11)."""
     body = json.dumps(doc).encode()
-    headers = sign_request(secret.encode(), "POST", path, body, node_id=node_id, queue=queue, now=time.time())
+    headers = sign_request(secret.encode(), "POST", path, body, node_id=node_id, queue=queue, instance="peer-x-run",
+                           audience=audience, counter=next(_COUNTER))
     headers["Content-Type"] = "application/json"
     return client.post(path, data=body, headers=headers), headers
 
@@ -82,28 +88,30 @@ async def test_peer_routes_act_only_for_a_member_of_a_shared_queue(node_factory)
     assert not await _active(client)
     unsigned = await client.post(FARM_ACTION_PATH, json={"action": "start"}, headers={"X-Api-Key": ""})
     assert unsigned.status == 403
-    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret="not-the-secret")
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret="not-the-secret",
+                                  audience=node.lan.instance)
     assert (await request).status == 403  # forged: signed with another secret
     # a real secret of a queue this node has not joined: refused the same way
-    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="other", secret="other-secret-9")
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="other", secret="other-secret-9", audience=node.lan.instance)
     refused = await request
     assert refused.status == 403 and "unknown queue" in (await refused.json())["error"]
-    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="other", secret="other-secret-9")
+    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="other", secret="other-secret-9", audience=node.lan.instance)
     assert (await request).status == 403
     assert not await _active(client)  # none of them changed anything
 
-    request, headers = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret=SECRET)
+    request, headers = _signed_post(client, FARM_ACTION_PATH, {"action": "start"}, queue="farm", secret=SECRET, audience=node.lan.instance)
     ok = await request
     body = await ok.read()
     assert ok.status == 200 and json.loads(body) == {"ok": True}
-    assert response_signature_ok(SECRET.encode(), headers["X-Lanqueue-Nonce"], body, ok.headers[RESPONSE_SIGNATURE])
+    bound = f"{headers['X-Lanqueue-Instance']}/{headers['X-Lanqueue-Counter']}"
+    assert response_signature_ok(SECRET.encode(), bound, body, ok.headers[RESPONSE_SIGNATURE], node.lan.instance)
     assert await _active(client)
 
-    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "pause"}, queue="farm", secret=SECRET)
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "pause"}, queue="farm", secret=SECRET, audience=node.lan.instance)
     assert (await (await request).json()) == {"error": "no print is running"}
-    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "explode"}, queue="farm", secret=SECRET)
+    request, _ = _signed_post(client, FARM_ACTION_PATH, {"action": "explode"}, queue="farm", secret=SECRET, audience=node.lan.instance)
     assert "action must be one of" in (await (await request).json())["error"]
-    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="farm", secret=SECRET)
+    request, _ = _signed_post(client, FARM_SUMMARY_PATH, {}, queue="farm", secret=SECRET, audience=node.lan.instance)
     summary = await (await request).json()
     assert summary["node_id"] == node.node_id and summary["managing"] is True
     assert summary["backend"]["kind"] == "virtual" and summary["queues"] == ["farm"]
@@ -136,7 +144,7 @@ async def test_thumbnail_routes_refuse_odd_names_unknown_nodes_and_unsigned_peer
         assert r.status == 404, path
     path = "/lanqueue/peer/v1/farm/thumbnail/" + missing
     assert (await client.post(path, data=b"", headers={"X-Api-Key": ""})).status == 403
-    request, _ = _signed_post(client, path, {}, queue="farm", secret=SECRET)
+    request, _ = _signed_post(client, path, {}, queue="farm", secret=SECRET, audience=node.lan.instance)
     assert (await request).status == 404
 
 
