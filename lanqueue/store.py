@@ -65,6 +65,7 @@ HISTORY_LIMIT = 100
 READERS = 2  # read connections: state/get's rebuild holds one while the other serves small reads
 GROUP_LIMIT = 64  # units of work committed together at most
 ASSEMBLE_OFF_LOOP = 500  # rows past which jobs are built from rows in a worker thread
+_IDS_PER_QUERY = 500  # ids bound in one `IN (...)` (SQLite's limit on variables is far above)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,25 @@ async def _v1(db: aiosqlite.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1]
+async def _v2(db: aiosqlite.Connection) -> None:
+    """Every job row carries a `version` that moves whenever the job or one of its sets is
+    written, kept by triggers so no write path can forget it: state/get's cache re-reads and
+    re-encodes only the jobs whose version moved (api/state.py). A rolled-back write takes its
+    bump with it, and ids are never reused (AUTOINCREMENT), so (id, version) names one content."""
+    await db.execute("ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+    bump = "UPDATE jobs SET version = version + 1 WHERE id"
+    for statement in (
+        # `version` itself is not in the column list, so the trigger does not fire itself
+        "CREATE TRIGGER jobs_version AFTER UPDATE OF queue, name, count, remaining, draft, created, rank "
+        f"ON jobs BEGIN {bump} = NEW.id; END",
+        f"CREATE TRIGGER sets_added_version AFTER INSERT ON sets BEGIN {bump} = NEW.job_id; END",
+        f"CREATE TRIGGER sets_removed_version AFTER DELETE ON sets BEGIN {bump} = OLD.job_id; END",
+        f"CREATE TRIGGER sets_changed_version AFTER UPDATE ON sets BEGIN {bump} IN (OLD.job_id, NEW.job_id); END",
+    ):
+        await db.execute(statement)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 
 
 async def _run_script(db: aiosqlite.Connection, script: str) -> None:
@@ -492,6 +511,30 @@ class Store:
         if len(job_rows) + len(set_rows) > ASSEMBLE_OFF_LOOP:  # keep the event loop (the printer) going
             return await asyncio.to_thread(_assemble, job_rows, set_rows)
         return _assemble(job_rows, set_rows)
+
+    async def job_versions(self, queue: str) -> list[tuple[int, int]]:
+        """(id, version) of every job of `queue` in rank order: what state/get's cache compares
+        with what it has encoded (one index walk, no sets, no JSON columns)."""
+        rows = await self._fetchall("SELECT id, version FROM jobs WHERE queue = ? ORDER BY rank, id", (queue,))
+        return [(r[0], r[1]) for r in rows]
+
+    async def jobs_by_id(self, ids: Sequence[int]) -> list[Job]:
+        """The jobs (with their sets) of those ids that exist, in no particular order; call it
+        inside `snapshot()` with the `job_versions` it follows, so both see one state."""
+        async with self.snapshot():
+            jobs: list[Job] = []
+            for at in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = list(ids[at:at + _IDS_PER_QUERY])
+                marks = ",".join("?" * len(chunk))
+                job_rows = await self._fetchall(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk)
+                set_rows = await self._fetchall(
+                    f"SELECT * FROM sets WHERE job_id IN ({marks}) ORDER BY rank, id", chunk
+                )
+                if len(job_rows) + len(set_rows) > ASSEMBLE_OFF_LOOP:
+                    jobs += await asyncio.to_thread(_assemble, job_rows, set_rows)
+                else:
+                    jobs += _assemble(job_rows, set_rows)
+            return jobs
 
     async def job(self, job_id: int) -> Job:
         async with self.snapshot():

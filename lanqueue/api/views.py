@@ -192,13 +192,13 @@ def queue_view(name: str, row: dict[str, Any], info: QueueInfo, active_set: Any,
 _SPLICE = f"lanqueue-queue-jobs-{secrets.token_hex(8)}"
 
 
-def _encode_jobs(jobs: Sequence[Job]) -> str:
-    return json.dumps([job_view(j) for j in jobs])
+def _encode_job(job: Job) -> str:
+    return json.dumps(job_view(job))
 
 
 async def _jobs_json(q: Queue) -> str:
-    """A queue's jobs as JSON text, rebuilt once per change of the queue (api/state)."""
-    return await cached_jobs_text(q, _encode_jobs)
+    """A queue's jobs as JSON text, brought up to date once per change of the queue (api/state)."""
+    return await cached_jobs_text(q, _encode_job)
 
 
 async def state_view(node: Node) -> dict[str, Any]:

@@ -4,6 +4,8 @@ LAN queues over the LAN service, and the registry a node resolves queue names wi
 from __future__ import annotations
 
 from .base import (
+    ChangedJobs,
+    JobChanges,
     JobLookup,
     Pick,
     PortableJob,
@@ -16,5 +18,5 @@ from .base import (
     one_job,
 )
 
-__all__ = ["JobLookup", "Pick", "PortableJob", "PortableSet", "Queue", "QueueInfo", "QueueProvider", "is_no_id", "move_between",
+__all__ = ["ChangedJobs", "JobChanges", "JobLookup", "Pick", "PortableJob", "PortableSet", "Queue", "QueueInfo", "QueueProvider", "is_no_id", "move_between",
            "one_job"]

@@ -35,7 +35,7 @@ success) and `release`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +43,8 @@ from ..errors import BadRequest, NotFound
 from ..model import Job, JobRef, PrintSet, Strategy
 
 __all__ = [
+    "ChangedJobs",
+    "JobChanges",
     "JobLookup",
     "Pick",
     "PortableJob",
@@ -201,6 +203,29 @@ class JobLookup(Protocol):
 
     async def job(self, job_id: str) -> Job:
         """One job as `jobs()` shows it; `NotFound` if the queue has no live job of that id."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobChanges:
+    """`ChangedJobs.changed_jobs`'s answer, both parts read from one state of the queue."""
+
+    #: every job of the queue in rank order: its id (as `str(Job.id)`) and a stamp that changes
+    #: whenever that job's view (`jobs()`'s entry for it) could differ
+    stamps: list[tuple[str, Hashable]]
+    #: at least the jobs whose stamp is not the caller's `known` one, as `jobs()` shows them
+    jobs: list[Job]
+
+
+@runtime_checkable
+class ChangedJobs(Protocol):
+    """What a queue offers when it can tell which of its jobs changed (the local queue, by a
+    version on each job row): state/get's cache then re-encodes only those. Queues without it
+    are rebuilt whole from `jobs()` when their `cache_key()` moves."""
+
+    async def changed_jobs(self, known: Mapping[str, Hashable]) -> JobChanges:
+        """The queue's stamps and the jobs whose stamp differs from `known` (id -> stamp of
+        what the caller holds)."""
         ...
 
 

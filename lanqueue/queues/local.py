@@ -8,12 +8,12 @@ page shows as `acquired` (as the original does for the job being printed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..model import LOCAL, Job, JobRef, PrintSet, Strategy, choose_next
-from .base import Pick, PortableJob, PortableSet, QueueInfo, is_no_id
+from .base import JobChanges, Pick, PortableJob, PortableSet, QueueInfo, is_no_id
 
 if TYPE_CHECKING:
     from ..files import FileStore
@@ -60,6 +60,27 @@ class LocalQueue:
                 if job.id == held:
                     job.acquired = True
         return jobs
+
+    async def changed_jobs(self, known: Mapping[str, Hashable]) -> JobChanges:
+        """`base.ChangedJobs`: a job's stamp is its row version (moved by the store's triggers on
+        any write to it or its sets), whether it is held, and the file store's generation (its
+        sets' `missing_file` and `gcode` follow the files; a file coming or going is rare, so
+        every job is then re-read). Versions and jobs come from one read snapshot."""
+        held, files_gen = self._held, self.files.generation
+        async with self.store.snapshot():
+            versions = await self.store.job_versions(self.name)
+            stamps: list[tuple[str, Hashable]] = [
+                (str(jid), (version, jid == held, files_gen)) for jid, version in versions
+            ]
+            stale = [jid for (jid, _), (key, stamp) in zip(versions, stamps) if known.get(key) != stamp]
+            if len(stale) > len(versions) // 2:  # mostly new: one scan beats many lookups
+                jobs = await self.store.jobs(self.name)
+            else:
+                jobs = await self.store.jobs_by_id(stale) if stale else []
+        self.flag_missing_files(jobs)
+        for job in jobs:
+            job.acquired = job.id == held
+        return JobChanges(stamps, jobs)
 
     async def job(self, job_id: str) -> Job:
         job = await self.store.job(int(job_id))
