@@ -181,6 +181,19 @@ class BambuHarness:
     def cancel_at_printer(self) -> Callable[[], None]:
         return lambda: self.rig.screen("cancel")
 
+    def uploads(self) -> dict[str, float]:
+        """Print files on the printer's card (a G-code file arrives wrapped as NAME.3mf)."""
+        return {p.name.removesuffix(".3mf"): p.stat().st_mtime for p in self.rig.sdcard.iterdir()
+                if p.name.startswith("lq-") and not p.name.startswith("lq-script-")}
+
+    @property
+    def freeze(self) -> Callable[[], None]:
+        return self.rig.network_down  # the printer prints on, out of reach
+
+    @property
+    def thaw(self) -> Callable[[], None]:
+        return self.rig.network_up
+
     def go_away(self) -> None:
         self.rig.power_cut()
 

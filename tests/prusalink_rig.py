@@ -293,6 +293,19 @@ class PrusaLinkHarness:
     def cancel_at_printer(self) -> Callable[[], None]:
         return lambda: self.rig.screen("cancel")
 
+    def uploads(self) -> dict[str, float]:
+        folder = self.rig.dir / "data" / "PrusaLink gcodes"
+        return {p.name: p.stat().st_mtime for p in folder.iterdir()
+                if p.name.startswith("lq-") and not p.name.startswith("lq-script-")}
+
+    @property
+    def freeze(self) -> Callable[[], None]:
+        return self.rig.network_down  # PrusaLink and the printer carry on, out of reach
+
+    @property
+    def thaw(self) -> Callable[[], None]:
+        return self.rig.network_up
+
     def go_away(self) -> None:
         self.rig.power_cut()
 
