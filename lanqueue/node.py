@@ -37,17 +37,8 @@ from .errors import BadRequest, Conflict, NotFound
 from .etcd.routes import file_routes as etcd_file_routes
 from .farm import FarmService
 from .files import FileStore, sha256_of
-from .gjob import read_gjob, write_gjob
 from .memory import release_freed_memory
 from .model import LOCAL, Job, JobRef
-from .notify import (
-    MqttSink,
-    Notifier,
-    Snapshot,
-    WebhookSink,
-    driver_snapshot,
-    parse_broker,
-)
 from .preprocess import Evaluator
 from .printer import BackendSettings, PrinterBackend, open_backend
 from .queues import PortableJob, PortableSet, one_job
@@ -62,6 +53,7 @@ from .sync.service import LanService, PeerDirectory
 
 if TYPE_CHECKING:
     from .etcd.provider import EtcdProvider
+    from .notify import Notifier, Snapshot
 
 __all__ = ["Node"]
 
@@ -288,6 +280,11 @@ class Node:
     async def _notify_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """MQTT (with Home Assistant discovery) and webhooks, when configured (notify.py)."""
         opts = self.options
+        if not (opts.webhook or opts.mqtt):
+            yield  # nothing to notify: notify.py (and its MQTT client) is never loaded
+            return
+        from .notify import MqttSink, Notifier, WebhookSink, parse_broker
+
         sinks: list[Any] = [WebhookSink(url, opts.webhook_secret, {"node_id": self.node_id, "node": opts.name})
                             for url in opts.webhook]
         if opts.mqtt:
@@ -302,6 +299,8 @@ class Node:
             await self.notifier.async_close()
 
     def _driver_snapshot(self) -> Snapshot | None:
+        from .notify import driver_snapshot
+
         return driver_snapshot(self.runner.driver) if self.runner is not None else None
 
     async def _farm_ctx(self, app: web.Application) -> AsyncIterator[None]:
@@ -400,6 +399,8 @@ class Node:
         return usage.free, usage.total
 
     async def export_jobs(self, job_ids: list[int]) -> tuple[list[str], list[str]]:
+        from . import gjob  # rarely used: loaded on first use
+
         paths, errors = [], []
         for jid in job_ids:
             try:
@@ -408,7 +409,7 @@ class Node:
                     self.files.resolve(s.path)
                 name = f"{_slug(job.name)}.gjob"
                 target = self.files.location(name)
-                await asyncio.get_running_loop().run_in_executor(None, write_gjob, job, self.files.root, target)
+                await asyncio.get_running_loop().run_in_executor(None, gjob.write_gjob, job, self.files.root, target)
                 await self.store.record_file(name, await sha256_of(target), target.stat().st_size)
                 paths.append(name)
             except (NotFound, BadRequest) as e:
@@ -417,10 +418,13 @@ class Node:
 
     async def import_job(self, path: str, queue_name: str) -> Job:
         """A `.gjob` file's job, as a new draft at the end of the queue (of any kind)."""
+        from . import gjob  # rarely used: loaded on first use
+
         queue = self.queues.get(queue_name)
         source = self.files.resolve(path)
         # unzip (and CRC-check) every member off the loop, before anything is written
-        content, members = await asyncio.get_running_loop().run_in_executor(None, read_gjob, source, self.files.max_size)
+        content, members = await asyncio.get_running_loop().run_in_executor(None, gjob.read_gjob, source,
+                                                                            self.files.max_size)
         stored_paths = []
         for s, data in zip(content.sets, members):
             target = f"{Path(path).stem}/{s['safe_path']}"
