@@ -381,7 +381,7 @@ class Sim:
         disk rolled back before it was sent anywhere) can be written anew without harm."""
         def same(r: JobRecord | None) -> bool:
             return r is not None and r.key == rec.key and r.id == rec.id and r.sets == rec.sets
-        if any(same(n.store.records.get(rec.id)) for n in self.nodes.values()):
+        if any(same(n.store.records.get(rec.id)) for n in self.nodes.values() if not n.gone):  # a gone clone's disk is gone
             return True
         for _, _, kind, data in self._heap:
             if kind == "deliver":
