@@ -32,6 +32,13 @@ persist, then events, then sends. Concretely:
 - `boot`: incremented by `restore`, written before any request of the new incarnation leaves, so
   request ids never repeat across restarts.
 
+After a restart (`restore`, any boot but the first) the core keeps a sync gate closed: it grants,
+completes, releases and edits nothing until every online peer has answered a `SyncRequest`
+(bringing newer copies of its records: its disk may be an older image) and vouched for this run
+(a second live run of the same node id, a cloned card, makes both stop: `IdentityClash`). Pass
+each message's sender run id to `handle(message, now, instance)`: the adapter takes it from the
+request's signature. `status(now)` says where the node stands, for the user.
+
 Nothing else is durable: lease deadlines (meaningless after a restart: S6 replaces them),
 pending requests, progress, retry timers. `durable_state()` returns exactly what the persisted
 rows should contain (`DurableState.apply` folds a `Persist` in); `LanNodeCore.restore(node_id,
