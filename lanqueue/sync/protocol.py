@@ -575,11 +575,7 @@ class LanNodeCore:
             out.events.append(Alert("rolled_back", self.rolled_back))
 
     def _on_sync_request(self, msg: SyncRequest, now: float, out: _Out, instance: str, clash: str) -> None:
-        if len(msg.digest) > self.timings.max_jobs:
-            raise RemoteProtocolError("digest larger than any queue may be")
-        theirs = {j: (e, v) for j, e, v in msg.digest}
-        newer = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
-        want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
+        newer, want = self._compare(msg.digest)
         vouched = not clash and (not self.detect_clones or self.identity.vouch(msg.sender, instance, now,
                                                                                self.vouch_span))
         out.sends.append(Send(msg.sender, SyncReply(self.node_id, msg.round, newer, clash, vouched)))
@@ -915,12 +911,18 @@ class LanNodeCore:
         for rec in msg.records:
             self._merge(rec, now, out)
 
-    def _on_digest(self, msg: DigestRequest, now: float, out: _Out) -> None:
-        if len(msg.digest) > self.timings.max_jobs:
+    def _compare(self, digest: tuple[tuple[str, int, int], ...]) -> tuple[tuple[JobRecord, ...], tuple[str, ...]]:
+        """A peer's digest against ours: our records newer than its copies, and the jobs it has
+        newer copies of."""
+        if len(digest) > self.timings.max_jobs:
             raise RemoteProtocolError("digest larger than any queue may be")
-        theirs = {j: (e, v) for j, e, v in msg.digest}
+        theirs = {j: (e, v) for j, e, v in digest}
         newer_here = tuple(r for j, r in sorted(self.records.items()) if theirs.get(j, (-1, -1)) < r.key)
         want = tuple(j for j, k in theirs.items() if j not in self.records or self.records[j].key < k)
+        return newer_here, want
+
+    def _on_digest(self, msg: DigestRequest, now: float, out: _Out) -> None:
+        newer_here, want = self._compare(msg.digest)
         if newer_here:
             out.sends.append(Send(msg.sender, RecordPush(self.node_id, newer_here)))
         if want:
