@@ -70,6 +70,11 @@ class Harness:
 
     cancel_at_printer: Callable[[], None] | None = None
 
+    def uploads(self) -> dict[str, float] | None:
+        """Files on the printer named `lq-...` with their upload time; None where the node
+        streams the file itself (nothing is uploaded)."""
+        return None
+
     # the printer's host stops answering for a while but keeps its print (a network outage);
     # None where that cannot happen (a serial cable is there or it is not)
     freeze: Callable[[], None] | None = None
@@ -179,6 +184,10 @@ class OctoPrintHarness(Harness):
     freeze = property(lambda self: self.server.freeze)  # type: ignore[assignment]
     thaw = property(lambda self: self.server.thaw)  # type: ignore[assignment]
 
+    def uploads(self) -> dict[str, float] | None:
+        files = self.server.api("GET", "/api/files/local").json()["files"]
+        return {f["name"]: f["date"] for f in files if f["name"].startswith("lq-")}
+
     def go_away(self) -> None:
         self.server.kill()
 
@@ -220,6 +229,10 @@ class MoonrakerHarness(Harness):
     # only Moonraker stops answering: Klipper keeps printing, as behind a network outage
     freeze = property(lambda self: self.server.freeze)  # type: ignore[assignment]
     thaw = property(lambda self: self.server.thaw)  # type: ignore[assignment]
+
+    def uploads(self) -> dict[str, float] | None:
+        files = self.server.api("GET", "/server/files/list").json()["result"]
+        return {f["path"]: f["modified"] for f in files if f["path"].startswith("lq-")}
 
     def go_away(self) -> None:
         self.server.kill()
@@ -367,6 +380,15 @@ def test_print_to_completion_counts_each_copy_once(rig):
     assert rig.counts(job) == (2, 0)
     assert rig.runs("done.gcode") == ["success", "success"]
     rig.wait(lambda: not rig.state()["active"] or rig.state()["status"] != "Printing", 30, "driver idle")
+    uploads = rig.harness.uploads()
+    if uploads is not None:  # the second copy found the bytes on the printer: one upload, by hash
+        done = [name for name in uploads if name.endswith("-done.gcode")]
+        assert len(done) == 1, uploads
+        before = uploads[done[0]]
+        job = rig.add_job("done.gcode", count=1)
+        rig.wait(lambda: rig.counts(job) == (1, 0), 90, "a third copy printed")
+        assert rig.harness.uploads() == uploads, "a file the printer has was not sent again"
+        assert uploads[done[0]] == before
 
 
 def test_pause_and_resume_then_it_counts(rig):
