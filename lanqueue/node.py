@@ -32,6 +32,7 @@ from .attended import parse_attended, waits_for_person
 from .automation import Automation, async_render_event
 from .config import Options
 from .discovery import DiscoveryService
+from .discovery.service import next_incarnation
 from .driving import QueueDriver
 from .errors import BadRequest, Conflict, NotFound
 from .etcd.routes import file_routes as etcd_file_routes
@@ -164,6 +165,7 @@ class Node:
             interfaces=list(opts.interface) or None,
             static_peers=opts.peer,
             status_provider=self._status_for_peers,
+            incarnation=next_incarnation(self.data_dir),
         )
         discovery.install(app)
 

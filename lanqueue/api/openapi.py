@@ -658,6 +658,11 @@ _PEER = ("Node-to-node protocol (design/lan-protocol.md). No API key: requests a
          "signed with the LAN queue's shared secret; an unsigned or badly signed request is a 403.")
 describe("get", "/lanqueue/peer/v1/hello", "Who this node is (discovery heartbeat)", tag="peer", public=True, errors=(),
          mutates=False, description="Unsigned: names and addresses only.", responses=ok({"type": "object"}))
+describe("post", "/lanqueue/peer/v1/swim", "One SWIM membership message (ping, ack, ping-req)", tag="peer",
+         public=True, errors=("400", "413", "503"), mutates=False,
+         description="Unsigned: membership says what mDNS says; a forged suspicion is refuted by its "
+                     "target (lanqueue/discovery/swimnet.py). Answered 204 at once.",
+         body=json_body({"type": "object", "description": "one encoded SWIM message"}), responses=NO_CONTENT)
 describe("post", "/lanqueue/peer/v1/message", "One LAN protocol message; the answer lists the replies", tag="peer",
          public=True, errors=("400", "403", "413", "503"), description=_PEER,
          body=json_body({"type": "object", "description": "an encoded protocol message"}),

@@ -1,9 +1,10 @@
-"""Discovery and membership: mDNS registration and browsing, static peers, HTTP heartbeats.
+"""Discovery and membership: mDNS registration and browsing, static peers, SWIM liveness.
 
 `DiscoveryService` (service.py) is the entry point. The pure parts: `info.py` (what a peer says
-about itself, validated), `events.py` (peer views and events), `peers.py` (the peer table and
-liveness rules, time passed in). The I/O adapters: `mdns.py` (python-zeroconf) and
-`heartbeat.py` (HTTP hello route and heartbeat loop).
+about itself, validated), `events.py` (peer views and events), `peers.py` (the peer table, time
+passed in), `swim.py` (SWIM membership: failure detection and gossip at a cost per node that
+does not grow with the farm). The I/O adapters: `mdns.py` (python-zeroconf), `swimnet.py` (SWIM
+over HTTP) and `heartbeat.py` (the hello route: who a static address or new member is).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Application heartbeats over HTTP: the only source of liveness.
+"""The hello route and loop: who is at an address.
 
-mDNS is silent when a node is killed or its link goes down, so every node asks every peer it
-knows (and every static address) `GET /lanqueue/peer/v1/hello` each `interval` seconds. The
-answer says who is there; a refused, timed-out or malformed answer is a missed heartbeat. The
-peer table (`peers.py`) turns those into online/offline.
+Liveness is SWIM's (`swimnet.py`); hello answers only "who is there": a static address not yet
+known, a caller that named itself, a member heard of only through gossip (asked once, then SWIM
+watches it and its messages carry its info). `HeartbeatLoop` asks those each `interval`, so
+its cost is that of the farm's changes, not of its size. The farm view also reads hello answers.
 
 The hello answer is public (no secret, no key): it carries only what mDNS TXT already tells
 everyone, plus the printer's status. The request carries the caller's node id and API port in

@@ -263,6 +263,22 @@ class PeerTable:
             return self._go_offline(entry, "heartbeat")
         return []
 
+    def set_online(self, node_id: str, online: bool, now: float, reason: str) -> list[PeerEvent]:
+        """A verdict from membership (SWIM): up or down. An offline peer keeps the reason it
+        went offline with (an mDNS goodbye stays a goodbye when SWIM later agrees)."""
+        entry = self._peers.get(node_id)
+        if entry is None:
+            return []
+        if online and entry.status is PeerStatus.OFFLINE:
+            entry.status = PeerStatus.ONLINE
+            entry.offline_reason = None
+            entry.missed = 0
+            entry.last_seen = max(entry.last_seen, now)
+            return [PeerOnline(self._view(entry))]
+        if not online and entry.status is PeerStatus.ONLINE:
+            return self._go_offline(entry, reason)
+        return []
+
     def tick(self, now: float) -> list[PeerEvent]:
         """Time-driven changes: silent online peers go offline, long-offline peers are forgotten."""
         events: list[PeerEvent] = []

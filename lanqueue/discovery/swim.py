@@ -139,6 +139,7 @@ class SwimSettings:
     max_piggyback: int = 8
     max_gossip: int = 64  # news waiting to be piggybacked; past it the most-sent, oldest goes
     max_members: int = 4096
+    dead_probe_every: int = 5  # every this many periods, ping one member believed DEAD
 
 
 @dataclass
@@ -181,6 +182,7 @@ class Swim:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._next_period = float("-inf")
+        self._periods = 0
         self.sent = 0  # messages sent, for the simulator's and bench's per-node cost
         self._queue_gossip(Update(self.me, Status.ALIVE, self.incarnation, self.addr))
 
@@ -202,6 +204,22 @@ class Swim:
             return []
         return self._apply(Update(node, Status.ALIVE, 0, addr), now)
 
+    def leave(self, node: str, now: float) -> list[Action]:
+        """A member said goodbye (an mDNS goodbye, a clean shutdown): DEAD at the incarnation
+        known, so that its restart (a higher incarnation) is news again."""
+        u = self.members.get(node)
+        if u is None or u.status == Status.DEAD:
+            return []
+        return self._apply(Update(node, Status.DEAD, u.incarnation, u.addr), now)
+
+    def farewell(self) -> list[Action]:
+        """This node is leaving (a clean shutdown): tell every member now, one ping each carrying
+        its own death, instead of letting each find out by failed probes. Once per life."""
+        gone = (Update(self.me, Status.DEAD, self.incarnation, self.addr),)
+        self._seq += 1
+        return [self._send(n, Ping(self.me, self.addr, self._seq, gone))
+                for n, u in self.members.items() if u.status != Status.DEAD]
+
     def receive(self, message: Message, now: float) -> list[Action]:
         actions: list[Action] = []
         for u in message.updates:
@@ -209,7 +227,8 @@ class Swim:
         if message.sender != self.me and message.sender not in self.members:
             actions += self.join(message.sender, message.addr, now)  # a member we had not heard of
         if isinstance(message, Ping):
-            actions.append(self._send(message.sender, Ack(self.me, self.addr, message.seq, self.me, self._piggyback())))
+            news = self._verdict(message.sender) + self._piggyback()
+            actions.append(self._send(message.sender, Ack(self.me, self.addr, message.seq, self.me, news)))
         elif isinstance(message, PingReq):
             actions += self._relay(message, now)
         else:
@@ -234,13 +253,32 @@ class Swim:
 
     def _start_period(self, now: float) -> list[Action]:
         self._next_period = now + self.settings.period
+        self._periods += 1
+        actions = self._probe_dead() if self._periods % self.settings.dead_probe_every == 0 else []
         target = self._next_target()
         if target is None:
             self._probe = None
-            return []
+            return actions
         self._seq += 1
         self._probe = _Probe(target, self._seq, now)
-        return [self._send(target, Ping(self.me, self.addr, self._seq, self._piggyback()))]
+        return actions + [self._send(target, Ping(self.me, self.addr, self._seq, self._piggyback()))]
+
+    def _probe_dead(self) -> list[Action]:
+        """Ping one member believed DEAD, telling it so. A partition that healed (a cable put
+        back) would otherwise never heal in the views: nobody probes the dead. A live one
+        refutes with a higher incarnation; a dead one costs one unanswered ping."""
+        dead = [n for n, u in self.members.items() if u.status == Status.DEAD]
+        if not dead:
+            return []
+        node = self.rng.choice(dead)
+        self._seq += 1
+        return [self._send(node, Ping(self.me, self.addr, self._seq, self._verdict(node) + self._piggyback()))]
+
+    def _verdict(self, node: str) -> tuple[Update, ...]:
+        """What we believe of `node` if it is DEAD, to send to it: a node hears that it was
+        declared dead (the news may have stopped travelling long ago) and refutes."""
+        u = self.members.get(node)
+        return (u,) if u is not None and u.status == Status.DEAD else ()
 
     def _end_period(self, now: float) -> list[Action]:
         probe, self._probe = self._probe, None
