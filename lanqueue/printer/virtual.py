@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -323,70 +324,16 @@ class VirtualMarlin:
         code = command_code(command)
         (self.sd_executed if from_sd else self.executed).append(command)
         self.session_executed += 1
-        f = self.faults
-        n = self.session_executed
-        if f.thermal_runaway_after is not None and n == f.thermal_runaway_after:
-            self.kill("Thermal Runaway, system stopped! Heater_ID: 0")
+        if self._injected_fault(now):
             return
-        if f.reset_after is not None and n == f.reset_after:
-            f.reset_after = None
-            self.power_on(now)
-            return
-        if f.disconnect_after is not None and n == f.disconnect_after:
-            f.disconnect_after = None
-            self.disconnect_requested = True
-            return
-        if f.ignore_all_after is not None and n >= f.ignore_all_after:
-            self.silent = True
-            return
-        args = _args(command)
-        reply = ""
-        block: float | None = None
-        if code in ("G0", "G1", "G2", "G3"):
-            self._move(args, now)
-        elif code == "G28":
-            for axis in "XYZ":
-                self.position[axis] = 0.0
-            block = 8.0
-        elif code == "G29":
-            block = 30.0
-        elif code == "G4":
-            block = args.get("S", 0.0) + args.get("P", 0.0) / 1000
-        elif code == "M400":
-            block = 0.0
-        elif code == "G92":
-            for axis, value in args.items():
-                if axis in self.position:
-                    self.position[axis] = value
-        elif code in ("M104", "M109"):
-            self.temps["T"][1] = args.get("S", 0.0)
-            if code == "M109":
-                block = 0.0
-        elif code in ("M140", "M190"):
-            self.temps["B"][1] = args.get("S", 0.0)
-            if code == "M190":
-                block = 0.0
-        elif code == "M105":
-            reply = " " + self._temp_report()
-        elif code == "M155":
-            self._autoreport_interval = args.get("S", 0.0)
-            self._next_autoreport = now
-        elif code == "M115":
-            self._emit(
-                "FIRMWARE_NAME:Marlin 2.1.2 (virtual) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
-                "PROTOCOL_VERSION:1.0 MACHINE_TYPE:lanqueue virtual EXTRUDER_COUNT:1"
-            )
-            self._emit(*(f"Cap:{k}:{v}" for k, v in self.capabilities.items()))
-        elif code == "M114":
-            p = self.position
-            self._emit(f"X:{p['X']:.2f} Y:{p['Y']:.2f} Z:{p['Z']:.2f} E:{p['E']:.2f} Count X:0 Y:0 Z:0")
-        elif code in ("M20", "M21", "M23", "M24", "M25", "M27", "M524"):
-            self._sd_command(code, command, args)
-        elif code in ("M110", "M106", "M107", "M84", "M18", "M82", "M83", "M117", "M220", "M221", "G90", "G91",
-                      "G21", "M108", "M73", "M201", "M203", "M204", "M205", "M300", "M118"):
-            pass
+        handler = _COMMANDS.get(code)
+        if handler is None:
+            reply, block = "", None
+            if code not in _ACCEPTED:
+                self._emit(f'echo:Unknown command: "{command}"')
         else:
-            self._emit(f'echo:Unknown command: "{command}"')
+            reply, block = handler(self, code, command, _args(command), now)
+        f = self.faults
         if f.busy_rate and self._rng.random() < f.busy_rate:
             block = (block or 0.0) + f.busy_time
         if block is not None:
@@ -396,6 +343,82 @@ class VirtualMarlin:
             return
         if not from_sd:
             self._done(code, reply)
+
+    def _injected_fault(self, now: float) -> bool:
+        """A one-time fault due at this command (counted per connection); True if one struck."""
+        f = self.faults
+        n = self.session_executed
+        if f.thermal_runaway_after is not None and n == f.thermal_runaway_after:
+            self.kill("Thermal Runaway, system stopped! Heater_ID: 0")
+            return True
+        if f.reset_after is not None and n == f.reset_after:
+            f.reset_after = None
+            self.power_on(now)
+            return True
+        if f.disconnect_after is not None and n == f.disconnect_after:
+            f.disconnect_after = None
+            self.disconnect_requested = True
+            return True
+        if f.ignore_all_after is not None and n >= f.ignore_all_after:
+            self.silent = True
+            return True
+        return False
+
+    # One method per command (or family): (text appended to the `ok`, seconds the command keeps
+    # the firmware busy or None), so the dispatch is a table, not a chain of string tests.
+    def _g_move(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        self._move(args, now)
+        return "", None
+
+    def _g28(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        for axis in "XYZ":
+            self.position[axis] = 0.0
+        return "", 8.0
+
+    def _g29(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        return "", 30.0
+
+    def _g4(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        return "", args.get("S", 0.0) + args.get("P", 0.0) / 1000
+
+    def _m400(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        return "", 0.0
+
+    def _g92(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        for axis, value in args.items():
+            if axis in self.position:
+                self.position[axis] = value
+        return "", None
+
+    def _heater(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        """M104/M140 set a target; M109/M190 also wait for it."""
+        self.temps["T" if code in ("M104", "M109") else "B"][1] = args.get("S", 0.0)
+        return "", 0.0 if code in ("M109", "M190") else None
+
+    def _m105(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        return " " + self._temp_report(), None
+
+    def _m155(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        self._autoreport_interval = args.get("S", 0.0)
+        self._next_autoreport = now
+        return "", None
+
+    def _m115(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        self._emit(
+            "FIRMWARE_NAME:Marlin 2.1.2 (virtual) SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin "
+            "PROTOCOL_VERSION:1.0 MACHINE_TYPE:lanqueue virtual EXTRUDER_COUNT:1"
+        )
+        self._emit(*(f"Cap:{k}:{v}" for k, v in self.capabilities.items()))
+        return "", None
+
+    def _m114(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        p = self.position
+        self._emit(f"X:{p['X']:.2f} Y:{p['Y']:.2f} Z:{p['Z']:.2f} E:{p['E']:.2f} Count X:0 Y:0 Z:0")
+        return "", None
+
+    def _sd(self, code: str, command: str, args: dict[str, float], now: float) -> _Result:
+        self._sd_command(code, command, args)
+        return "", None
 
     def _move(self, args: dict[str, float], now: float) -> None:
         if "F" in args:
@@ -466,6 +489,27 @@ class VirtualMarlin:
         text = strip_comment(raw.decode("ascii", "replace"))
         if text:
             self._execute(text, self._now, from_sd=True)
+
+
+_Result = tuple[str, float | None]
+_Command = Callable[[VirtualMarlin, str, str, dict[str, float], float], _Result]
+_COMMANDS: dict[str, _Command] = {
+    **dict.fromkeys(("G0", "G1", "G2", "G3"), VirtualMarlin._g_move),
+    "G28": VirtualMarlin._g28,
+    "G29": VirtualMarlin._g29,
+    "G4": VirtualMarlin._g4,
+    "M400": VirtualMarlin._m400,
+    "G92": VirtualMarlin._g92,
+    **dict.fromkeys(("M104", "M109", "M140", "M190"), VirtualMarlin._heater),
+    "M105": VirtualMarlin._m105,
+    "M155": VirtualMarlin._m155,
+    "M115": VirtualMarlin._m115,
+    "M114": VirtualMarlin._m114,
+    **dict.fromkeys(("M20", "M21", "M23", "M24", "M25", "M27", "M524"), VirtualMarlin._sd),
+}
+#: Commands taken with a plain `ok` and no effect on the model.
+_ACCEPTED = frozenset(("M110", "M106", "M107", "M84", "M18", "M82", "M83", "M117", "M220", "M221", "G90", "G91",
+                       "G21", "M108", "M73", "M201", "M203", "M204", "M205", "M300", "M118"))
 
 
 def _args(command: str) -> dict[str, float]:
