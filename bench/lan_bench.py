@@ -19,8 +19,15 @@ left out. Everything is on loopback; nothing leaves the machine.
 
     python bench/lan_bench.py [--pickup-jobs 10] [--copies 10] [--kill-rounds 3] [--ttl 6]
                               [--nodes 10] [--jobs 1000] [--only a,b,c]
+    python bench/lan_bench.py --scale 4,24 [--jobs 300] [--idle-window 15]
 
 Prints the tables and writes bench/RESULTS-lan.md.
+
+Scale mode (issue 14) runs (c) unchanged at each farm size in turn, in one run, and prints per
+size: submissions/s, last submit -> all nodes have all, background bytes per node per second
+(loopback bytes while idle with the jobs in the queue, less the bench's own requests, divided by
+the nodes) and idle CPU per node; then each size's ratio to the first. It replaces the "Scale"
+section of bench/RESULTS-lan.md and leaves the rest of the file as it was.
 """
 
 from __future__ import annotations
@@ -671,6 +678,62 @@ How it is measured:
     )
 
 
+SCALE_MARK = "<!-- scale mode: everything below is written by --scale -->"
+
+
+def scale_row(n: int, c: dict[str, Any], jobs: int) -> dict[str, float]:
+    return {
+        "nodes": n,
+        "subs_per_s": jobs / c["submit_s"],
+        "last_to_all_s": c["converge_after_last_submit_s"],
+        "bg_bytes_node_s": c.get("idle_full_bytes_per_s", float("nan")) / n,
+        "bg_empty_bytes_node_s": c.get("idle_bytes_per_s", float("nan")) / n,
+        "idle_cpu_pct": statistics.mean(s[0] for s in c["idle_full"]),
+        "submitter_cpu_pct": c["busy_ingest"][0][0],
+    }
+
+
+def scale_report(args: argparse.Namespace, rows: list[dict[str, float]], elapsed: float) -> str:
+    """The scale table and the ratios of every size to the first, with the issue's targets."""
+    head = ("| nodes | submissions/s | last submit -> all nodes | background B/s per node (queue full) "
+            "| same, empty queue | idle CPU % per node | submitting node CPU % |\n|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['nodes']:.0f} | {r['subs_per_s']:.1f} | {r['last_to_all_s']:.2f} s | "
+                   f"{r['bg_bytes_node_s']:.0f} | {r['bg_empty_bytes_node_s']:.0f} | {r['idle_cpu_pct']:.2f} | "
+                   f"{r['submitter_cpu_pct']:.0f} |\n" for r in rows)
+    base = rows[0]
+    ratios = ""
+    for r in rows[1:]:
+        n, b = r["nodes"], base["nodes"]
+        ratios += (f"- {n:.0f} vs {b:.0f} nodes: submissions/s x{r['subs_per_s'] / base['subs_per_s']:.2f} "
+                   f"(target >= 0.8); background bytes per node x{r['bg_bytes_node_s'] / base['bg_bytes_node_s']:.2f} "
+                   f"(target <= 1.5); last submit -> all {r['last_to_all_s']:.2f} s (target < 1 s); "
+                   f"idle CPU per node x{r['idle_cpu_pct'] / max(base['idle_cpu_pct'], 1e-9):.2f}\n")
+    return (f"{SCALE_MARK}\n## Scale (issue 14)\n\n`python bench/lan_bench.py --scale {args.scale} --jobs {args.jobs} "
+            f"--idle-window {args.idle_window:g}` on {os.cpu_count()} cores ({platform.machine()}), "
+            f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. Static full mesh, --no-mdns, {args.jobs} jobs "
+            f"submitted on one node ({args.concurrency} in flight); idle figures over {args.idle_window:g} s "
+            "with the jobs in the queue. All sizes in one run.\n\n" + head + body + "\n" + ratios)
+
+
+async def run_scale(args: argparse.Namespace) -> list[dict[str, float]]:
+    root = Path(tempfile.mkdtemp(prefix="lan-bench-scale-"))
+    rows = []
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+            for n in [int(x) for x in args.scale.split(",")]:
+                print(f"(scale) {n} nodes ...", flush=True)
+                c = await bench_replication(root / f"n{n}", session, n, args.jobs, args.concurrency,
+                                            args.idle_window)
+                rows.append(scale_row(n, c, args.jobs))
+                print(f"  {rows[-1]}", flush=True)
+    except BaseException:
+        print(f"bench failed; node logs kept in {root}", file=sys.stderr)
+        raise
+    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="lan-bench-"))
     res: dict[str, Any] = {}
@@ -716,6 +779,7 @@ def main() -> int:
                     "`lanqueue/`, e.g. `git archive <commit> lanqueue | tar -x -C DIR`) and report ratios")
     ap.add_argument("--baseline-label", help="what the baseline tree is, for the report (e.g. a commit)")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-lan.md")
+    ap.add_argument("--scale", help="scale mode: run (c) at these farm sizes in one run, e.g. 4,24")
     args = ap.parse_args()
 
     netns = os.environ.get(NETNS_ENV) == "1"
@@ -727,8 +791,18 @@ def main() -> int:
     if netns:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     started = time.monotonic()
+    if args.scale:
+        rows = asyncio.run(run_scale(args))
+        section = scale_report(args, rows, time.monotonic() - started)
+        print(section)
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(old.split(SCALE_MARK)[0].rstrip("\n") + "\n\n" + section)
+        print(f"wrote {args.out}")
+        return 0
     res = asyncio.run(run(args))
     text = report(args, res, time.monotonic() - started, netns)
+    if args.out.exists() and SCALE_MARK in args.out.read_text():
+        text = text.rstrip("\n") + "\n\n" + SCALE_MARK + args.out.read_text().split(SCALE_MARK, 1)[1]
     print(text)
     args.out.write_text(text)
     print(f"wrote {args.out}")
