@@ -5,6 +5,7 @@ mosquitto (TLS, password), a real implicit-FTPS server and the printer stand-in 
 from __future__ import annotations
 
 import asyncio
+import json
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -275,3 +276,36 @@ async def test_printer_out_of_reach_too_long_counts_the_print_lost(rig, tmp_path
     await asyncio.sleep(1.0)
     assert [type(e) for e in ends(rec)] == [PrintFailed]
     await b.async_close()
+
+
+@pytest.mark.slow
+def test_node_matches_jobs_to_the_ams_filaments(tmp_path):
+    """Through a real node: the AMS trays show in state/get and decide what prints (tool 0 holds
+    PLA here, so a set that needs PETG on tool 0 waits while one that needs PLA prints)."""
+    from bambu_rig import BambuHarness
+    from conftest import NodeProcess, free_port
+    from test_backend_conformance import NO_WAIT, Rig, write_node_config
+
+    harness = BambuHarness()
+    harness.start(tmp_path)
+    node = NodeProcess(tmp_path / "node", free_port(),
+                       ["--printer", harness.url, "--config", str(write_node_config(harness, tmp_path / "n.toml"))])
+    try:
+        node.start()
+        rig = Rig(harness, node)
+        rig.wait_ready()
+        caps = rig.state()["printer"]["capabilities"]
+        assert [(f["type"], f["colour"]) for f in caps["filaments"]][:2] == [("PLA", "#FF0000"), ("PETG", "#00AE42")]
+        rig.post("/plugin/continuousprint/automation/edit", data={"json": json.dumps(NO_WAIT)})
+        for name in ("petg.gcode", "pla.gcode"):
+            rig.upload(name, harness.gcode(0.3))
+        petg = int(rig.post("/plugin/continuousprint/set/add", data={
+            "path": "petg.gcode", "count": "1", "jobName": "petg", "jobDraft": "false", "materials": '["PETG"]'}).json()["job_id"])
+        pla = int(rig.post("/plugin/continuousprint/set/add", data={
+            "path": "pla.gcode", "count": "1", "jobName": "pla", "jobDraft": "false", "materials": '["PLA"]'}).json()["job_id"])
+        rig.activate()
+        rig.wait(lambda: rig.counts(pla) == (1, 0), 60, "the PLA job printed")
+        assert rig.counts(petg) == (0, 1), "the PETG job needs PETG on tool 0: it waits"
+    finally:
+        node.stop()
+        harness.close()
