@@ -14,6 +14,7 @@ import enum
 import json
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from . import messages as m
@@ -86,63 +87,91 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _decode(raw: Any, tp: Any, depth: int) -> Any:
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if raw is None and type(None) in args:
-            return None
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _decode(raw, option, depth)
-            except RemoteProtocolError:
-                continue
-        raise RemoteProtocolError(f"value {raw!r:.40} fits none of {tp}")
+        return _decode_union(raw, tp, depth)
     if origin is tuple:
-        if not isinstance(raw, list):
-            raise RemoteProtocolError("expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(v, args[0], depth + 1) for v in raw)
-        if len(raw) != len(args):
-            raise RemoteProtocolError("wrong tuple length")
-        return tuple(_decode(v, a, depth + 1) for v, a in zip(raw, args))
+        return _decode_tuple(raw, typing.get_args(tp), depth)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(raw, dict) or raw.get("type", tp.__name__) != tp.__name__:
-            raise RemoteProtocolError(f"expected a {tp.__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in raw:
-                kwargs[f.name] = _decode(raw[f.name], hints[f.name], depth + 1)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise RemoteProtocolError(f"{tp.__name__} lacks {f.name}")
-        try:
-            return tp(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise RemoteProtocolError(f"bad {tp.__name__}: {e}") from None
+        return _decode_dataclass(raw, tp, depth)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(raw)
         except ValueError:
             raise RemoteProtocolError(f"bad {tp.__name__} {raw!r:.40}") from None
-    if tp is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise RemoteProtocolError("expected a number")
-        return float(raw)
-    if tp is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise RemoteProtocolError("expected an integer")
-        return raw
-    if tp is bool:
-        if not isinstance(raw, bool):
-            raise RemoteProtocolError("expected a boolean")
-        return raw
-    if tp is str:
-        if not isinstance(raw, str) or len(raw) > 100_000:
-            raise RemoteProtocolError("expected a string")
-        return raw
-    if tp is type(None):
-        if raw is not None:
-            raise RemoteProtocolError("expected null")
+    scalar = _SCALARS.get(tp)
+    if scalar is None:
+        raise RemoteProtocolError(f"cannot decode {tp}")
+    return scalar(raw)
+
+
+def _decode_union(raw: Any, tp: Any, depth: int) -> Any:
+    args = typing.get_args(tp)
+    if raw is None and type(None) in args:
         return None
-    raise RemoteProtocolError(f"cannot decode {tp}")
+    for option in args:
+        if option is type(None):
+            continue
+        try:
+            return _decode(raw, option, depth)
+        except RemoteProtocolError:
+            continue
+    raise RemoteProtocolError(f"value {raw!r:.40} fits none of {tp}")
+
+
+def _decode_tuple(raw: Any, args: tuple[Any, ...], depth: int) -> tuple[Any, ...]:
+    if not isinstance(raw, list):
+        raise RemoteProtocolError("expected a list")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_decode(v, args[0], depth + 1) for v in raw)
+    if len(raw) != len(args):
+        raise RemoteProtocolError("wrong tuple length")
+    return tuple(_decode(v, a, depth + 1) for v, a in zip(raw, args))
+
+
+def _decode_dataclass(raw: Any, tp: type, depth: int) -> Any:
+    if not isinstance(raw, dict) or raw.get("type", tp.__name__) != tp.__name__:
+        raise RemoteProtocolError(f"expected a {tp.__name__}")
+    hints = _hints(tp)
+    kwargs = {}
+    for f in dataclasses.fields(tp):
+        if f.name in raw:
+            kwargs[f.name] = _decode(raw[f.name], hints[f.name], depth + 1)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RemoteProtocolError(f"{tp.__name__} lacks {f.name}")
+    try:
+        return tp(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise RemoteProtocolError(f"bad {tp.__name__}: {e}") from None
+
+
+def _as_float(raw: Any) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise RemoteProtocolError("expected a number")
+    return float(raw)
+
+
+def _as_int(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise RemoteProtocolError("expected an integer")
+    return raw
+
+
+def _as_bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise RemoteProtocolError("expected a boolean")
+    return raw
+
+
+def _as_str(raw: Any) -> str:
+    if not isinstance(raw, str) or len(raw) > 100_000:
+        raise RemoteProtocolError("expected a string")
+    return raw
+
+
+def _as_none(raw: Any) -> None:
+    if raw is not None:
+        raise RemoteProtocolError("expected null")
+
+
+_SCALARS: dict[Any, Callable[[Any], Any]] = {float: _as_float, int: _as_int, bool: _as_bool, str: _as_str,
+                                            type(None): _as_none}
