@@ -185,6 +185,8 @@ class Store:
         self._pending = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._queues_cache: tuple[int, list[dict[str, Any]]] | None = None
+        #: plain read-only connections for `changed_jobs`, used in worker threads only
+        self._direct: asyncio.Queue[sqlite3.Connection] = asyncio.Queue()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -228,6 +230,8 @@ class Store:
             if not future.done():
                 future.set_exception(RuntimeError("the store was closed before this write ran"))
         db, self._db = self._db, None  # type: ignore[assignment]
+        while not self._direct.empty():  # those in use are closed when given back
+            self._direct.get_nowait().close()
         for conn in [db, *self._all_readers]:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -512,29 +516,45 @@ class Store:
             return await asyncio.to_thread(_assemble, job_rows, set_rows)
         return _assemble(job_rows, set_rows)
 
-    async def job_versions(self, queue: str) -> list[tuple[int, int]]:
-        """(id, version) of every job of `queue` in rank order: what state/get's cache compares
-        with what it has encoded (one index walk, no sets, no JSON columns)."""
-        rows = await self._fetchall("SELECT id, version FROM jobs WHERE queue = ? ORDER BY rank, id", (queue,))
-        return [(r[0], r[1]) for r in rows]
+    async def changed_jobs(self, queue: str, pick: Callable[[list[tuple[int, int]]], Sequence[int]]) -> list[Job]:
+        """state/get's cache asks which jobs changed: `pick` gets every job of `queue` as
+        (id, version) in rank order and names the ids to read; those jobs (with their sets,
+        in no particular order) come back, all from one committed state.
 
-    async def jobs_by_id(self, ids: Sequence[int]) -> list[Job]:
-        """The jobs (with their sets) of those ids that exist, in no particular order; call it
-        inside `snapshot()` with the `job_versions` it follows, so both see one state."""
-        async with self.snapshot():
-            jobs: list[Job] = []
-            for at in range(0, len(ids), _IDS_PER_QUERY):
-                chunk = list(ids[at:at + _IDS_PER_QUERY])
-                marks = ",".join("?" * len(chunk))
-                job_rows = await self._fetchall(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk)
-                set_rows = await self._fetchall(
-                    f"SELECT * FROM sets WHERE job_id IN ({marks}) ORDER BY rank, id", chunk
-                )
-                if len(job_rows) + len(set_rows) > ASSEMBLE_OFF_LOOP:
-                    jobs += await asyncio.to_thread(_assemble, job_rows, set_rows)
-                else:
-                    jobs += _assemble(job_rows, set_rows)
-            return jobs
+        It is one call to a worker thread on a plain read-only connection, where the same reads
+        through aiosqlite take about eight thread hand-offs; under load each hand-off waits for
+        the GIL (up to the 5 ms switch interval) behind the event loop, and every poller waiting
+        for the rebuild waited for all of them. `pick` runs in that thread too, so it must only
+        read what the caller no longer changes."""
+        loop = asyncio.get_running_loop()
+        if self._db is None:
+            raise RuntimeError("the store is closed")
+        try:
+            conn: sqlite3.Connection | None = self._direct.get_nowait()
+        except asyncio.QueueEmpty:
+            conn = None
+        return await asyncio.to_thread(self._read_changed, loop, conn, queue, pick)
+
+    def _read_changed(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection | None, queue: str,
+                      pick: Callable[[list[tuple[int, int]]], Sequence[int]]) -> list[Job]:
+        """In the worker thread: the connection goes back to the pool from here, when this
+        thread is done with it (not when a cancelled caller stops waiting)."""
+        if conn is None:
+            conn = _direct_reader(self.path)  # a failure here holds no connection
+        try:
+            conn.execute("BEGIN")
+            try:
+                return _changed_jobs(conn, queue, pick)
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            loop.call_soon_threadsafe(self._give_back, conn)
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        if self._db is None or self._direct.qsize() >= READERS:
+            conn.close()
+        else:
+            self._direct.put_nowait(conn)
 
     async def job(self, job_id: int) -> Job:
         async with self.snapshot():
@@ -918,6 +938,39 @@ def _assemble(job_rows: Sequence[aiosqlite.Row], set_rows: Sequence[aiosqlite.Ro
                          metadata=_json_column(metadata))
             )
     return list(jobs.values())
+
+def _direct_reader(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _changed_jobs(conn: sqlite3.Connection, queue: str,
+                  pick: Callable[[list[tuple[int, int]]], Sequence[int]]) -> list[Job]:
+    """`Store.changed_jobs`'s reads, inside the caller's read transaction."""
+    versions = [(r[0], r[1]) for r in conn.execute(
+        "SELECT id, version FROM jobs WHERE queue = ? ORDER BY rank, id", (queue,))]
+    ids = list(pick(versions))
+    if not ids:
+        return []
+    if len(ids) > len(versions) // 2:  # mostly new (a first build): one scan beats many lookups
+        wanted = set(ids)
+        job_rows = conn.execute("SELECT * FROM jobs WHERE queue = ? ORDER BY rank, id", (queue,)).fetchall()
+        set_rows = conn.execute(
+            "SELECT sets.* FROM sets JOIN jobs ON jobs.id = sets.job_id WHERE jobs.queue = ? "
+            "ORDER BY sets.rank, sets.id", (queue,)).fetchall()
+        return [j for j in _assemble(job_rows, set_rows) if j.id in wanted]
+    jobs: list[Job] = []
+    for at in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[at:at + _IDS_PER_QUERY]
+        marks = ",".join("?" * len(chunk))
+        job_rows = conn.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk).fetchall()
+        set_rows = conn.execute(f"SELECT * FROM sets WHERE job_id IN ({marks}) ORDER BY rank, id", chunk).fetchall()
+        jobs += _assemble(job_rows, set_rows)
+    return jobs
+
 
 async def _rows(conn: aiosqlite.Connection, sql: str, args: Sequence[Any]) -> list[aiosqlite.Row]:
     async with conn.execute(sql, args) as cur:

@@ -67,16 +67,13 @@ class LocalQueue:
         sets' `missing_file` and `gcode` follow the files; a file coming or going is rare, so
         every job is then re-read). Versions and jobs come from one read snapshot."""
         held, files_gen = self._held, self.files.generation
-        async with self.store.snapshot():
-            versions = await self.store.job_versions(self.name)
-            stamps: list[tuple[str, Hashable]] = [
-                (str(jid), (version, jid == held, files_gen)) for jid, version in versions
-            ]
-            stale = [jid for (jid, _), (key, stamp) in zip(versions, stamps) if known.get(key) != stamp]
-            if len(stale) > len(versions) // 2:  # mostly new: one scan beats many lookups
-                jobs = await self.store.jobs(self.name)
-            else:
-                jobs = await self.store.jobs_by_id(stale) if stale else []
+        stamps: list[tuple[str, Hashable]] = []
+
+        def pick(versions: list[tuple[int, int]]) -> list[int]:  # in the store's worker thread
+            stamps.extend((str(jid), (version, jid == held, files_gen)) for jid, version in versions)
+            return [jid for (jid, _), (key, stamp) in zip(versions, stamps) if known.get(key) != stamp]
+
+        jobs = await self.store.changed_jobs(self.name, pick)
         self.flag_missing_files(jobs)
         for job in jobs:
             job.acquired = job.id == held
