@@ -112,3 +112,18 @@ async def test_auth_required_when_enabled(etcd) -> None:  # type: ignore[no-unty
     finally:
         for c in (anonymous, wrong, right):
             await c.async_close()
+
+
+async def test_count_changed_since_counts_only_later_writes(etcd) -> None:  # type: ignore[no-untyped-def]
+    c = EtcdClient(etcd.endpoints)
+    try:
+        first = await c.put(b"/lanqueue/c/a", b"1")
+        await c.put(b"/lanqueue/c/b", b"1")
+        third = await c.put(b"/lanqueue/c/a", b"2")
+        end = prefix_end(b"/lanqueue/c/")
+        assert await c.count_changed_since(b"/lanqueue/c/", end, first - 1) == 2
+        assert await c.count_changed_since(b"/lanqueue/c/", end, first) == 2  # b, and a again
+        assert await c.count_changed_since(b"/lanqueue/c/", end, third - 1) == 1
+        assert await c.count_changed_since(b"/lanqueue/c/", end, third) == 0
+    finally:
+        await c.async_close()

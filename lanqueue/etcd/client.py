@@ -132,11 +132,12 @@ class EtcdClient:
 
     async def count_changed_since(self, key: bytes, range_end: bytes, revision: int) -> int:
         """How many keys in [key, range_end) were written after `revision` (a cheap check that
-        a watch is not stuck behind: etcd counts, nothing is sent back)."""
-        body = {"key": b64(key), "range_end": b64(range_end), "count_only": True,
+        a watch is not stuck behind: only the changed keys' names come back). etcd's `count`
+        ignores the revision filter, so the keys are counted here."""
+        body = {**Range(key, range_end).to_json()["request_range"], "keys_only": True,
                 "min_mod_revision": str(revision + 1)}
         answer = await self._call("/v3/kv/range", body)
-        return int(answer.get("count", 0))
+        return len(answer.get("kvs", []))
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0) -> int:
         answer = await self._call("/v3/kv/put", Put(key, value, lease).to_json()["request_put"])

@@ -273,6 +273,8 @@ class EtcdQueue:
                 log.info("etcd queue %s: watch interrupted (%s); resuming", self.name, e)
             except (aiohttp.ClientError, OSError, ValueError) as e:
                 log.info("etcd queue %s: watch stream broke (%s); resuming", self.name, e)
+            except Exception:  # noqa: BLE001 - a bug must not end the queue's view for good
+                log.exception("etcd queue %s: watch failed; resuming", self.name)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
