@@ -40,7 +40,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -65,9 +65,12 @@ HISTORY_LIMIT = 100
 READERS = 2  # read connections: state/get's rebuild holds one while the other serves small reads
 GROUP_LIMIT = 64  # units of work committed together at most
 ASSEMBLE_OFF_LOOP = 500  # rows past which jobs are built from rows in a worker thread
+DIRECT_READERS = 8  # plain read connections kept for one-hand-off reads (state/get's rebuild, one job)
 _IDS_PER_QUERY = 500  # ids bound in one `IN (...)` (SQLite's limit on variables is far above)
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # the read connection of the current task's snapshot(), if it has one
 _SNAPSHOT: contextvars.ContextVar[aiosqlite.Connection | None] = contextvars.ContextVar(
@@ -519,24 +522,26 @@ class Store:
     async def changed_jobs(self, queue: str, pick: Callable[[list[tuple[int, int]]], Sequence[int]]) -> list[Job]:
         """state/get's cache asks which jobs changed: `pick` gets every job of `queue` as
         (id, version) in rank order and names the ids to read; those jobs (with their sets,
-        in no particular order) come back, all from one committed state.
+        in no particular order) come back, all from one committed state. `pick` runs in the
+        worker thread (see `_direct_read`), so it must only read what the caller no longer
+        changes."""
+        return await self._direct_read(lambda conn: _changed_jobs(conn, queue, pick))
 
-        It is one call to a worker thread on a plain read-only connection, where the same reads
-        through aiosqlite take about eight thread hand-offs; under load each hand-off waits for
-        the GIL (up to the 5 ms switch interval) behind the event loop, and every poller waiting
-        for the rebuild waited for all of them. `pick` runs in that thread too, so it must only
-        read what the caller no longer changes."""
-        loop = asyncio.get_running_loop()
+    async def _direct_read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`work` in one read transaction on a plain read-only connection, in one call to a
+        worker thread. The same reads through aiosqlite take a hand-off per statement plus
+        BEGIN and COMMIT; under load each hand-off waits for the GIL (up to the 5 ms switch
+        interval) behind the event loop, and whoever waits for the read waits for all of them."""
         if self._db is None:
             raise RuntimeError("the store is closed")
         try:
             conn: sqlite3.Connection | None = self._direct.get_nowait()
         except asyncio.QueueEmpty:
             conn = None
-        return await asyncio.to_thread(self._read_changed, loop, conn, queue, pick)
+        return await asyncio.to_thread(self._run_direct, asyncio.get_running_loop(), conn, work)
 
-    def _read_changed(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection | None, queue: str,
-                      pick: Callable[[list[tuple[int, int]]], Sequence[int]]) -> list[Job]:
+    def _run_direct(self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection | None,
+                    work: Callable[[sqlite3.Connection], _T]) -> _T:
         """In the worker thread: the connection goes back to the pool from here, when this
         thread is done with it (not when a cancelled caller stops waiting)."""
         if conn is None:
@@ -544,21 +549,22 @@ class Store:
         try:
             conn.execute("BEGIN")
             try:
-                return _changed_jobs(conn, queue, pick)
+                return work(conn)
             finally:
                 conn.execute("COMMIT")
         finally:
             loop.call_soon_threadsafe(self._give_back, conn)
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
-        if self._db is None or self._direct.qsize() >= READERS:
+        if self._db is None or self._direct.qsize() >= DIRECT_READERS:
             conn.close()
         else:
             self._direct.put_nowait(conn)
 
     async def job(self, job_id: int) -> Job:
-        async with self.snapshot():
-            return await self._job(job_id)
+        if asyncio.current_task() is self._writer_task or _SNAPSHOT.get() is not None:
+            return await self._job(job_id)  # inside a unit of work or a snapshot: read there
+        return await self._direct_read(lambda conn: _job_of(conn, job_id))
 
     async def _job(self, job_id: int) -> Job:
         job_rows = await self._fetchall("SELECT * FROM jobs WHERE id=?", (job_id,))
@@ -945,6 +951,15 @@ def _direct_reader(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=5000")
     conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _job_of(conn: sqlite3.Connection, job_id: int) -> Job:
+    """`Store.job`'s reads, inside the caller's read transaction."""
+    job_rows = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchall()
+    if not job_rows:
+        raise NotFound(f"no job with id {job_id}")
+    set_rows = conn.execute("SELECT * FROM sets WHERE job_id=? ORDER BY rank, id", (job_id,)).fetchall()
+    return _assemble(job_rows, set_rows)[0]
 
 
 def _changed_jobs(conn: sqlite3.Connection, queue: str,
