@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -147,12 +148,20 @@ def main() -> int:
     ap.add_argument("--pickups", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--idle", type=float, default=None)
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/RESULTS-etcd.md")
     args = ap.parse_args()
     args.pickups = args.pickups or (5 if args.quick else 20)
     args.jobs = args.jobs or (200 if args.quick else 1000)
     args.idle = args.idle or (5.0 if args.quick else 15.0)
     res = asyncio.run(run(args))
-    print(report(res))
+    table = report(res)
+    print(table)
+    if not args.no_write:
+        load = os.getloadavg()[0]
+        (ROOT / "bench" / "RESULTS-etcd.md").write_text(
+            f"# etcd queue against LAN queue (bench/etcd_bench.py{' --quick' if args.quick else ''})\n\n"
+            f"{args.pickups} pickups, {args.jobs} jobs with 8 clients, {args.idle:.0f} s idle; one etcd member "
+            f"and the nodes on this machine (2 shared cores, load average {load:.1f} at the end).\n\n{table}\n")
     return 0
 
 
