@@ -194,7 +194,8 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
                 raise ValueError("expected a list")
             return tuple(items)
         if opt.kind is bool:
-            flag = parse_bool(value) if str(value).strip() else False  # an empty variable is off
+            text = value if isinstance(value, bool) else str(value)
+            flag = parse_bool(text) if str(text).strip() else False  # an empty variable is off
             if flag is None:
                 raise ValueError("expected true or false")
             return flag
