@@ -101,3 +101,30 @@ async def test_a_real_node_prints_the_short_job_and_keeps_the_long_one_waiting(n
     assert jobs["superslicer.gcode"]["remaining"] == 1 and jobs["prusaslicer.gcode"]["remaining"] == 0
     history = await (await client.get(f"{CP}/history/get")).json()
     assert [h["set_path"] for h in history] == ["prusaslicer.gcode"]  # the long one never started
+
+
+async def test_attended_hours_also_choose_among_lan_jobs(node_factory) -> None:
+    """The same rule for a LAN queue: its long job waits, its short one is taken."""
+    now = datetime.now()
+    start, end = now - timedelta(hours=1), now + timedelta(minutes=30)
+    client, _ = await node_factory(attended_hours=f"{start:%H:%M}-{end:%H:%M}", lan=("farm=attended-farm-1",))
+    for name in ("superslicer.gcode", "prusaslicer.gcode"):
+        data = aiohttp.FormData()
+        data.add_field("file", (SAMPLES / name).read_bytes(), filename=name, content_type="application/octet-stream")
+        assert (await client.post("/api/files/local", data=data)).status == 201
+        r = await client.post(f"{CP}/set/add", data={"path": name, "jobDraft": "false", "jobName": name,
+                                                     "queue": "farm"})
+        assert r.status == 200, await r.text()
+    assert (await client.post(f"{CP}/set_active", data={"active": "true"})).status == 200
+    deadline = time.monotonic() + 30
+    while True:
+        state = await (await client.get(f"{CP}/state/get")).json()
+        if state["statusType"] == "NEEDS_ACTION":
+            break
+        assert time.monotonic() < deadline, state["status"]
+        await asyncio.sleep(0.1)
+    history = await (await client.get(f"{CP}/history/get")).json()
+    assert [h["set_path"] for h in history] == ["prusaslicer.gcode"]
+    farm = next(q for q in state["queues"] if q["name"] == "farm")
+    jobs = {j["name"]: j for j in farm["jobs"]}
+    assert jobs["superslicer.gcode"]["remaining"] == 1 and jobs["prusaslicer.gcode"]["remaining"] == 0

@@ -163,9 +163,7 @@ class LanJobQueue:
 
     async def hold_next(self, profile: str, loaded: Sequence[str | None], strategy: Strategy,
                         fits: Callable[[PrintSet], bool] | None = None) -> Pick:
-        # `fits` is not applied yet: the LAN service picks the next job without it
-        # (docs/automation.md says so)
-        return Pick(await self.service.acquire_next(self.name, profile, list(loaded)))
+        return Pick(await self.service.acquire_next(self.name, profile, list(loaded), fits))
 
     async def finish(self, ref: JobRef, result: str, run_id: int) -> None:
         await self.service.finish_run(ref, result, run_id)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from ..files import FileStore
-from ..model import LOCAL, JobRef
+from ..model import LOCAL, JobRef, PrintSet
 from ..store import Store
 from . import codec, views
 from .directory import LanQueue, PeerDirectory
@@ -363,13 +363,14 @@ class LanService:
 
     # --- the driver's side (lanqueue.driving.LanSource) -----------------------------------
 
-    async def acquire_next(self, queue: str, profile: str, loaded: list[str | None]) -> JobRef | None:
+    async def acquire_next(self, queue: str, profile: str, loaded: list[str | None],
+                           fits: Callable[[PrintSet], bool] | None = None) -> JobRef | None:
         q = self.queues.get(queue)
         if q is None:
             return None
         online = self.directory.online(queue)
         for rec in views.ordered(q):
-            index = views.printable_set(rec, self.node_id, online, profile, loaded)
+            index = views.printable_set(rec, self.node_id, online, profile, loaded, fits)
             if index is None:
                 continue
             path = await self.local_file(q, rec.sets[index])

@@ -9,7 +9,7 @@ the set's position as its rank."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..model import Job, PrintSet, Replica, set_printable
@@ -41,10 +41,11 @@ def set_index(job_id: str, sid: Any) -> int | None:
 
 
 def printable_set(rec: JobRecord, node_id: str, online: dict[str, str] | Sequence[str], profile: str,
-                  loaded: Sequence[str | None]) -> int | None:
+                  loaded: Sequence[str | None], fits: Callable[[PrintSet], bool] | None = None) -> int | None:
     """The index of the set this printer could print next from `rec`, or None: the job must
     have something left, its home must be reachable (to grant a lease), no other node may hold
-    it, and the set must suit the printer's profile and loaded materials."""
+    it, the set must suit the printer's profile and loaded materials, and `fits` (the printer's
+    limit of the moment: attended hours) must accept it."""
     index = rec.next_set()
     if index is None or (rec.home != node_id and rec.home not in online):
         return None
@@ -53,6 +54,8 @@ def printable_set(rec: JobRecord, node_id: str, online: dict[str, str] | Sequenc
     s = rec.sets[index]
     wanted = PrintSet(id=index, path=s.path, materials=[m or None for m in s.materials], profiles=list(s.profiles),
                       gcode=gcode_of(s.gcode))  # a set naming no materials needs its file's
+    if fits is not None and not fits(wanted):
+        return None
     return index if set_printable(wanted, profile, loaded) else None
 
 
