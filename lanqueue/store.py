@@ -172,6 +172,23 @@ async def _run_script(db: aiosqlite.Connection, script: str) -> None:
             await db.execute(statement)
 
 
+
+async def _run_migrations(
+    steps: Sequence[Migration],
+    version: int,
+    record: Callable[[aiosqlite.Connection, int], Awaitable[None]],
+    run: Callable[[Callable[[aiosqlite.Connection], Awaitable[Any]]], Awaitable[Any]],
+) -> None:
+    """The one migration runner: the steps after `version`, each with its version `record` in
+    one transaction (`run`), so a crash between steps leaves a database at a step's version."""
+    for number, step in enumerate(steps[version:], start=version + 1):
+
+        async def work(db: aiosqlite.Connection, step: Migration = step, number: int = number) -> None:
+            await step(db)
+            await record(db, number)
+
+        await run(work)
+
 class Store:
     """The node's SQLite database. Open with `await Store.open(path)`, close with `async_close()`."""
 
@@ -246,18 +263,24 @@ class Store:
         return self._db
 
     async def _migrate(self) -> None:
-        """Run before the writer task starts, so nothing else uses the connection yet."""
+        """Run before the writer task starts, so nothing else uses the connection yet: each step
+        in a transaction of its own on this connection, the version in `PRAGMA user_version`."""
         async with self._db.execute("PRAGMA user_version") as cur:
             (version,) = await cur.fetchone()  # type: ignore[misc]
-        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+
+        async def in_transaction(work: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> None:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                await step(self._db)
-                await self._db.execute(f"PRAGMA user_version={number}")
+                await work(self._db)
                 await self._db.commit()
             except BaseException:
                 await self._db.rollback()
                 raise
+
+        async def record(db: aiosqlite.Connection, number: int) -> None:
+            await db.execute(f"PRAGMA user_version={number}")
+
+        await _run_migrations(MIGRATIONS, version, record, in_transaction)
 
     async def migrate_component(self, component: str, steps: Sequence[Migration]) -> None:
         """Run the migration steps of another component that keeps tables in this database
@@ -270,18 +293,14 @@ class Store:
             rows = await self._fetchall("SELECT version FROM migrations WHERE component=?", (component,))
             return int(rows[0][0]) if rows else 0
 
-        version = await self._write(version_of)
-        for number, step in enumerate(steps[version:], start=version + 1):
+        async def record(db: aiosqlite.Connection, number: int) -> None:
+            await db.execute(
+                "INSERT INTO migrations(component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                (component, number),
+            )
 
-            async def work(db: aiosqlite.Connection, step: Migration = step, number: int = number) -> None:
-                await step(db)
-                await db.execute(
-                    "INSERT INTO migrations(component, version) VALUES (?, ?) "
-                    "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
-                    (component, number),
-                )
-
-            await self._write(work)
+        await _run_migrations(steps, await self._write(version_of), record, self._write)
 
     # --- transactions ----------------------------------------------------------------------
 
@@ -686,16 +705,6 @@ class Store:
             return n
 
         return await self._write(work)
-
-    async def record_success(self, job_id: int, set_id: int) -> Job:
-        """Count one successful print (the counting rules are model.apply_success)."""
-
-        async def work(db: aiosqlite.Connection) -> None:
-            job = await self.job(job_id)
-            await self._save_counts(db, apply_success(job, set_id))
-
-        await self._write(work)
-        return await self.job(job_id)
 
     # --- runs (history) --------------------------------------------------------------------
 

@@ -18,6 +18,12 @@ GCODE = b"G28\nG1 X10 Y10\nM104 S0\n"
 # --- helpers -----------------------------------------------------------------------------
 
 
+async def count_success(store, job_id, set_id) -> None:
+    """One successful print as the driver records it: a run ended with its count, one transaction."""
+    run = await store.begin_run("local", job_id, "J", set_id, "a.gcode")
+    await store.end_run(run, "success", count_success_of=(job_id, set_id))
+
+
 async def state(api) -> dict:
     """state/get without `printer`: the printer's live facts (Connecting -> Operational while a
     test runs) are not what a request changes, and tests compare answers before and after."""
@@ -183,7 +189,7 @@ async def test_job_reset(api, node_factory):
     client, node = await node_factory()
     added = await add_set(client, "a.gcode", count=2)
     jid, s = added["job_id"], added["set_"]
-    await node.store.record_success(jid, s["id"])
+    await count_success(node.store, jid, s["id"])
     job = (await local_jobs(client))[0]
     assert job["sets"][0]["remaining"] == 1 and job["sets"][0]["completed"] == 1
     r = await client.post(CP + "/job/reset", data=[("queue", "local"), ("job_ids[]", str(jid)), ("job_ids[]", "777")])
@@ -526,7 +532,7 @@ async def test_state_follows_every_write_despite_its_cache(node_factory):
 
     await node.files.save("late.gcode", chunks())  # as a LAN peer download would, no store write
     assert (await local_jobs(api))[0]["sets"][0]["missing_file"] is False
-    await node.store.record_success(added["job_id"], added["set_"]["id"])  # the driver's write
+    await count_success(node.store, added["job_id"], added["set_"]["id"])  # the driver's write
     assert (await local_jobs(api))[0]["sets"][0]["completed"] == 1
     from lanqueue.api.views import state_view
 

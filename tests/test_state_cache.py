@@ -100,7 +100,8 @@ async def apply(q: LocalQueue, step: tuple[str, int, int]) -> None:
         except NotFound:
             pass
     elif kind == "success" and job.sets:
-        await q.store.record_success(int(job.id), int(job.sets[0].id))
+        run = await q.store.begin_run("local", job.id, job.name, job.sets[0].id, job.sets[0].path)
+        await q.store.end_run(run, "success", count_success_of=(int(job.id), int(job.sets[0].id)))
 
 
 async def run_steps(steps: list[tuple[str, int, int]], check_every: int) -> None:

@@ -65,8 +65,9 @@ async def test_success_counting_is_the_models(store):
     jid, s1 = await store.add_set({"path": "a.gcode", "count": 2}, job_id=None, job_name="J", job_draft=False)
     _, s2 = await store.add_set({"path": "b.gcode", "count": 1}, job_id=jid, job_name=None, job_draft=False)
     await store.edit_job(jid, {"count": 2})
-    for sid in (s1.id, s1.id, s2.id):
-        await store.record_success(jid, sid)
+    for sid in (s1.id, s1.id, s2.id):  # as the driver writes a success: the run and its count
+        run = await store.begin_run("local", jid, "J", sid, "a.gcode")
+        await store.end_run(run, "success", count_success_of=(jid, sid))
     job = await store.job(jid)
     assert job.remaining == 1 and [s.remaining for s in job.sets] == [2, 1]
 
