@@ -628,9 +628,8 @@ class Store:
                 jid = await self._insert_job(db, queue, job_name or _job_name(fields["path"]), job_draft, 1)
             elif not await self._fetchall("SELECT id FROM jobs WHERE id=? AND queue != ?", (jid, ARCHIVE)):
                 raise NotFound(f"no job with id {jid}")
-            sid = await self._insert_set(db, jid, fields, first=job_id is None)
-            # the answer is read in the same transaction: exactly what commits, one query
-            return jid, _set_of(next(iter(await self._fetchall("SELECT * FROM sets WHERE id=?", (sid,)))))
+            # the answer is the row as inserted (RETURNING): exactly what commits, no extra read
+            return jid, _set_of(await self._insert_set_row(db, jid, fields, first=job_id is None))
 
         return await self._write(work)  # type: ignore[no-any-return]
 
@@ -790,26 +789,37 @@ class Store:
     # --- helpers ---------------------------------------------------------------------------
 
     async def _insert_job(self, db: aiosqlite.Connection, queue: str, name: str, draft: bool, count: int) -> int:
-        if not await self._fetchall("SELECT name FROM queues WHERE name=?", (queue,)):
-            raise NotFound(f"no queue named {queue!r}")
+        """The queue must exist: the foreign key refuses the row otherwise (checked by SQLite in
+        the INSERT, not by a read before it: one hand-off fewer for every new job)."""
         rank = await self._rank_after(queue, _LAST, exclude=None)
-        cur = await db.execute(
-            "INSERT INTO jobs(queue, name, count, remaining, draft, created, rank) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (queue, name, count, count, int(draft), int(time.time()), rank),
-        )
+        try:
+            cur = await db.execute(
+                "INSERT INTO jobs(queue, name, count, remaining, draft, created, rank) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (queue, name, count, count, int(draft), int(time.time()), rank),
+            )
+        except sqlite3.IntegrityError as e:
+            if "FOREIGN KEY" not in str(e):
+                raise
+            raise NotFound(f"no queue named {queue!r}") from None
         return int(cur.lastrowid or 0)
 
     async def _insert_set(self, db: aiosqlite.Connection, job_id: int, f: dict[str, Any], *, first: bool = False) -> int:
         """`first`: the job was made in this transaction and has no sets yet (no rank to read)."""
+        return int((await self._insert_set_row(db, job_id, f, first=first))["id"])
+
+    async def _insert_set_row(self, db: aiosqlite.Connection, job_id: int, f: dict[str, Any], *,
+                              first: bool = False) -> sqlite3.Row:
+        """`_insert_set`, answering the whole stored row (one hand-off to the writer's thread
+        fewer than reading it back: each one is paid by every durable write)."""
         if first:
             rank = rank_between(None, None)
         else:
             rows = await self._fetchall("SELECT MAX(rank) AS r FROM sets WHERE job_id=?", (job_id,))
             rank = rank_between(rows[0]["r"], None)
         count = f.get("count", 1)
-        cur = await db.execute(
+        inserted = await db.execute_fetchall(
             "INSERT INTO sets(job_id, path, sd, count, remaining, completed, rank, materials, profiles, metadata) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (
                 job_id,
                 f["path"],
@@ -823,7 +833,7 @@ class Store:
                 json.dumps(f.get("metadata")),
             ),
         )
-        return int(cur.lastrowid or 0)
+        return next(iter(inserted))
 
     async def _replace_sets(self, db: aiosqlite.Connection, job_id: int, sets: Sequence[dict[str, Any]]) -> None:
         existing = {r["id"] for r in await self._fetchall("SELECT id FROM sets WHERE job_id=?", (job_id,))}
