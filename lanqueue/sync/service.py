@@ -25,7 +25,7 @@ from ..errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from ..files import FileStore
 from ..model import LOCAL, JobRef, PrintSet
 from ..store import Store
-from . import codec, views
+from . import codec, gossip, views
 from .directory import LanQueue, PeerDirectory
 from .edits import OPS, clean_update
 from .errors import (
@@ -76,6 +76,10 @@ MESSAGE_PATH = "/lanqueue/peer/v1/message"
 EDIT_PATH = "/lanqueue/peer/v1/edit"
 TICK = 0.5
 ACQUIRE_WAIT = 5.0
+FANOUT = 3
+"""Peers a new record version is pushed to by its writer, and forwarded to by each node it is new
+to: it reaches all N nodes in about log3(N) hops, and no node sends more than this many pushes
+per version whatever N (docs/lan-queues.md, "Membership and dissemination at scale")."""
 
 
 class NotHomeConflict(Conflict):
@@ -140,11 +144,15 @@ class LanService:
         self._fetching: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
         self._history = history  # opt-in (--lan-history): the cluster tests' record of decisions
-        self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0}
+        self._counts = {"grants": 0, "conflicts": 0, "completions_applied": 0,
+                        # dissemination: record pushes made (writes, anti-entropy answers), the
+                        # requests that carried them, and pushes of versions new here forwarded on
+                        "record_broadcasts": 0, "record_pushes": 0, "record_forwards": 0}
         self.unconfirmed_handoffs = 0  # of the last drain
         #: Called (queue, job id) when the lease of a copy being printed lapses: stop the printer.
         self.on_lease_lapsed: Callable[[str, str], Awaitable[None]] | None = None
         self._stopping: set[tuple[str, str]] = set()
+        self._fanouts: dict[str, gossip.Fanout] = {}
 
     # --- life ------------------------------------------------------------------------------
 
@@ -235,7 +243,7 @@ class LanService:
         to travel back in the HTTP answer instead of a request of their own. `also` is written
         in the transaction of the first Persist."""
         replies: list[Message] = []
-        for action in actions:
+        for action in self._thin_broadcasts(q, actions):
             if isinstance(action, Persist):
                 await self.persistence.apply(q.name, action, also)
                 also = None
@@ -247,6 +255,42 @@ class LanService:
             elif isinstance(action, Event):
                 self._on_event(q, action)
         return replies
+
+    def _fanout(self, q: LanQueue) -> gossip.Fanout:
+        fan = self._fanouts.get(q.name)
+        if fan is None:
+            fan = self._fanouts[q.name] = gossip.Fanout(self.node_id, FANOUT)
+        return fan
+
+    def _thin_broadcasts(self, q: LanQueue, actions: list[Action]) -> list[Action]:
+        """The core pushes what this node writes to every online peer (one RecordPush, one Send
+        per peer). Deliver it to FANOUT random peers instead: each forwards what is new to it
+        (`_forward`), and anti-entropy repairs what a lost push missed. The writer's cost per
+        change, and so its submissions per second, no longer depend on the farm's size."""
+        groups: dict[int, list[Send]] = {}
+        for a in actions:
+            if isinstance(a, Send) and isinstance(a.message, RecordPush) and a.message.sender == self.node_id:
+                groups.setdefault(id(a.message), []).append(a)
+        drop: set[int] = set()
+        for sends in groups.values():
+            if len(sends) > FANOUT:
+                chosen = set(self._fanout(q).push_targets([s.to for s in sends]))
+                drop.update(id(s) for s in sends if s.to not in chosen)
+            self._counts["record_broadcasts"] += 1
+            self._counts["record_pushes"] += sum(1 for s in sends if id(s) not in drop)
+        return [a for a in actions if id(a) not in drop] if drop else actions
+
+    def _forward(self, q: LanQueue, push: RecordPush, before: dict[str, tuple[int, int]]) -> None:
+        """Records of `push` that were new here (now held at the pushed version) go on to
+        FANOUT random peers other than the sender: forwarded once per version, never again."""
+        newer = tuple(r for r in push.records if r.key > before.get(r.id, (-1, -1))
+                      and (cur := q.core.records.get(r.id)) is not None and cur.key == r.key)
+        if not newer:
+            return
+        members = sorted(self.directory.online(q.name))
+        for peer in self._fanout(q).push_targets(members, exclude=(push.sender,)):
+            self._counts["record_forwards"] += 1
+            self._spawn(self._deliver(q, Send(peer, RecordPush(self.node_id, newer))))
 
     async def _ask(self, q: LanQueue, node_id: str, path: str, body: bytes) -> Any:
         """The one way this node calls a peer of `q`: a signed request, the peer's signed JSON
@@ -286,10 +330,16 @@ class LanService:
         q = self.queue(queue)
         if not isinstance(message, tuple(codec.MESSAGE_TYPES.values())) or message.sender != signed_by:
             raise RemoteProtocolError("message sender does not match its signature")
+        before = None
+        if isinstance(message, RecordPush):
+            before = {r.id: cur.key for r in message.records if (cur := q.core.records.get(r.id)) is not None}
         try:
-            return await self._call(q, lambda now: q.core.handle(message, now, instance), reply_to=signed_by)
+            replies = await self._call(q, lambda now: q.core.handle(message, now, instance), reply_to=signed_by)
         except LocalProtocolError as e:  # the message asked for what this node cannot do
             raise RemoteProtocolError(e.message) from None
+        if isinstance(message, RecordPush) and before is not None:
+            self._forward(q, message, before)
+        return replies
 
     def _on_event(self, q: LanQueue, event: Event) -> None:
         if isinstance(event, LeaseAcquired):
