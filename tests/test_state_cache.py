@@ -193,3 +193,26 @@ async def test_every_client_reads_its_own_write_while_others_write_and_read(tmp_
         assert await cached_jobs_text(q, encode_job) == await full_rebuild(q)
     finally:
         await q.store.async_close()
+
+
+async def test_a_database_of_schema_1_gains_versions_and_is_served_incrementally(tmp_path, monkeypatch) -> None:
+    """A node upgraded in place: jobs written before job rows had versions are served, and the
+    first edit after the upgrade shows (the triggers came with the migration)."""
+    import lanqueue.store as store_module
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        old = await open_queue(tmp_path)
+        for n in range(5):
+            await old.add_set({"path": "a.gcode"}, job_id=None, job_name=f"old{n}", job_draft=True)
+        await old.store.async_close()
+    q = LocalQueue(await Store.open(tmp_path / "db.sqlite3"), FileStore(tmp_path / "files", 1 << 20))
+    try:
+        assert await cached_jobs_text(q, encode_job) == await full_rebuild(q)
+        first = (await q.jobs())[0]
+        await q.edit_job(str(first.id), {"sets": [{"id": first.sets[0].id, "count": 3}]})
+        text = await cached_jobs_text(q, encode_job)
+        assert text == await full_rebuild(q)
+        assert json.loads(text)[0]["sets"][0]["count"] == 3
+    finally:
+        await q.store.async_close()
