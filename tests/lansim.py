@@ -55,8 +55,11 @@ from lanqueue.sync.messages import (
     GrantEnded,
     GrantLive,
     Persist,
+    RecordPush,
     Send,
 )
+from lanqueue.sync import spread
+from lanqueue.sync.gossip import Fanout
 from lanqueue.sync.protocol import _PENDING, DurableState, LanNodeCore
 from lanqueue.sync.records import ConflictKind, JobRecord, SetRecord, Timings, requested_prints
 
@@ -102,6 +105,10 @@ class SimConfig:
     freeze_rate: float = 0.0  # per node per second
     freeze_time: tuple[float, float] = (1.0, 30.0)
     adopt_partitioned: bool = False
+    #: 0: every version a node writes is pushed to every peer (the core's broadcast); k > 0: the
+    #: nodes' dissemination (lanqueue/sync/spread.py): pushed to k peers, forwarded once by each
+    #: node it is new to.
+    fanout: int = 0
     #: Broken adapters, for tests that prove the checker catches them.
     send_before_persist: bool = False
     skip_grant_persist: bool = False
@@ -186,6 +193,7 @@ class Sim:
         self.history: dict[tuple[str, tuple[int, int]], JobRecord] = {}
         self.printing_now: dict[str, tuple[str, int]] = {}
         self.applied_keys: dict[str, set[tuple[str, int, int]]] = {}  # (holder, seq, token) per job
+        self._fans: dict[str, Fanout] = {}  # node key -> its fan-out (cfg.fanout > 0)
         self.forgotten: set[str] = set()  # jobs whose history only a rolled-back disk held  # node key -> (job, token) on its plate
         self.stats = {"msgs": 0, "dropped": 0, "crashes": 0, "prints": 0, "drains": 0, "grants": 0, "adopts": 0,
                       "rollbacks": 0, "forgotten": 0, "clones": 0, "freezes": 0, "aborted": 0, "extra_copies": 0}
@@ -242,6 +250,12 @@ class Sim:
         if not n.gone:
             self._at(self.T + self.rng.uniform(*self.cfg.down_time), "restart", n.key)
 
+    def _fan(self, n: SimNode) -> Fanout:
+        fan = self._fans.get(n.key)
+        if fan is None:
+            fan = self._fans[n.key] = Fanout(n.id, self.cfg.fanout, random.Random(self.rng.random()))
+        return fan
+
     def _connected(self, a: str, b: str) -> bool:
         return self.group[a] == self.group[b]
 
@@ -273,6 +287,8 @@ class Sim:
     def _execute(self, n: SimNode, actions: list[Action], crash_midway: bool = False,
                  reply_to: tuple[str, str] | None = None) -> None:
         """Run one action list like an adapter would: persists, then events, then sends."""
+        if self.cfg.fanout:
+            actions = spread.thin_broadcasts(n.id, actions, self._fan(n))[0]
         persists = [a for a in actions if isinstance(a, Persist)]
         events = [a for a in actions if isinstance(a, Event)]
         sends = [a for a in actions if isinstance(a, Send)]
@@ -631,8 +647,12 @@ class Sim:
             if n.core is None or not self._connected(src, dst):
                 self.stats["dropped"] += 1
                 return
-            self._execute(n, n.core.handle(msg, n.clock(self.T), instance), self._midway(),
-                          reply_to=(msg.sender, src))
+            before = spread.held_keys(msg, n.core.records) if self.cfg.fanout and isinstance(msg, RecordPush) \
+                else None
+            actions = n.core.handle(msg, n.clock(self.T), instance)
+            if before is not None:
+                actions += spread.forwards(n.id, msg, before, n.core.records, n.core.peers, self._fan(n))
+            self._execute(n, actions, self._midway(), reply_to=(msg.sender, src))
             self._drive(n)
         elif kind == "print_done":
             nid, boot, job_id = data

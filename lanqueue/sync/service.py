@@ -25,7 +25,7 @@ from ..errors import BadRequest, Conflict, LanqueueError, NotFound, Unavailable
 from ..files import FileStore
 from ..model import LOCAL, JobRef, PrintSet
 from ..store import Store
-from . import codec, gossip, views
+from . import codec, gossip, spread, views
 from .directory import LanQueue, PeerDirectory
 from .edits import OPS, clean_update
 from .errors import (
@@ -263,34 +263,20 @@ class LanService:
         return fan
 
     def _thin_broadcasts(self, q: LanQueue, actions: list[Action]) -> list[Action]:
-        """The core pushes what this node writes to every online peer (one RecordPush, one Send
-        per peer). Deliver it to FANOUT random peers instead: each forwards what is new to it
-        (`_forward`), and anti-entropy repairs what a lost push missed. The writer's cost per
-        change, and so its submissions per second, no longer depend on the farm's size."""
-        groups: dict[int, list[Send]] = {}
-        for a in actions:
-            if isinstance(a, Send) and isinstance(a.message, RecordPush) and a.message.sender == self.node_id:
-                groups.setdefault(id(a.message), []).append(a)
-        drop: set[int] = set()
-        for sends in groups.values():
-            if len(sends) > FANOUT:
-                chosen = set(self._fanout(q).push_targets([s.to for s in sends]))
-                drop.update(id(s) for s in sends if s.to not in chosen)
-            self._counts["record_broadcasts"] += 1
-            self._counts["record_pushes"] += sum(1 for s in sends if id(s) not in drop)
-        return [a for a in actions if id(a) not in drop] if drop else actions
+        """The core's push of what this node writes goes to FANOUT random peers, not to all
+        (sync/spread.py): the writer's cost per change, and so its submissions per second, no
+        longer depend on the farm's size."""
+        actions, pushes, requests = spread.thin_broadcasts(self.node_id, actions, self._fanout(q))
+        self._counts["record_broadcasts"] += pushes
+        self._counts["record_pushes"] += requests
+        return actions
 
     def _forward(self, q: LanQueue, push: RecordPush, before: dict[str, tuple[int, int]]) -> None:
-        """Records of `push` that were new here (now held at the pushed version) go on to
-        FANOUT random peers other than the sender: forwarded once per version, never again."""
-        newer = tuple(r for r in push.records if r.key > before.get(r.id, (-1, -1))
-                      and (cur := q.core.records.get(r.id)) is not None and cur.key == r.key)
-        if not newer:
-            return
+        """Versions new here go on to FANOUT peers other than the sender, once (sync/spread.py)."""
         members = sorted(self.directory.online(q.name))
-        for peer in self._fanout(q).push_targets(members, exclude=(push.sender,)):
+        for send in spread.forwards(self.node_id, push, before, q.core.records, members, self._fanout(q)):
             self._counts["record_forwards"] += 1
-            self._spawn(self._deliver(q, Send(peer, RecordPush(self.node_id, newer))))
+            self._spawn(self._deliver(q, send))
 
     async def _ask(self, q: LanQueue, node_id: str, path: str, body: bytes) -> Any:
         """The one way this node calls a peer of `q`: a signed request, the peer's signed JSON
@@ -332,7 +318,7 @@ class LanService:
             raise RemoteProtocolError("message sender does not match its signature")
         before = None
         if isinstance(message, RecordPush):
-            before = {r.id: cur.key for r in message.records if (cur := q.core.records.get(r.id)) is not None}
+            before = spread.held_keys(message, q.core.records)
         try:
             replies = await self._call(q, lambda now: q.core.handle(message, now, instance), reply_to=signed_by)
         except LocalProtocolError as e:  # the message asked for what this node cannot do
