@@ -572,7 +572,10 @@ class Store:
             finally:
                 conn.execute("COMMIT")
         finally:
-            loop.call_soon_threadsafe(self._give_back, conn)
+            try:
+                loop.call_soon_threadsafe(self._give_back, conn)
+            except RuntimeError:  # the loop is gone (the node stopped mid-read): nobody gets it back
+                conn.close()
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
         if self._db is None or self._direct.qsize() >= DIRECT_READERS:
