@@ -62,7 +62,7 @@ __all__ = ["DataDirError", "Migration", "Store", "check_database"]
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 HISTORY_LIMIT = 100
-READERS = 2  # read connections: state/get's rebuild holds one while the other serves small reads
+READERS = 2  # aiosqlite read connections: snapshots (a whole queue for the driver) and small reads
 GROUP_LIMIT = 64  # units of work committed together at most
 ASSEMBLE_OFF_LOOP = 500  # rows past which jobs are built from rows in a worker thread
 DIRECT_READERS = 8  # plain read connections kept for one-hand-off reads (state/get's rebuild, one job)
