@@ -216,3 +216,23 @@ async def test_a_database_of_schema_1_gains_versions_and_is_served_incrementally
         assert json.loads(text)[0]["sets"][0]["count"] == 3
     finally:
         await q.store.async_close()
+
+
+async def test_cancelled_reads_never_share_a_connection(tmp_path) -> None:
+    """Reads of one job run in worker threads on pooled plain connections; a caller cancelled
+    mid-read must not hand its connection to the next reader while its thread still uses it
+    (two threads in one connection: 'cannot start a transaction within a transaction')."""
+    q = await open_queue(tmp_path)
+    try:
+        jid, _ = await q.add_set({"path": "a.gcode"}, job_id=None, job_name="j", job_draft=True)
+        for _ in range(20):
+            tasks = [asyncio.create_task(q.store.job(int(jid))) for _ in range(16)]
+            await asyncio.sleep(0)
+            for t in tasks[::2]:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            kept = [r for r in results if not isinstance(r, asyncio.CancelledError)]
+            assert kept and all(not isinstance(r, BaseException) and r.name == "j" for r in kept), kept
+        assert q.store._direct.qsize() <= 8
+    finally:
+        await q.store.async_close()
