@@ -80,6 +80,10 @@ FANOUT = 3
 """Peers a new record version is pushed to by its writer, and forwarded to by each node it is new
 to: it reaches all N nodes in about log3(N) hops, and no node sends more than this many pushes
 per version whatever N (docs/lan-queues.md, "Membership and dissemination at scale")."""
+PUSH_BATCH = 0.02
+"""Record pushes to one peer within this many seconds travel as one request (the newest version of
+each record): a burst of submissions costs each peer a few requests, not one per job."""
+PUSH_BATCH_MAX = 64
 
 
 class NotHomeConflict(Conflict):
@@ -153,6 +157,8 @@ class LanService:
         self.on_lease_lapsed: Callable[[str, str], Awaitable[None]] | None = None
         self._stopping: set[tuple[str, str]] = set()
         self._fanouts: dict[str, gossip.Fanout] = {}
+        self._push_box: dict[tuple[str, str], dict[str, JobRecord]] = {}  # (queue, peer) -> records
+        self._push_flush: asyncio.TimerHandle | None = None
 
     # --- life ------------------------------------------------------------------------------
 
@@ -179,6 +185,10 @@ class LanService:
                 await asyncio.wait_for(self.async_drain(), timeout=10)
             except (TimeoutError, Exception) as e:  # noqa: BLE001 - shutting down regardless
                 log.warning("drain on shutdown incomplete: %s", e)
+        if self._push_flush is not None:
+            self._push_flush.cancel()
+            self._push_flush = None
+        self._push_box.clear()  # what it held reaches the peers by anti-entropy
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -250,6 +260,8 @@ class LanService:
             elif isinstance(action, Send):
                 if action.to == reply_to:
                     replies.append(action.message)
+                elif isinstance(action.message, RecordPush) and action.message.sender == self.node_id:
+                    self._queue_push(q, action.to, action.message.records)
                 else:
                     self._spawn(self._deliver(q, action))
             elif isinstance(action, Event):
@@ -271,12 +283,36 @@ class LanService:
         self._counts["record_pushes"] += requests
         return actions
 
+    def _queue_push(self, q: LanQueue, peer: str, records: tuple[JobRecord, ...]) -> None:
+        """Push `records` to `peer` within PUSH_BATCH seconds, with whatever else goes there."""
+        box = self._push_box.setdefault((q.name, peer), {})
+        for r in records:
+            cur = box.get(r.id)
+            if cur is None or r.key > cur.key:
+                box[r.id] = r
+        if len(box) >= PUSH_BATCH_MAX:
+            self._send_box(q.name, peer)
+        elif self._push_flush is None:
+            self._push_flush = asyncio.get_running_loop().call_later(PUSH_BATCH, self._flush_pushes)
+
+    def _flush_pushes(self) -> None:
+        self._push_flush = None
+        for queue, peer in list(self._push_box):
+            self._send_box(queue, peer)
+
+    def _send_box(self, queue: str, peer: str) -> None:
+        records = self._push_box.pop((queue, peer), {})
+        q = self.queues.get(queue)
+        if q is not None and records:
+            self._spawn(self._deliver(q, Send(peer, RecordPush(self.node_id, tuple(records.values())))))
+
     def _forward(self, q: LanQueue, push: RecordPush, before: dict[str, tuple[int, int]]) -> None:
         """Versions new here go on to FANOUT peers other than the sender, once (sync/spread.py)."""
         members = sorted(self.directory.online(q.name))
         for send in spread.forwards(self.node_id, push, before, q.core.records, members, self._fanout(q)):
-            self._counts["record_forwards"] += 1
-            self._spawn(self._deliver(q, send))
+            if isinstance(send.message, RecordPush):
+                self._counts["record_forwards"] += 1
+                self._queue_push(q, send.to, send.message.records)
 
     async def _ask(self, q: LanQueue, node_id: str, path: str, body: bytes) -> Any:
         """The one way this node calls a peer of `q`: a signed request, the peer's signed JSON
