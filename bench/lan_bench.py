@@ -708,15 +708,18 @@ def scale_report(args: argparse.Namespace, rows: list[dict[str, float]], elapsed
                    f"(target >= 0.8); background bytes per node x{r['bg_bytes_node_s'] / base['bg_bytes_node_s']:.2f} "
                    f"(target <= 1.5); last submit -> all {r['last_to_all_s']:.2f} s (target < 1 s); "
                    f"idle CPU per node x{r['idle_cpu_pct'] / max(base['idle_cpu_pct'], 1e-9):.2f}\n")
+    where = f" --scale-dir {args.scale_dir}" if args.scale_dir else ""
     return (f"{SCALE_MARK}\n## Scale (issue 14)\n\n`python bench/lan_bench.py --scale {args.scale} --jobs {args.jobs} "
-            f"--idle-window {args.idle_window:g}` on {os.cpu_count()} cores ({platform.machine()}), "
+            f"--idle-window {args.idle_window:g}{where}` on {os.cpu_count()} cores ({platform.machine()}), "
             f"{time.strftime('%Y-%m-%d')}, {elapsed:.0f} s. Static full mesh, --no-mdns, {args.jobs} jobs "
             f"submitted on one node ({args.concurrency} in flight); idle figures over {args.idle_window:g} s "
             "with the jobs in the queue. All sizes in one run.\n\n" + head + body + "\n" + ratios)
 
 
 async def run_scale(args: argparse.Namespace) -> list[dict[str, float]]:
-    root = Path(tempfile.mkdtemp(prefix="lan-bench-scale-"))
+    # Each node of a real farm writes its own SD card; on one machine every node's fsync would
+    # queue on one disk and measure that disk. --scale-dir /dev/shm keeps the nodes' data in RAM.
+    root = Path(tempfile.mkdtemp(prefix="lan-bench-scale-", dir=args.scale_dir))
     rows = []
     try:
         connector = aiohttp.TCPConnector(limit=0)
@@ -730,6 +733,9 @@ async def run_scale(args: argparse.Namespace) -> list[dict[str, float]]:
     except BaseException:
         print(f"bench failed; node logs kept in {root}", file=sys.stderr)
         raise
+    if os.environ.get("LAN_BENCH_KEEP"):
+        print(f"node logs kept in {root}")
+        return rows
     shutil.rmtree(root, ignore_errors=True)
     return rows
 
@@ -780,6 +786,7 @@ def main() -> int:
     ap.add_argument("--baseline-label", help="what the baseline tree is, for the report (e.g. a commit)")
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS-lan.md")
     ap.add_argument("--scale", help="scale mode: run (c) at these farm sizes in one run, e.g. 4,24")
+    ap.add_argument("--scale-dir", default=None, help="scale mode: where the nodes' data dirs go (e.g. /dev/shm)")
     args = ap.parse_args()
 
     netns = os.environ.get(NETNS_ENV) == "1"
