@@ -416,7 +416,8 @@ async def test_upload_plain_select_and_print(node_factory):
     listing = await ok_json(await api.get("/api/files"))
     assert sorted(f["path"] for f in listing["files"]) == ["p.gcode", "plates/part_one.gcode"]
     assert listing["free"] > 0 and listing["total"] >= listing["free"]
-    assert await ok_json(await api.get("/api/files/local")) == listing
+    local = await ok_json(await api.get("/api/files/local"))
+    assert local["files"] == listing["files"]  # `free` moves with whatever else writes to the disk
     info = await ok_json(await api.get("/api/files/local/plates/part_one.gcode"))
     assert info["hash"] and len(info["hash"]) == 64 and info["size"] == len(GCODE)
 
