@@ -204,9 +204,10 @@ class DiscoveryService:
         """Unregister from mDNS (awaited, so peers see us go), stop heartbeats. Idempotent."""
         if self._closed:
             return
-        if self._runner is not None and self._swim_task is not None:
-            await self._runner.send_now(self.swim.farewell())
-        self._closed = True  # also makes the hello route answer 503 from now on
+        farewell = self.swim.farewell() if self._runner is not None and self._swim_task is not None else []
+        self._closed = True  # the hello and SWIM routes answer 503 from now on
+        if self._runner is not None and farewell:
+            await self._runner.send_now(farewell)
         if self._mdns is not None:
             await self._mdns.async_close()
         for task in (self._task, self._swim_task):

@@ -183,6 +183,7 @@ class Swim:
         self._relays: dict[int, _Relay] = {}
         self._next_period = float("-inf")
         self._periods = 0
+        self.leaving = False
         self.sent = 0  # messages sent, for the simulator's and bench's per-node cost
         self._queue_gossip(Update(self.me, Status.ALIVE, self.incarnation, self.addr))
 
@@ -216,6 +217,7 @@ class Swim:
         """This node is leaving (a clean shutdown): tell every member now, one ping each carrying
         its own death, instead of letting each find out by failed probes. Once per life."""
         gone = (Update(self.me, Status.DEAD, self.incarnation, self.addr),)
+        self.leaving = True  # and never refute it: an echo of this news must not revive us
         self._seq += 1
         return [self._send(n, Ping(self.me, self.addr, self._seq, gone))
                 for n, u in self.members.items() if u.status != Status.DEAD]
@@ -236,6 +238,8 @@ class Swim:
         return actions
 
     def tick(self, now: float) -> list[Action]:
+        if self.leaving:
+            return []
         actions: list[Action] = []
         probe = self._probe
         if probe is not None and not probe.acked and not probe.indirect_sent and \
@@ -360,7 +364,7 @@ class Swim:
 
     def _about_me(self, news: Update) -> list[Action]:
         """Refute a suspicion (or a death) of this node by raising its incarnation."""
-        if news.status != Status.ALIVE and news.incarnation >= self.incarnation:
+        if news.status != Status.ALIVE and news.incarnation >= self.incarnation and not self.leaving:
             self.incarnation = news.incarnation + 1
             self._queue_gossip(Update(self.me, Status.ALIVE, self.incarnation, self.addr))
         return []
