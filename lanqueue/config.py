@@ -83,6 +83,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("resume", bool, "start managing the queue again after a restart if it was active"),
     Option("lease_ttl", float, "LAN lease time to live, seconds"),
     Option("lock_delay", float, "seconds an expired LAN lease stays blocked (default: one TTL)"),
+    Option("lan_gossip_above", int, "with more online peers than this in a LAN queue, record versions spread "
+           "by fan-out (3 peers) and forwarding instead of the writer pushing to every peer"),
     Option("lan_history", bool, "write each LAN home decision to <data-dir>/lan-history.jsonl "
            "(rotated; for checking the LAN guarantees, as the cluster tests do)"),
     Option("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
@@ -129,6 +131,7 @@ class Options:
     resume: bool = False
     lease_ttl: float = 60.0
     lock_delay: float | None = None
+    lan_gossip_above: int = 32
     lan_history: bool = False
     log_level: str = "INFO"
     attended_hours: str | None = None

@@ -193,6 +193,7 @@ class Node:
         self.lan = LanService(
             self.node_id, self.store, self.files, secrets_,
             directory=PeerDirectory(self.discovery), timings=timings, history=history,
+            gossip_above=self.options.lan_gossip_above,
         )
         self.lan.on_lease_lapsed = self._stop_lapsed_print
         await self.lan.async_start()

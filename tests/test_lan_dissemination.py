@@ -28,7 +28,8 @@ def lan_counter(node, name: str) -> int:
 
 def test_a_version_reaches_every_node_through_forwards(node_process):
     ports = cluster_ports(N)
-    nodes = [node_process(lan_args(ports, p), port=p) for p in ports]
+    # six nodes are few enough for direct pushes by default: make them gossip
+    nodes = [node_process(lan_args(ports, p) + ["--lan-gossip-above", "2"], port=p) for p in ports]
     wait(lambda: all(peers_online(n, N - 1) for n in nodes), timeout=60, what="full mesh online")
     home = nodes[0]
     upload(home, "part.gcode", gcode("PART"))
@@ -41,3 +42,19 @@ def test_a_version_reaches_every_node_through_forwards(node_process):
     assert broadcasts >= JOBS
     assert pushes <= 3 * broadcasts  # not to all five peers
     assert sum(lan_counter(n, "record_forwards") for n in nodes[1:]) > 0
+
+
+def test_a_small_farm_gets_each_version_from_its_writer(node_process):
+    """Below `--lan-gossip-above` (32 online peers by default) the writer pushes to every peer
+    itself: one hop, nothing forwarded."""
+    ports = cluster_ports(4)
+    nodes = [node_process(lan_args(ports, p), port=p) for p in ports]
+    wait(lambda: all(peers_online(n, 3) for n in nodes), timeout=60, what="full mesh online")
+    home = nodes[0]
+    upload(home, "part.gcode", gcode("PART"))
+    for i in range(JOBS):
+        post(home, CP + "/set/add", data={"path": "part.gcode", "queue": "farm", "jobDraft": "false",
+                                          "name": f"j{i}"})
+    wait(lambda: all(len(lan_jobs(n)) == JOBS for n in nodes), timeout=8, what="every node has every job")
+    assert sum(lan_counter(n, "record_forwards") for n in nodes[1:]) == 0
+    assert lan_counter(home, "record_pushes") >= 3  # each of the three peers was pushed to

@@ -80,6 +80,11 @@ FANOUT = 3
 """Peers a new record version is pushed to by its writer, and forwarded to by each node it is new
 to: it reaches all N nodes in about log3(N) hops, and no node sends more than this many pushes
 per version whatever N (docs/lan-queues.md, "Membership and dissemination at scale")."""
+GOSSIP_ABOVE = 32
+"""Up to this many online peers a writer pushes each version to all of them itself (batched): one
+hop, and N-1 requests per version in all, where forwarding costs up to 3 per node; measured on
+one machine hosting 24 nodes, forwarding made bursts of submissions 5x slower (bench/RESULTS-lan.md).
+Past it each node's cost must stop growing with the farm: fan-out and forwarding take over."""
 PUSH_BATCH = 0.02
 """Record pushes to one peer within this many seconds travel as one request (the newest version of
 each record): a burst of submissions costs each peer a few requests, not one per job."""
@@ -128,8 +133,10 @@ class LanService:
         timings: Timings | None = None,
         history: HistoryLog | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gossip_above: int = GOSSIP_ABOVE,
     ) -> None:
         self.node_id = node_id
+        self.gossip_above = gossip_above
         self.store = store
         self.files = files
         self.directory = directory
@@ -269,9 +276,14 @@ class LanService:
         return replies
 
     def _fanout(self, q: LanQueue) -> gossip.Fanout:
+        """FANOUT peers once the queue has more than `gossip_above` online; all of them below
+        (then nothing is thinned and nothing forwarded: spread.py does neither when the fan-out
+        covers every member)."""
         fan = self._fanouts.get(q.name)
         if fan is None:
             fan = self._fanouts[q.name] = gossip.Fanout(self.node_id, FANOUT)
+        online = len(self.directory.online(q.name))
+        fan.fanout = FANOUT if online > self.gossip_above else max(FANOUT, online + 1)
         return fan
 
     def _thin_broadcasts(self, q: LanQueue, actions: list[Action]) -> list[Action]:
