@@ -61,15 +61,20 @@ def next_incarnation(data_dir: Path) -> int:
     path = data_dir / INCARNATION_FILE
     try:
         last = int(path.read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         last = 0
     value = max(0, last) + 1
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # a data dir that cannot be written: the store's check at start says so in one line
+        # and stops the node; failing here first would print a traceback instead
+        pass
     return value
 
 
