@@ -129,8 +129,8 @@ def decode(body: bytes, remote: str) -> tuple[Message, PeerInfo, dict[str, Any]]
         raise BadSwim("message too large")
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadSwim("message is not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is refused too
+        raise BadSwim("message is not JSON (or nested too deeply)") from None
     if not isinstance(obj, dict):
         raise BadSwim("message must be an object")
     kind = _KINDS.get(obj.get("kind"))  # type: ignore[arg-type]
